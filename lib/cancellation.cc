@@ -1,0 +1,14 @@
+#include "lib/cancellation.h"
+
+#include "lib/internal/interruptible_wait.h"
+
+namespace onlyone {
+
+CancellationToken::CancellationToken()
+    : state_(std::make_shared<internal::CancellationState>()) {}
+
+void CancellationToken::Cancel() { state_->Cancel(); }
+
+bool CancellationToken::IsCancelled() const { return state_->IsCancelled(); }
+
+}  // namespace onlyone

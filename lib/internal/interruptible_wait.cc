@@ -1,0 +1,168 @@
+#include "lib/internal/interruptible_wait.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "absl/base/call_once.h"
+#include "absl/strings/str_cat.h"
+#include "lib/internal/posix_error.h"
+
+namespace onlyone::internal {
+namespace {
+
+// Fires every millisecond after the deadline or a Cancel(), until the wait
+// ends; see "check-then-block race" in the header.
+constexpr long kRefireIntervalNanos = 1'000'000;
+
+void IgnoreInterrupt(int) {}
+
+struct ChosenSignal {
+  int signal = 0;
+  int error_number = 0;
+};
+
+ChosenSignal ChooseAndInstallSignal() {
+  for (int candidate = SIGRTMAX; candidate >= SIGRTMIN; --candidate) {
+    struct sigaction current {};
+    if (sigaction(candidate, nullptr, &current) != 0) continue;
+    const bool unused = !(current.sa_flags & SA_SIGINFO) &&
+                        current.sa_handler == SIG_DFL;
+    if (!unused) continue;
+    struct sigaction ours {};
+    ours.sa_handler = IgnoreInterrupt;
+    sigemptyset(&ours.sa_mask);
+    ours.sa_flags = 0;  // no SA_RESTART: flock(2) must return EINTR
+    if (sigaction(candidate, &ours, nullptr) != 0) {
+      return {0, errno};
+    }
+    return {candidate, 0};
+  }
+  return {0, EAGAIN};
+}
+
+}  // namespace
+
+void CancellationState::Cancel() {
+  absl::MutexLock lock(&mu_);
+  if (cancelled_) return;
+  cancelled_ = true;
+  struct itimerspec now {};
+  now.it_value.tv_nsec = 1;
+  now.it_interval.tv_nsec = kRefireIntervalNanos;
+  for (timer_t timer : timers_) timer_settime(timer, 0, &now, nullptr);
+}
+
+bool CancellationState::IsCancelled() const {
+  absl::MutexLock lock(&mu_);
+  return cancelled_;
+}
+
+bool CancellationState::Register(timer_t timer) {
+  absl::MutexLock lock(&mu_);
+  if (cancelled_) return false;
+  timers_.insert(timer);
+  return true;
+}
+
+void CancellationState::Unregister(timer_t timer) {
+  absl::MutexLock lock(&mu_);
+  timers_.erase(timer);
+}
+
+absl::Time MonotonicNow() {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return absl::TimeFromTimespec(now);
+}
+
+absl::StatusOr<int> InterruptSignal() {
+  static absl::once_flag once;
+  static ChosenSignal chosen;
+  absl::call_once(once, [] { chosen = ChooseAndInstallSignal(); });
+  if (chosen.signal != 0) return chosen.signal;
+  if (chosen.error_number == EAGAIN) {
+    return absl::ResourceExhaustedError(
+        "every real-time signal already has a handler; onlyone needs one "
+        "unused real-time signal to time out or cancel a lock wait");
+  }
+  return PosixError("installing the lock-wait interrupt handler",
+                    chosen.error_number);
+}
+
+absl::StatusOr<std::unique_ptr<InterruptibleWait>> InterruptibleWait::Start(
+    absl::Time deadline, const std::optional<CancellationToken>& cancellation) {
+  if (cancellation.has_value() && cancellation->IsCancelled()) {
+    return absl::CancelledError("cancelled before the wait started");
+  }
+  absl::StatusOr<int> signal = InterruptSignal();
+  if (!signal.ok()) return signal.status();
+
+  sigset_t ours;
+  sigemptyset(&ours);
+  sigaddset(&ours, *signal);
+  sigset_t saved_mask;
+  pthread_sigmask(SIG_UNBLOCK, &ours, &saved_mask);
+  // From here on the destructor restores the mask.
+  std::unique_ptr<InterruptibleWait> wait(
+      new InterruptibleWait(deadline, cancellation, *signal, saved_mask));
+
+  struct sigevent event {};
+  event.sigev_notify = SIGEV_THREAD_ID;
+  event.sigev_signo = *signal;
+  event._sigev_un._tid = gettid();
+  if (timer_create(CLOCK_MONOTONIC, &event, &wait->timer_) != 0) {
+    return PosixError("creating the lock-wait timer", errno);
+  }
+  wait->timer_created_ = true;
+
+  if (deadline != absl::InfiniteFuture()) {
+    struct itimerspec at_deadline {};
+    at_deadline.it_value = absl::ToTimespec(deadline);
+    // A zero it_value would disarm the timer; a deadline already past fires
+    // at once instead.
+    if (at_deadline.it_value.tv_sec <= 0 && at_deadline.it_value.tv_nsec <= 0) {
+      at_deadline.it_value.tv_nsec = 1;
+    }
+    at_deadline.it_interval.tv_nsec = kRefireIntervalNanos;
+    if (timer_settime(wait->timer_, TIMER_ABSTIME, &at_deadline, nullptr) !=
+        0) {
+      return PosixError("arming the lock-wait timer", errno);
+    }
+  }
+  if (cancellation.has_value()) {
+    if (!cancellation->state().Register(wait->timer_)) {
+      return absl::CancelledError("cancelled before the wait started");
+    }
+    wait->registered_ = true;
+  }
+  return wait;
+}
+
+InterruptibleWait::InterruptibleWait(
+    absl::Time deadline, std::optional<CancellationToken> cancellation,
+    int signal, sigset_t saved_mask)
+    : deadline_(deadline),
+      cancellation_(std::move(cancellation)),
+      signal_(signal),
+      saved_mask_(saved_mask) {}
+
+InterruptibleWait::~InterruptibleWait() {
+  // Unregister first so that a concurrent Cancel() cannot arm a deleted
+  // timer; deleting the timer discards a signal it left pending.
+  if (registered_) cancellation_->state().Unregister(timer_);
+  if (timer_created_) timer_delete(timer_);
+  pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
+}
+
+InterruptibleWait::Outcome InterruptibleWait::Check() const {
+  if (cancellation_.has_value() && cancellation_->IsCancelled()) {
+    return Outcome::kCancelled;
+  }
+  if (MonotonicNow() >= deadline_) return Outcome::kDeadlineExceeded;
+  return Outcome::kKeepWaiting;
+}
+
+}  // namespace onlyone::internal

@@ -1,0 +1,112 @@
+// Wakes a thread that is blocked in flock(2) when its deadline passes or its
+// CancellationToken is cancelled, without polling.
+//
+// Why a signal: flock(2) has no timeout and no way to be woken other than a
+// signal (closing the descriptor from another thread does not wake it). So a
+// timed or cancellable wait calls the plain blocking flock(2), and a POSIX
+// timer (timer_create with SIGEV_THREAD_ID) sends a signal to exactly that
+// thread when the deadline passes; Cancel() re-arms the same timer to fire
+// at once. The thread burns no CPU while it waits and, when the holder
+// releases, the kernel wakes it directly: the hand-off costs what raw flock
+// costs.
+//
+// How the application's signals are left alone:
+//  * The signal is a real-time signal that nobody has a handler for: the
+//    first wait scans SIGRTMAX down to SIGRTMIN and takes the first one whose
+//    disposition is SIG_DFL, installing a handler that does nothing (without
+//    SA_RESTART, so flock returns EINTR). If every real-time signal is taken,
+//    timed and cancellable waits fail with ResourceExhausted.
+//  * The signal is only ever sent by the waiting thread's own timer, to that
+//    thread, while it waits; the timer is deleted (which discards a pending
+//    signal) before the wait returns. Other threads never see it.
+//  * The waiting thread unblocks the signal only for the wait and restores
+//    its signal mask afterwards, so it works in programs that block all
+//    signals (for example to read them through signalfd).
+//
+// The check-then-block race (the deadline passes between the last check and
+// entering flock) is closed by arming the timer with a 1 ms interval: after
+// the deadline it keeps firing until the wait ends.
+//
+// Thread safety: an InterruptibleWait belongs to the thread that made it and
+// must be destroyed on that thread.
+
+#ifndef ONLYONE_LIB_INTERNAL_INTERRUPTIBLE_WAIT_H_
+#define ONLYONE_LIB_INTERNAL_INTERRUPTIBLE_WAIT_H_
+
+#include <signal.h>
+#include <time.h>
+
+#include <memory>
+#include <optional>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/cancellation.h"
+
+namespace onlyone::internal {
+
+// Shared state behind CancellationToken: the flag and the timers of the waits
+// that use it, so Cancel() can fire them.
+class CancellationState {
+ public:
+  void Cancel();
+  bool IsCancelled() const;
+
+  // Adds a waiter's timer; returns false (and adds nothing) if already
+  // cancelled.
+  bool Register(timer_t timer);
+  void Unregister(timer_t timer);
+
+ private:
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<timer_t> timers_ ABSL_GUARDED_BY(mu_);
+};
+
+// Returns CLOCK_MONOTONIC as an absl::Time; deadlines of waits are on this
+// clock so that setting the wall clock neither shortens nor stretches them.
+absl::Time MonotonicNow();
+
+// Returns the real-time signal used to interrupt waits, choosing and
+// installing it on first use; an error if none is free.
+absl::StatusOr<int> InterruptSignal();
+
+class InterruptibleWait {
+ public:
+  enum class Outcome { kKeepWaiting, kDeadlineExceeded, kCancelled };
+
+  // Arms an interruption for the calling thread at `deadline` (on the
+  // MonotonicNow() clock; may be absl::InfiniteFuture()) or when `cancellation` is cancelled. Returns
+  // Cancelled if it already is.
+  static absl::StatusOr<std::unique_ptr<InterruptibleWait>> Start(
+      absl::Time deadline, const std::optional<CancellationToken>& cancellation);
+
+  InterruptibleWait(const InterruptibleWait&) = delete;
+  InterruptibleWait& operator=(const InterruptibleWait&) = delete;
+  ~InterruptibleWait();
+
+  // Called after a blocking call returned EINTR (or before blocking): tells
+  // whether the wait is over and why. Other signals (the application's) give
+  // kKeepWaiting and the caller blocks again.
+  Outcome Check() const;
+
+ private:
+  InterruptibleWait(absl::Time deadline,
+                    std::optional<CancellationToken> cancellation, int signal,
+                    sigset_t saved_mask);
+
+  const absl::Time deadline_;
+  const std::optional<CancellationToken> cancellation_;
+  const int signal_;
+  const sigset_t saved_mask_;
+  timer_t timer_{};
+  bool timer_created_ = false;
+  bool registered_ = false;
+};
+
+}  // namespace onlyone::internal
+
+#endif  // ONLYONE_LIB_INTERNAL_INTERRUPTIBLE_WAIT_H_

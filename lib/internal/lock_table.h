@@ -1,0 +1,75 @@
+// The table of kernel file locks this process holds.
+//
+// Why it exists: flock(2) locks belong to open file descriptions, so two
+// ScopedFileLocks on one file in one process already exclude each other in the
+// kernel, as two processes do (unlike POSIX fcntl locks, which a process never
+// conflicts with itself on). What the kernel cannot do is tell a thread that
+// it is about to wait for a lock it holds itself, or count recursive
+// acquisitions, or keep fork()ed children from holding the parent's lock
+// open. This table does those three things.
+//
+// fork(): a pthread_atfork handler runs in the child and, for every entry,
+//  * closes the descriptor, unless the lock was made inheritable or marked
+//    for hand-off, so a child never keeps its parent's lock alive;
+//  * marks the entry as not owned, so the child's Release() and destructors
+//    never unlock the parent's lock;
+//  * for an entry marked for hand-off, makes the child the owner instead, and
+//    the parent's copy stops owning it (the daemon pattern).
+// The handlers cover fork(), daemon(3) and system(3); a raw clone(2) or
+// vfork(2) skips them (vfork'd children must only exec, where O_CLOEXEC acts).
+//
+// Thread safety: all functions are thread-safe.
+
+#ifndef ONLYONE_LIB_INTERNAL_LOCK_TABLE_H_
+#define ONLYONE_LIB_INTERNAL_LOCK_TABLE_H_
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace onlyone::internal {
+
+// One kernel lock: one open file description locked with flock(2).
+struct HeldFile {
+  int fd = -1;  // -1 once closed in a fork child
+  std::string path;
+  dev_t device = 0;
+  ino_t inode = 0;
+  bool exclusive = true;
+  // The process that may unlock it; 0 when this process does not own it (a
+  // fork child's copy, or the parent after a hand-off).
+  pid_t owner_pid = 0;
+  // The thread that acquired it, for self-deadlock detection.
+  pid_t holder_thread = 0;
+  bool recursive = false;
+  int acquisitions = 1;
+  bool inheritable = false;
+  bool hand_off_on_fork = false;
+};
+
+// Registers a newly locked file; the table owns it until the last Release.
+HeldFile* AddHeldFile(HeldFile file);
+
+// Finds a lock on (device, inode) that the calling thread acquired and this
+// process owns; nullptr if none.
+HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode);
+
+// Counts one more acquisition of a recursive entry.
+void AddAcquisition(HeldFile* file);
+
+// Undoes one acquisition; the last one unlocks (if owned), closes and
+// forgets the entry. Errors from flock(2) and close(2) are returned.
+absl::Status ReleaseAcquisition(HeldFile* file);
+
+// Whether this process owns the entry's kernel lock.
+bool OwnedHere(const HeldFile* file);
+
+// Marks the entry so the next fork() hands the lock to the child.
+void MarkHandOffOnFork(HeldFile* file);
+
+}  // namespace onlyone::internal
+
+#endif  // ONLYONE_LIB_INTERNAL_LOCK_TABLE_H_

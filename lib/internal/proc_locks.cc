@@ -1,0 +1,85 @@
+#include "lib/internal/proc_locks.h"
+
+#include <sys/sysmacros.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace onlyone::internal {
+namespace {
+
+// Parses "MAJ:MIN:INODE" where the device numbers are hexadecimal.
+bool ParseFileId(absl::string_view field, dev_t* device, ino_t* inode) {
+  std::vector<absl::string_view> parts = absl::StrSplit(field, ':');
+  if (parts.size() != 3) return false;
+  uint32_t major_number, minor_number;
+  uint64_t inode_number;
+  if (!absl::SimpleHexAtoi(parts[0], &major_number) ||
+      !absl::SimpleHexAtoi(parts[1], &minor_number) ||
+      !absl::SimpleAtoi(parts[2], &inode_number)) {
+    return false;
+  }
+  *device = makedev(major_number, minor_number);
+  *inode = static_cast<ino_t>(inode_number);
+  return true;
+}
+
+}  // namespace
+
+std::vector<FlockHolder> ParseFlockHolders(absl::string_view proc_locks_text,
+                                           dev_t device, ino_t inode) {
+  // A line is "ID: FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE 0 EOF"; waiters
+  // are listed as "ID: -> FLOCK ..." and are skipped.
+  std::vector<FlockHolder> holders;
+  for (absl::string_view line : absl::StrSplit(proc_locks_text, '\n')) {
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.size() < 6 || fields[1] != "FLOCK") continue;
+    dev_t line_device;
+    ino_t line_inode;
+    if (!ParseFileId(fields[5], &line_device, &line_inode) ||
+        line_device != device || line_inode != inode) {
+      continue;
+    }
+    FlockHolder holder;
+    if (!absl::SimpleAtoi(fields[4], &holder.pid)) continue;
+    holder.exclusive = fields[3] == "WRITE";
+    holders.push_back(holder);
+  }
+  return holders;
+}
+
+std::vector<FlockHolder> FlockHolders(dev_t device, ino_t inode) {
+  std::ifstream file("/proc/locks");
+  if (!file) return {};
+  std::stringstream text;
+  text << file.rdbuf();
+  return ParseFlockHolders(text.str(), device, inode);
+}
+
+std::string ProcessName(pid_t pid) {
+  std::ifstream file(absl::StrCat("/proc/", pid, "/comm"));
+  std::string name;
+  if (!file || !std::getline(file, name)) return "";
+  return name;
+}
+
+std::string DescribeHolders(const std::vector<FlockHolder>& holders) {
+  if (holders.empty()) return "";
+  std::vector<std::string> parts;
+  for (const FlockHolder& holder : holders) {
+    std::string name = ProcessName(holder.pid);
+    parts.push_back(name.empty() ? absl::StrCat(holder.pid)
+                                 : absl::StrCat(holder.pid, " (", name, ")"));
+  }
+  return absl::StrCat(holders.size() == 1 ? "pid " : "pids ",
+                      absl::StrJoin(parts, ", "));
+}
+
+}  // namespace onlyone::internal

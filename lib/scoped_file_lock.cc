@@ -1,0 +1,378 @@
+#include "lib/scoped_file_lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "lib/internal/interruptible_wait.h"
+#include "lib/internal/lock_table.h"
+#include "lib/internal/posix_error.h"
+#include "lib/internal/proc_locks.h"
+
+namespace onlyone {
+namespace {
+
+using internal::HeldFile;
+using internal::InterruptibleWait;
+using internal::PosixError;
+
+struct OpenedFile {
+  int fd;
+  dev_t device;
+  ino_t inode;
+};
+
+// Names what is at `path` when it is not a regular file, from lstat(2).
+const char* NonRegularFileKind(mode_t mode) {
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return nullptr;
+}
+
+absl::Status NotARegularFile(const std::string& path, const char* kind) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, " is ", kind,
+      ", not a regular file; lock files are never followed or opened "
+      "through other file types"));
+}
+
+// Explains a failed open(2): the kind of file in the way, the missing
+// directory, or the errno.
+absl::Status OpenError(const std::string& path, int error_number) {
+  if (error_number == ENOENT) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": the directory for the lock file does not exist"));
+  }
+  struct stat in_the_way;
+  if (lstat(path.c_str(), &in_the_way) == 0) {
+    if (const char* kind = NonRegularFileKind(in_the_way.st_mode)) {
+      return NotARegularFile(path, kind);
+    }
+  }
+  return PosixError(absl::StrCat(path, ": open"), error_number);
+}
+
+// Opens `path` for locking: never through a symlink, never blocking on a FIFO
+// (O_NONBLOCK), never truncating. Creates the file with exactly `file_mode`
+// if it is missing.
+absl::StatusOr<OpenedFile> OpenLockFile(const std::string& path,
+                                        mode_t file_mode) {
+  constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+  for (;;) {
+    int fd = open(path.c_str(), O_RDWR | kFlags);
+    // Another user's lock file is often not writable by us; flock(2) works
+    // on a read-only descriptor.
+    if (fd < 0 && errno == EACCES) fd = open(path.c_str(), O_RDONLY | kFlags);
+    bool created = false;
+    if (fd < 0 && errno == ENOENT) {
+      fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | kFlags, file_mode);
+      if (fd < 0 && errno == EEXIST) continue;  // lost a race to create it
+      created = fd >= 0;
+    }
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      return OpenError(path, errno);
+    }
+    absl::Cleanup close_fd = [fd] { close(fd); };
+    struct stat opened;
+    if (fstat(fd, &opened) != 0) {
+      return PosixError(absl::StrCat(path, ": fstat"), errno);
+    }
+    if (const char* kind = NonRegularFileKind(opened.st_mode)) {
+      return NotARegularFile(path, kind);
+    }
+    // open(2) applied the umask; the documented mode is the exact one.
+    if (created && fchmod(fd, file_mode) != 0) {
+      return PosixError(absl::StrCat(path, ": fchmod"), errno);
+    }
+    std::move(close_fd).Cancel();
+    return OpenedFile{fd, opened.st_dev, opened.st_ino};
+  }
+}
+
+std::string HolderDescription(const OpenedFile& file) {
+  std::vector<internal::FlockHolder> holders =
+      internal::FlockHolders(file.device, file.inode);
+  if (holders.size() == 1 && holders[0].pid == getpid()) {
+    return "this process (another ScopedFileLock or thread)";
+  }
+  std::string described = internal::DescribeHolders(holders);
+  return described.empty() ? "another process" : described;
+}
+
+// Takes the flock(2) lock on `file`, waiting as the options say. `wait` is
+// armed on the first blocking wait and kept across retries so that they
+// share one deadline.
+absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
+                            const LockOptions& options, absl::Time deadline,
+                            std::unique_ptr<InterruptibleWait>& wait) {
+  const int operation =
+      options.mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH;
+  if (flock(file.fd, operation | LOCK_NB) == 0) return absl::OkStatus();
+  if (errno != EWOULDBLOCK) {
+    return PosixError(absl::StrCat(path, ": flock"), errno);
+  }
+  if (options.timeout == absl::ZeroDuration()) {
+    return absl::UnavailableError(
+        absl::StrCat(path, " is held by ", HolderDescription(file)));
+  }
+  if (deadline == absl::InfiniteFuture() && !options.cancellation.has_value()) {
+    while (flock(file.fd, operation) != 0) {
+      if (errno != EINTR) {
+        return PosixError(absl::StrCat(path, ": flock"), errno);
+      }
+    }
+    return absl::OkStatus();
+  }
+  if (wait == nullptr) {
+    absl::StatusOr<std::unique_ptr<InterruptibleWait>> started =
+        InterruptibleWait::Start(deadline, options.cancellation);
+    if (!started.ok()) {
+      return absl::Status(started.status().code(),
+                          absl::StrCat(path, ": ", started.status().message()));
+    }
+    wait = *std::move(started);
+  }
+  for (;;) {
+    switch (wait->Check()) {
+      case InterruptibleWait::Outcome::kCancelled:
+        return absl::CancelledError(absl::StrCat(
+            path, ": cancelled while waiting; held by ",
+            HolderDescription(file)));
+      case InterruptibleWait::Outcome::kDeadlineExceeded:
+        return absl::DeadlineExceededError(absl::StrCat(
+            path, " is still held by ", HolderDescription(file),
+            " after waiting ", absl::FormatDuration(options.timeout)));
+      case InterruptibleWait::Outcome::kKeepWaiting:
+        break;
+    }
+    if (flock(file.fd, operation) == 0) return absl::OkStatus();
+    if (errno != EINTR) {
+      return PosixError(absl::StrCat(path, ": flock"), errno);
+    }
+  }
+}
+
+absl::Status ValidateRequest(absl::string_view path,
+                             const LockOptions& options) {
+  if (path.empty()) return absl::InvalidArgumentError("lock path is empty");
+  if (path.find('\0') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lock path contains a NUL byte: ", absl::CEscape(path)));
+  }
+  if (options.timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": negative timeout ",
+                     absl::FormatDuration(options.timeout)));
+  }
+  if ((options.file_mode & ~static_cast<mode_t>(07777)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": file mode ", absl::StrFormat("%o", options.file_mode),
+                     " has bits outside 07777"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
+    absl::string_view path_view, const LockOptions& options) {
+  if (absl::Status valid = ValidateRequest(path_view, options); !valid.ok()) {
+    return valid;
+  }
+  const std::string path(path_view);
+  const absl::Time deadline =
+      options.timeout == absl::InfiniteDuration()
+          ? absl::InfiniteFuture()
+          : internal::MonotonicNow() + options.timeout;
+  std::unique_ptr<InterruptibleWait> wait;
+  for (;;) {
+    absl::StatusOr<OpenedFile> file = OpenLockFile(path, options.file_mode);
+    if (!file.ok()) return file.status();
+    absl::Cleanup close_fd = [fd = file->fd] { close(fd); };
+
+    if (HeldFile* mine =
+            internal::FindHeldByCallingThread(file->device, file->inode)) {
+      if (!options.recursive) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            path, " is already held by this thread; waiting for it would "
+                  "deadlock (set LockOptions::recursive to count nested "
+                  "acquisitions)"));
+      }
+      if (options.mode == LockMode::kExclusive && !mine->exclusive) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            path, " is held shared by this thread; waiting to upgrade it to "
+                  "exclusive would deadlock"));
+      }
+      internal::AddAcquisition(mine);
+      return ScopedFileLock(
+          mine, path, mine->exclusive ? LockMode::kExclusive : LockMode::kShared);
+    }
+
+    if (absl::Status locked =
+            LockOpenedFile(*file, path, options, deadline, wait);
+        !locked.ok()) {
+      return locked;
+    }
+
+    // The path must still name the file we locked: a holder may have
+    // removed or replaced it while we waited, and a lock on a file nobody
+    // can open any more excludes nobody. Take the lock again on the file the
+    // path names now.
+    struct stat now;
+    if (lstat(path.c_str(), &now) != 0) {
+      const int error_number = errno;
+      if (error_number == ENOENT) continue;  // close_fd unlocks and closes
+      return PosixError(absl::StrCat(path, ": lstat"), error_number);
+    }
+    if (now.st_dev != file->device || now.st_ino != file->inode) continue;
+
+    if (options.inheritable && fcntl(file->fd, F_SETFD, 0) != 0) {
+      return PosixError(absl::StrCat(path, ": clearing FD_CLOEXEC"), errno);
+    }
+    HeldFile held;
+    held.fd = file->fd;
+    held.path = path;
+    held.device = file->device;
+    held.inode = file->inode;
+    held.exclusive = options.mode == LockMode::kExclusive;
+    held.owner_pid = getpid();
+    held.holder_thread = gettid();
+    held.recursive = options.recursive;
+    held.inheritable = options.inheritable;
+    std::move(close_fd).Cancel();
+    return ScopedFileLock(internal::AddHeldFile(std::move(held)), path,
+                          options.mode);
+  }
+}
+
+absl::StatusOr<ScopedFileLock> ScopedFileLock::AdoptInherited(
+    absl::string_view path_view) {
+  const std::string path(path_view);
+  const char* inherited = std::getenv(kInheritedLocksEnvVar);
+  if (inherited == nullptr || *inherited == '\0') {
+    return absl::NotFoundError(absl::StrCat(path, ": no lock was inherited (",
+                                            kInheritedLocksEnvVar,
+                                            " is not set)"));
+  }
+  struct stat named;
+  if (lstat(path.c_str(), &named) != 0) {
+    return PosixError(absl::StrCat(path, ": lstat"), errno);
+  }
+  // Entries are "FD:DEVICE:INODE:MODE", MODE being x (exclusive) or s.
+  for (absl::string_view entry : absl::StrSplit(inherited, ',')) {
+    std::vector<absl::string_view> fields = absl::StrSplit(entry, ':');
+    int fd;
+    uint64_t device, inode;
+    if (fields.size() != 4 || !absl::SimpleAtoi(fields[0], &fd) ||
+        !absl::SimpleAtoi(fields[1], &device) ||
+        !absl::SimpleAtoi(fields[2], &inode) ||
+        (fields[3] != "x" && fields[3] != "s")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": malformed ", kInheritedLocksEnvVar, " entry \"", entry,
+          "\""));
+    }
+    if (device != named.st_dev || inode != named.st_ino) continue;
+    struct stat open_file;
+    if (fstat(fd, &open_file) != 0 || open_file.st_dev != named.st_dev ||
+        open_file.st_ino != named.st_ino) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": inherited descriptor ", fd,
+          " is closed or names another file"));
+    }
+    const bool exclusive = fields[3] == "x";
+    // On the descriptor that holds the lock this is a no-op that succeeds;
+    // it fails if the lock was released and someone else took it.
+    if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+      const int error_number = errno;
+      if (error_number == EWOULDBLOCK) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            path, ": inherited descriptor ", fd, " no longer holds the lock"));
+      }
+      return PosixError(absl::StrCat(path, ": flock"), error_number);
+    }
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+      return PosixError(absl::StrCat(path, ": setting FD_CLOEXEC"), errno);
+    }
+    HeldFile held;
+    held.fd = fd;
+    held.path = path;
+    held.device = named.st_dev;
+    held.inode = named.st_ino;
+    held.exclusive = exclusive;
+    held.owner_pid = getpid();
+    held.holder_thread = gettid();
+    return ScopedFileLock(
+        internal::AddHeldFile(std::move(held)), path,
+        exclusive ? LockMode::kExclusive : LockMode::kShared);
+  }
+  return absl::NotFoundError(absl::StrCat(path, ": no inherited lock in ",
+                                          kInheritedLocksEnvVar,
+                                          " is for this file"));
+}
+
+ScopedFileLock::ScopedFileLock(HeldFile* file, std::string path, LockMode mode)
+    : file_(file), path_(std::move(path)), mode_(mode) {}
+
+ScopedFileLock::ScopedFileLock(ScopedFileLock&& other) noexcept
+    : file_(std::exchange(other.file_, nullptr)),
+      path_(std::move(other.path_)),
+      mode_(other.mode_) {}
+
+ScopedFileLock& ScopedFileLock::operator=(ScopedFileLock&& other) noexcept {
+  if (this != &other) {
+    Release().IgnoreError();  // as in the destructor
+    file_ = std::exchange(other.file_, nullptr);
+    path_ = std::move(other.path_);
+    mode_ = other.mode_;
+  }
+  return *this;
+}
+
+ScopedFileLock::~ScopedFileLock() { Release().IgnoreError(); }
+
+absl::Status ScopedFileLock::Release() {
+  if (file_ == nullptr) return absl::OkStatus();
+  return internal::ReleaseAcquisition(std::exchange(file_, nullptr));
+}
+
+bool ScopedFileLock::held() const {
+  return file_ != nullptr && internal::OwnedHere(file_);
+}
+
+int ScopedFileLock::fd() const { return file_ == nullptr ? -1 : file_->fd; }
+
+void ScopedFileLock::HandOffOnFork() {
+  if (file_ != nullptr) internal::MarkHandOffOnFork(file_);
+}
+
+std::string ScopedFileLock::InheritedLocksEnvValue() const {
+  if (file_ == nullptr || !file_->inheritable || file_->fd < 0) return "";
+  std::string value =
+      absl::StrCat(file_->fd, ":", file_->device, ":", file_->inode, ":",
+                   file_->exclusive ? "x" : "s");
+  if (const char* outer = std::getenv(kInheritedLocksEnvVar);
+      outer != nullptr && *outer != '\0') {
+    absl::StrAppend(&value, ",", outer);
+  }
+  return value;
+}
+
+}  // namespace onlyone
