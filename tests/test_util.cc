@@ -1,0 +1,200 @@
+#include "tests/test_util.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+
+namespace onlyone::testing {
+namespace {
+
+// Waits for `fd` to become readable; false on timeout.
+bool WaitReadable(int fd, absl::Duration timeout) {
+  struct pollfd poll_fd = {fd, POLLIN, 0};
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    const int remaining_ms = static_cast<int>(
+        absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (remaining_ms < 0) return false;
+    const int ready = poll(&poll_fd, 1, remaining_ms);
+    if (ready > 0) return true;
+    if (ready == 0) return false;
+    if (errno != EINTR) return false;
+  }
+}
+
+}  // namespace
+
+Pipe::Pipe() {
+  if (pipe2(fds_, O_CLOEXEC) != 0) {
+    perror("pipe2");
+    abort();
+  }
+}
+
+Pipe::~Pipe() {
+  CloseRead();
+  CloseWrite();
+}
+
+void Pipe::Send(char byte) {
+  while (write(fds_[1], &byte, 1) != 1) {
+    if (errno != EINTR) {
+      perror("pipe write");
+      abort();
+    }
+  }
+}
+
+char Pipe::Receive(absl::Duration timeout) {
+  if (!WaitReadable(fds_[0], timeout)) return '\0';
+  char byte;
+  ssize_t got;
+  do {
+    got = read(fds_[0], &byte, 1);
+  } while (got < 0 && errno == EINTR);
+  return got == 1 ? byte : '\0';
+}
+
+std::string Pipe::ReadAll(absl::Duration timeout) {
+  std::string text;
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    if (!WaitReadable(fds_[0], deadline - absl::Now())) return text;
+    char buffer[4096];
+    const ssize_t got = read(fds_[0], buffer, sizeof buffer);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return text;
+    text.append(buffer, got);
+  }
+}
+
+void Pipe::CloseRead() {
+  if (fds_[0] >= 0) close(fds_[0]);
+  fds_[0] = -1;
+}
+
+void Pipe::CloseWrite() {
+  if (fds_[1] >= 0) close(fds_[1]);
+  fds_[1] = -1;
+}
+
+Child Child::Fork(const std::function<int()>& body) {
+  fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    perror("fork");
+    abort();
+  }
+  if (pid == 0) _exit(body());
+  return Child(pid);
+}
+
+Child::Child(Child&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
+
+Child::~Child() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    Wait();
+  }
+}
+
+int Child::Wait() {
+  if (pid_ <= 0) return -1;
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  pid_ = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+void Child::Kill(int signal_number) {
+  if (pid_ > 0) kill(pid_, signal_number);
+}
+
+bool WaitForBlockedWaiters(const std::string& path, int count,
+                           absl::Duration timeout) {
+  struct stat file;
+  if (stat(path.c_str(), &file) != 0) return false;
+  // /proc/locks names files as MAJ:MIN:INODE with hexadecimal device numbers.
+  char file_id[64];
+  snprintf(file_id, sizeof file_id, "%02x:%02x:%lu", major(file.st_dev),
+           minor(file.st_dev), static_cast<unsigned long>(file.st_ino));
+  const absl::Time deadline = absl::Now() + timeout;
+  // The kernel offers no notification for "a waiter blocked", so this
+  // re-reads /proc/locks until the condition holds, yielding between reads.
+  while (absl::Now() < deadline) {
+    std::ifstream locks("/proc/locks");
+    std::string line;
+    int waiters = 0;
+    while (std::getline(locks, line)) {
+      if (line.find("-> FLOCK") != std::string::npos &&
+          line.find(file_id) != std::string::npos) {
+        ++waiters;
+      }
+    }
+    if (waiters >= count) return true;
+    usleep(200);
+  }
+  return false;
+}
+
+std::string MakeTempDir() {
+  const char* base = getenv("TEST_TMPDIR");
+  std::string pattern = absl::StrCat(base ? base : "/tmp", "/onlyone.XXXXXX");
+  if (mkdtemp(pattern.data()) == nullptr) {
+    perror("mkdtemp");
+    abort();
+  }
+  return pattern;
+}
+
+std::string MakeTempDirOtherUsersCanReach() {
+  std::string pattern = "/tmp/onlyone-test.XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr || chmod(pattern.c_str(), 0755) != 0) {
+    perror("mkdtemp");
+    abort();
+  }
+  return pattern;
+}
+
+bool BecomeNobody() {
+  constexpr uid_t kNobody = 65534;
+  return setgroups(0, nullptr) == 0 && setgid(kNobody) == 0 &&
+         setuid(kNobody) == 0;
+}
+
+void ForgetTestRunnerFiles() {
+  for (const char* name :
+       {"TEST_PREMATURE_EXIT_FILE", "XML_OUTPUT_FILE", "TEST_SHARD_STATUS_FILE",
+        "TEST_UNDECLARED_OUTPUTS_DIR"}) {
+    unsetenv(name);
+  }
+}
+
+int RunShell(const std::string& command_line) {
+  const int status = system(command_line.c_str());
+  if (status < 0) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+}  // namespace onlyone::testing
