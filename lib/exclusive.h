@@ -25,6 +25,8 @@
 #ifndef ONLYONE_LIB_EXCLUSIVE_H_
 #define ONLYONE_LIB_EXCLUSIVE_H_
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -32,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/lock_backend.h"
 #include "lib/scoped_file_lock.h"
 
 namespace onlyone {
@@ -48,6 +51,24 @@ using Result = std::conditional_t<
     std::is_void_v<R> || std::is_same_v<R, absl::Status>, absl::Status,
     std::conditional_t<IsStatusOr<R>::value, R, absl::StatusOr<R>>>;
 
+// Runs fn(args...) while `lock` (a ScopedFileLock or a HeldLock) is held,
+// then releases it.
+template <typename Lock, typename Fn, typename... Args>
+auto RunHolding(Lock& lock, Fn&& fn, Args&&... args)
+    -> Result<std::invoke_result_t<Fn, Args...>> {
+  using R = std::invoke_result_t<Fn, Args...>;
+  if constexpr (std::is_void_v<R>) {
+    std::invoke(std::forward<Fn>(fn), std::forward<Args>(args)...);
+    return lock.Release();
+  } else {
+    Result<R> result =
+        std::invoke(std::forward<Fn>(fn), std::forward<Args>(args)...);
+    absl::Status released = lock.Release();
+    if (result.ok() && !released.ok()) return released;
+    return result;
+  }
+}
+
 }  // namespace exclusive_internal
 
 // Runs fn(args...) while holding the lock at `path`. Returns absl::Status when
@@ -58,19 +79,24 @@ template <typename Fn, typename... Args>
                                 const LockOptions& options, Fn&& fn,
                                 Args&&... args)
     -> exclusive_internal::Result<std::invoke_result_t<Fn, Args...>> {
-  using R = std::invoke_result_t<Fn, Args...>;
   absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path, options);
   if (!lock.ok()) return lock.status();
-  if constexpr (std::is_void_v<R>) {
-    std::invoke(std::forward<Fn>(fn), std::forward<Args>(args)...);
-    return lock->Release();
-  } else {
-    exclusive_internal::Result<R> result =
-        std::invoke(std::forward<Fn>(fn), std::forward<Args>(args)...);
-    absl::Status released = lock->Release();
-    if (result.ok() && !released.ok()) return released;
-    return result;
-  }
+  return exclusive_internal::RunHolding(*lock, std::forward<Fn>(fn),
+                                        std::forward<Args>(args)...);
+}
+
+// Same, with the lock named `resource` taken through `backend`.
+template <typename Fn, typename... Args>
+[[nodiscard]] auto RunExclusive(LockBackend& backend,
+                                absl::string_view resource,
+                                const LockOptions& options, Fn&& fn,
+                                Args&&... args)
+    -> exclusive_internal::Result<std::invoke_result_t<Fn, Args...>> {
+  absl::StatusOr<std::unique_ptr<HeldLock>> lock =
+      backend.Acquire(resource, options);
+  if (!lock.ok()) return lock.status();
+  return exclusive_internal::RunHolding(**lock, std::forward<Fn>(fn),
+                                        std::forward<Args>(args)...);
 }
 
 // Wraps fn so that each call runs it under the lock at `path`, as

@@ -118,5 +118,39 @@ TEST_F(ExclusiveTest, ExclusiveCallableSerialisesThreadsAndProcesses) {
   EXPECT_EQ(total, 4 * 20 * kPerCall);
 }
 
+TEST_F(ExclusiveTest, FileBackendExcludesScopedFileLockOnTheSamePath) {
+  std::unique_ptr<LockBackend> files = NewFileLockBackend();
+  absl::StatusOr<std::unique_ptr<HeldLock>> held = files->Acquire(path_, {});
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_TRUE((*held)->held());
+  EXPECT_EQ((*held)->name(), path_);
+  Child probe = Child::Fork([&] {
+    LockOptions try_once;
+    try_once.timeout = absl::ZeroDuration();
+    return ScopedFileLock::Acquire(path_, try_once).ok() ? 1 : 0;
+  });
+  EXPECT_EQ(probe.Wait(), 0);
+  ASSERT_TRUE((*held)->Release().ok());
+  EXPECT_FALSE((*held)->held());
+  EXPECT_TRUE((*held)->Release().ok());
+}
+
+TEST_F(ExclusiveTest, RunExclusiveThroughABackend) {
+  std::unique_ptr<LockBackend> files = NewFileLockBackend();
+  absl::StatusOr<int> sum = RunExclusive(*files, path_, {}, Add, 40, 2);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(*sum, 42);
+
+  absl::StatusOr<ScopedFileLock> held = ScopedFileLock::Acquire(path_);
+  ASSERT_TRUE(held.ok());
+  std::thread other([&] {
+    LockOptions try_once;
+    try_once.timeout = absl::ZeroDuration();
+    absl::StatusOr<int> refused = RunExclusive(*files, path_, try_once, Add, 1, 1);
+    EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
+  });
+  other.join();
+}
+
 }  // namespace
 }  // namespace onlyone
