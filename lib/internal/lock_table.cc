@@ -44,7 +44,7 @@ class ABSL_SCOPED_LOCKABLE TableLock {
 
 ForkSafeMutex table_mutex;
 // Leaked on purpose: locks may be released from static destructors.
-auto* const table ABSL_GUARDED_BY(table_mutex) =
+auto* const table ABSL_PT_GUARDED_BY(table_mutex) =
     new absl::flat_hash_map<HeldFile*, std::unique_ptr<HeldFile>>();
 
 void LockTableBeforeFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
