@@ -77,9 +77,11 @@ absl::StatusOr<OpenedFile> OpenLockFile(const std::string& path,
   constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
   for (;;) {
     int fd = open(path.c_str(), O_RDWR | kFlags);
-    // Another user's lock file is often not writable by us; flock(2) works
-    // on a read-only descriptor.
-    if (fd < 0 && errno == EACCES) fd = open(path.c_str(), O_RDONLY | kFlags);
+    // Another user's lock file is often not writable by us, nor is any file
+    // on a read-only mount; flock(2) works on a read-only descriptor.
+    if (fd < 0 && (errno == EACCES || errno == EROFS)) {
+      fd = open(path.c_str(), O_RDONLY | kFlags);
+    }
     bool created = false;
     if (fd < 0 && errno == ENOENT) {
       fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | kFlags, file_mode);
@@ -206,10 +208,10 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
   for (;;) {
     absl::StatusOr<OpenedFile> file = OpenLockFile(path, options.file_mode);
     if (!file.ok()) return file.status();
-    absl::Cleanup close_fd = [fd = file->fd] { close(fd); };
 
     if (HeldFile* mine =
             internal::FindHeldByCallingThread(file->device, file->inode)) {
+      close(file->fd);
       if (!options.recursive) {
         return absl::FailedPreconditionError(absl::StrCat(
             path, " is already held by this thread; waiting for it would "
@@ -226,6 +228,15 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
           mine, path, mine->exclusive ? LockMode::kExclusive : LockMode::kShared);
     }
 
+    // Tracked before the wait, so a child forked meanwhile closes its copy.
+    HeldFile* tracked = internal::TrackOpenedFile(file->fd, path, file->device,
+                                                  file->inode);
+    // On every early return the descriptor is closed, which also drops a
+    // lock taken on a file the path no longer names.
+    absl::Cleanup forget = [tracked] {
+      internal::ReleaseAcquisition(tracked).IgnoreError();
+    };
+
     if (absl::Status locked =
             LockOpenedFile(*file, path, options, deadline, wait);
         !locked.ok()) {
@@ -239,7 +250,7 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
     struct stat now;
     if (lstat(path.c_str(), &now) != 0) {
       const int error_number = errno;
-      if (error_number == ENOENT) continue;  // close_fd unlocks and closes
+      if (error_number == ENOENT) continue;
       return PosixError(absl::StrCat(path, ": lstat"), error_number);
     }
     if (now.st_dev != file->device || now.st_ino != file->inode) continue;
@@ -247,19 +258,10 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
     if (options.inheritable && fcntl(file->fd, F_SETFD, 0) != 0) {
       return PosixError(absl::StrCat(path, ": clearing FD_CLOEXEC"), errno);
     }
-    HeldFile held;
-    held.fd = file->fd;
-    held.path = path;
-    held.device = file->device;
-    held.inode = file->inode;
-    held.exclusive = options.mode == LockMode::kExclusive;
-    held.owner_pid = getpid();
-    held.holder_thread = gettid();
-    held.recursive = options.recursive;
-    held.inheritable = options.inheritable;
-    std::move(close_fd).Cancel();
-    return ScopedFileLock(internal::AddHeldFile(std::move(held)), path,
-                          options.mode);
+    internal::MarkAcquired(tracked, options.mode == LockMode::kExclusive,
+                           options.recursive, options.inheritable);
+    std::move(forget).Cancel();
+    return ScopedFileLock(tracked, path, options.mode);
   }
 }
 
@@ -290,6 +292,10 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::AdoptInherited(
           "\""));
     }
     if (device != named.st_dev || inode != named.st_ino) continue;
+    if (internal::TracksDescriptor(fd)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": inherited descriptor ", fd, " was already adopted"));
+    }
     struct stat open_file;
     if (fstat(fd, &open_file) != 0 || open_file.st_dev != named.st_dev ||
         open_file.st_ino != named.st_ino) {
@@ -311,17 +317,12 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::AdoptInherited(
     if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
       return PosixError(absl::StrCat(path, ": setting FD_CLOEXEC"), errno);
     }
-    HeldFile held;
-    held.fd = fd;
-    held.path = path;
-    held.device = named.st_dev;
-    held.inode = named.st_ino;
-    held.exclusive = exclusive;
-    held.owner_pid = getpid();
-    held.holder_thread = gettid();
-    return ScopedFileLock(
-        internal::AddHeldFile(std::move(held)), path,
-        exclusive ? LockMode::kExclusive : LockMode::kShared);
+    HeldFile* adopted =
+        internal::TrackOpenedFile(fd, path, named.st_dev, named.st_ino);
+    internal::MarkAcquired(adopted, exclusive, /*recursive=*/false,
+                           /*inheritable=*/false);
+    return ScopedFileLock(adopted, path,
+                          exclusive ? LockMode::kExclusive : LockMode::kShared);
   }
   return absl::NotFoundError(absl::StrCat(path, ": no inherited lock in ",
                                           kInheritedLocksEnvVar,

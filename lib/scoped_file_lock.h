@@ -142,9 +142,10 @@ class ScopedFileLock {
   int fd() const;
 
   // Makes the next fork() hand the lock to the child: the child owns it and
-  // the parent's copy only closes its descriptor on release. Repeats in the
-  // new owner, so a double fork reaches the daemon. Use it right before
-  // daemonizing: the parent can then exit while the daemon keeps the lock.
+  // the parent's copy only closes its descriptor on release. It happens once:
+  // later forks of the new owner hand nothing over, so for a double fork call
+  // it again in the intermediate child. Use it right before daemonizing: the
+  // parent can then exit while the daemon keeps the lock.
   void HandOffOnFork();
 
   // For a lock taken with options.inheritable: the value to set

@@ -36,6 +36,7 @@ using ::onlyone::testing::MakeTempDirOtherUsersCanReach;
 using ::onlyone::testing::Pipe;
 using ::onlyone::testing::RunShell;
 using ::onlyone::testing::WaitForBlockedWaiters;
+using ::onlyone::testing::WaitForHolder;
 using ::testing::HasSubstr;
 
 LockOptions TryOnce(LockMode mode = LockMode::kExclusive) {
@@ -241,27 +242,68 @@ TEST_F(ScopedFileLockTest, ForkedChildDoesNotKeepLockAliveAfterHolderDies) {
 }
 
 TEST_F(ScopedFileLockTest, DaemonHandOffKeepsLockAfterParentExits) {
-  Pipe daemon_holds, stop_daemon, daemon_pid;
+  Pipe daemon_report, stop_daemon;
   Child parent = Child::Fork([&] {
     absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_);
     if (!lock.ok()) return 1;
     lock->HandOffOnFork();
     Child::Fork([&] {
-      daemon_holds.Send(lock->held() ? 'y' : 'n');
-      stop_daemon.Receive(absl::Hours(1));
-      return lock->Release().ok() ? 0 : 1;
-    }).Detach();
+      // The double fork of a daemon: hand it on once more.
+      lock->HandOffOnFork();
+      Child::Fork([&] {
+        daemon_report.Send(lock->held() ? 'y' : 'n');
+        // A worker forked by the daemon gets nothing: the hand-off is spent.
+        Child worker = Child::Fork([&] { return lock->held() ? 1 : 0; });
+        daemon_report.Send(worker.Wait() == 0 && lock->held() ? 'y' : 'n');
+        stop_daemon.Receive(absl::Hours(1));
+        return lock->Release().ok() ? 0 : 1;
+      }).Detach();
+      return lock->held() ? 2 : 0;
+    }).Wait();
     // The parent's copy no longer owns the lock; its destructor only closes.
     return lock->held() ? 2 : 0;
   });
   EXPECT_EQ(parent.Wait(), 0);
-  ASSERT_EQ(daemon_holds.Receive(), 'y');
+  ASSERT_EQ(daemon_report.Receive(), 'y');
+  ASSERT_EQ(daemon_report.Receive(), 'y');
   EXPECT_FALSE(FreeForOtherProcess(path_));
   stop_daemon.Send();
   // The daemon releases, then exits; a blocking acquire sees the release.
   LockOptions options;
   options.timeout = absl::Seconds(10);
   EXPECT_TRUE(ScopedFileLock::Acquire(path_, options).ok());
+}
+
+TEST_F(ScopedFileLockTest, ChildForkedDuringAWaitDoesNotKeepTheLockAlive) {
+  Pipe ready, release, forked, stop_child;
+  Child holder = HoldInChild(path_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  Child waiter = Child::Fork([&] {
+    // Another thread forks while this one waits for the lock.
+    std::thread forker([&] {
+      if (!WaitForBlockedWaiters(path_)) return;
+      // The child reports once it runs, i.e. after the fork handlers ran.
+      Child::Fork([&] {
+        forked.Send();
+        stop_child.Receive(absl::Hours(1));
+        return 0;
+      }).Detach();
+    });
+    absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_);
+    forker.join();
+    if (!lock.ok()) return 1;
+    pause();  // killed while holding the lock
+    return 0;
+  });
+  ASSERT_EQ(forked.Receive(), '.');
+  release.Send();
+  ASSERT_EQ(holder.Wait(), 0);
+  ASSERT_TRUE(WaitForHolder(path_, waiter.pid()));
+  waiter.Kill(SIGKILL);
+  waiter.Wait();
+  // The forked child still runs, but holds no copy of the lock.
+  EXPECT_TRUE(FreeForOtherProcess(path_));
+  stop_child.CloseWrite();
 }
 
 TEST_F(ScopedFileLockTest, ExecdProgramInheritsNoLockByDefault) {
@@ -271,10 +313,11 @@ TEST_F(ScopedFileLockTest, ExecdProgramInheritsNoLockByDefault) {
     if (!lock.ok()) return 1;
     Child::Fork([&] {
       dup2(stop_program.read_fd(), STDIN_FILENO);
-      execl("/bin/cat", "cat", nullptr);
+      dup2(ready.write_fd(), STDOUT_FILENO);
+      // Reports from the exec'd program, so the test goes on after exec.
+      execl("/bin/sh", "sh", "-c", "echo .; exec cat", nullptr);
       return 127;
     }).Detach();
-    ready.Send();
     pause();
     return 0;
   });
@@ -295,10 +338,11 @@ TEST_F(ScopedFileLockTest, InheritableLockIsHeldByExecdProgramForItsLife) {
     if (!lock.ok()) return 1;
     Child::Fork([&] {
       dup2(stop_program.read_fd(), STDIN_FILENO);
-      execl("/bin/cat", "cat", nullptr);
+      dup2(ready.write_fd(), STDOUT_FILENO);
+      // Reports from the exec'd program, so the test goes on after exec.
+      execl("/bin/sh", "sh", "-c", "echo .; exec cat", nullptr);
       return 127;
     }).Detach();
-    ready.Send();
     pause();
     return 0;
   });
@@ -321,7 +365,10 @@ TEST(ExecChild, AdoptInherited) {
     GTEST_SKIP() << "only run re-executed by InheritedLockCanBeAdopted";
   }
   absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::AdoptInherited(path);
-  const char verdict = lock.ok() && lock->held() ? 'y' : 'n';
+  // A second adoption of the same descriptor would make two owners.
+  const bool adopted_once =
+      absl::IsFailedPrecondition(ScopedFileLock::AdoptInherited(path).status());
+  const char verdict = lock.ok() && lock->held() && adopted_once ? 'y' : 'n';
   ASSERT_EQ(write(atoi(report), &verdict, 1), 1);
   ASSERT_TRUE(lock.ok()) << lock.status();
 }

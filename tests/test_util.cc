@@ -17,6 +17,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
@@ -130,31 +132,51 @@ void Child::Kill(int signal_number) {
   if (pid_ > 0) kill(pid_, signal_number);
 }
 
-bool WaitForBlockedWaiters(const std::string& path, int count,
-                           absl::Duration timeout) {
+namespace {
+
+// Re-reads /proc/locks until a line for the file at `path` satisfies
+// `matches` on `count` lines. The kernel offers no notification for "a
+// waiter blocked" or "a lock was granted", so this polls the condition,
+// yielding between reads.
+bool WaitForLockLines(const std::string& path, int count,
+                      absl::Duration timeout,
+                      const std::function<bool(absl::string_view)>& matches) {
   struct stat file;
   if (stat(path.c_str(), &file) != 0) return false;
   // /proc/locks names files as MAJ:MIN:INODE with hexadecimal device numbers.
-  char file_id[64];
-  snprintf(file_id, sizeof file_id, "%02x:%02x:%lu", major(file.st_dev),
-           minor(file.st_dev), static_cast<unsigned long>(file.st_ino));
+  const std::string file_id =
+      absl::StrFormat(" %02x:%02x:%u ", major(file.st_dev), minor(file.st_dev),
+                      static_cast<uint64_t>(file.st_ino));
   const absl::Time deadline = absl::Now() + timeout;
-  // The kernel offers no notification for "a waiter blocked", so this
-  // re-reads /proc/locks until the condition holds, yielding between reads.
   while (absl::Now() < deadline) {
     std::ifstream locks("/proc/locks");
     std::string line;
-    int waiters = 0;
+    int matching = 0;
     while (std::getline(locks, line)) {
-      if (line.find("-> FLOCK") != std::string::npos &&
-          line.find(file_id) != std::string::npos) {
-        ++waiters;
-      }
+      if (line.find(file_id) != std::string::npos && matches(line)) ++matching;
     }
-    if (waiters >= count) return true;
+    if (matching >= count) return true;
     usleep(200);
   }
   return false;
+}
+
+}  // namespace
+
+bool WaitForBlockedWaiters(const std::string& path, int count,
+                           absl::Duration timeout) {
+  return WaitForLockLines(path, count, timeout, [](absl::string_view line) {
+    return absl::StrContains(line, "-> FLOCK");
+  });
+}
+
+bool WaitForHolder(const std::string& path, pid_t pid,
+                   absl::Duration timeout) {
+  const std::string holder = absl::StrCat(" ", pid, " ");
+  return WaitForLockLines(path, 1, timeout, [&](absl::string_view line) {
+    return !absl::StrContains(line, "->") && absl::StrContains(line, "FLOCK") &&
+           absl::StrContains(line, holder);
+  });
 }
 
 std::string MakeTempDir() {

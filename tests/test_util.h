@@ -73,6 +73,11 @@ class Child {
 bool WaitForBlockedWaiters(const std::string& path, int count = 1,
                            absl::Duration timeout = absl::Seconds(10));
 
+// Waits until /proc/locks lists process `pid` as holding a flock(2) lock on
+// the file at `path`, at most `timeout`.
+bool WaitForHolder(const std::string& path, pid_t pid,
+                   absl::Duration timeout = absl::Seconds(10));
+
 // A fresh directory under TEST_TMPDIR.
 std::string MakeTempDir();
 

@@ -94,7 +94,7 @@ absl::StatusOr<int> InterruptSignal() {
 
 absl::StatusOr<std::unique_ptr<InterruptibleWait>> InterruptibleWait::Start(
     absl::Time deadline, const std::optional<CancellationToken>& cancellation) {
-  if (cancellation.has_value() && cancellation->IsCancelled()) {
+  if (cancellation.has_value() && cancellation->state().IsCancelled()) {
     return absl::CancelledError("cancelled before the wait started");
   }
   absl::StatusOr<int> signal = InterruptSignal();
@@ -158,7 +158,7 @@ InterruptibleWait::~InterruptibleWait() {
 }
 
 InterruptibleWait::Outcome InterruptibleWait::Check() const {
-  if (cancellation_.has_value() && cancellation_->IsCancelled()) {
+  if (cancellation_.has_value() && cancellation_->state().IsCancelled()) {
     return Outcome::kCancelled;
   }
   if (MonotonicNow() >= deadline_) return Outcome::kDeadlineExceeded;

@@ -42,32 +42,44 @@ class ABSL_SCOPED_LOCKABLE TableLock {
   ForkSafeMutex* const mutex_;
 };
 
-ForkSafeMutex table_mutex;
-// Leaked on purpose: locks may be released from static destructors.
-auto* const table ABSL_PT_GUARDED_BY(table_mutex) =
-    new absl::flat_hash_map<HeldFile*, std::unique_ptr<HeldFile>>();
+struct LockTable {
+  ForkSafeMutex mutex;
+  absl::flat_hash_map<HeldFile*, std::unique_ptr<HeldFile>> files
+      ABSL_GUARDED_BY(mutex);
+};
+
+// Built on first use, so that locks taken by other files' static
+// initialisers find it; leaked so that static destructors can still release.
+LockTable& Table() {
+  static LockTable* const table = new LockTable;
+  return *table;
+}
 
 void LockTableBeforeFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  table_mutex.Lock();
+  Table().mutex.Lock();
 }
 
 void UpdateTableInParent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  for (auto& [key, file] : *table) {
+  LockTable& table = Table();
+  for (auto& [key, file] : table.files) {
     if (file->hand_off_on_fork && file->owner_pid == getpid()) {
       file->owner_pid = 0;
+      file->hand_off_on_fork = false;
     }
   }
-  table_mutex.Unlock();
+  table.mutex.Unlock();
 }
 
 // Runs in the single-threaded child: only async-signal-safe calls.
 void UpdateTableInChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  LockTable& table = Table();
   const pid_t child = getpid();
-  for (auto& [key, file] : *table) {
+  for (auto& [key, file] : table.files) {
     const bool parent_owned = file->owner_pid != 0;
     if (file->hand_off_on_fork && parent_owned) {
       file->owner_pid = child;
       file->holder_thread = gettid();
+      file->hand_off_on_fork = false;
       continue;
     }
     file->owner_pid = 0;
@@ -76,7 +88,7 @@ void UpdateTableInChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
       file->fd = -1;
     }
   }
-  table_mutex.Unlock();
+  table.mutex.Unlock();
 }
 
 void InstallForkHandlers() {
@@ -89,20 +101,47 @@ void InstallForkHandlers() {
 
 }  // namespace
 
-HeldFile* AddHeldFile(HeldFile file) {
+HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
+                          ino_t inode) {
   InstallForkHandlers();
-  auto owned = std::make_unique<HeldFile>(std::move(file));
-  HeldFile* key = owned.get();
-  TableLock lock(&table_mutex);
-  table->emplace(key, std::move(owned));
+  auto file = std::make_unique<HeldFile>();
+  file->fd = fd;
+  file->path = std::move(path);
+  file->device = device;
+  file->inode = inode;
+  HeldFile* key = file.get();
+  LockTable& table = Table();
+  TableLock lock(&table.mutex);
+  table.files.emplace(key, std::move(file));
   return key;
+}
+
+void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
+                  bool inheritable) {
+  LockTable& table = Table();
+  TableLock lock(&table.mutex);
+  file->exclusive = exclusive;
+  file->recursive = recursive;
+  file->inheritable = inheritable;
+  file->owner_pid = getpid();
+  file->holder_thread = gettid();
+}
+
+bool TracksDescriptor(int fd) {
+  LockTable& table = Table();
+  TableLock lock(&table.mutex);
+  for (const auto& [key, file] : table.files) {
+    if (file->fd == fd) return true;
+  }
+  return false;
 }
 
 HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode) {
   const pid_t self = gettid();
   const pid_t process = getpid();
-  TableLock lock(&table_mutex);
-  for (auto& [key, file] : *table) {
+  LockTable& table = Table();
+  TableLock lock(&table.mutex);
+  for (auto& [key, file] : table.files) {
     if (file->device == device && file->inode == inode &&
         file->holder_thread == self && file->owner_pid == process) {
       return key;
@@ -112,26 +151,30 @@ HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode) {
 }
 
 void AddAcquisition(HeldFile* file) {
-  TableLock lock(&table_mutex);
+  LockTable& table = Table();
+  TableLock lock(&table.mutex);
   ++file->acquisitions;
 }
 
 bool OwnedHere(const HeldFile* file) {
-  TableLock lock(&table_mutex);
+  LockTable& table = Table();
+  TableLock lock(&table.mutex);
   return file->owner_pid != 0 && file->owner_pid == getpid();
 }
 
 void MarkHandOffOnFork(HeldFile* file) {
-  TableLock lock(&table_mutex);
+  LockTable& table = Table();
+  TableLock lock(&table.mutex);
   file->hand_off_on_fork = true;
 }
 
 absl::Status ReleaseAcquisition(HeldFile* file) {
   std::unique_ptr<HeldFile> last;
   {
-    TableLock lock(&table_mutex);
+    LockTable& table = Table();
+    TableLock lock(&table.mutex);
     if (--file->acquisitions > 0) return absl::OkStatus();
-    auto node = table->extract(file);
+    auto node = table.files.extract(file);
     last = std::move(node.mapped());
   }
   absl::Status status;

@@ -14,9 +14,14 @@
 //  * marks the entry as not owned, so the child's Release() and destructors
 //    never unlock the parent's lock;
 //  * for an entry marked for hand-off, makes the child the owner instead, and
-//    the parent's copy stops owning it (the daemon pattern).
-// The handlers cover fork(), daemon(3) and system(3); a raw clone(2) or
-// vfork(2) skips them (vfork'd children must only exec, where O_CLOEXEC acts).
+//    the parent's copy stops owning it (the daemon pattern); the mark is
+//    spent, so later forks of the new owner hand nothing over.
+// Descriptors are tracked from right after open(), before the possibly long
+// wait for the lock, so that a child forked by another thread during the wait
+// does not keep the lock alive either.
+// The handlers run for fork() and daemon(3). glibc's system(3), popen(3) and
+// posix_spawn(3), a raw clone(2) and vfork(2) skip them; those children exec
+// at once, and O_CLOEXEC closes the descriptor there.
 //
 // Thread safety: all functions are thread-safe.
 
@@ -50,8 +55,19 @@ struct HeldFile {
   bool hand_off_on_fork = false;
 };
 
-// Registers a newly locked file; the table owns it until the last Release.
-HeldFile* AddHeldFile(HeldFile file);
+// Starts tracking a freshly opened, not yet locked descriptor; the table
+// owns it from now on (a fork child closes it) and the entry is not owned
+// until MarkAcquired(). Undo with ReleaseAcquisition().
+HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
+                          ino_t inode);
+
+// Records that the calling thread now holds the tracked file's lock.
+void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
+                  bool inheritable);
+
+// Whether some entry tracks descriptor `fd` (AdoptInherited must not adopt a
+// descriptor twice).
+bool TracksDescriptor(int fd);
 
 // Finds a lock on (device, inode) that the calling thread acquired and this
 // process owns; nullptr if none.
@@ -61,13 +77,13 @@ HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode);
 void AddAcquisition(HeldFile* file);
 
 // Undoes one acquisition; the last one unlocks (if owned), closes and
-// forgets the entry. Errors from flock(2) and close(2) are returned.
+// forgets the entry (also for an entry never marked acquired). Errors from flock(2) and close(2) are returned.
 absl::Status ReleaseAcquisition(HeldFile* file);
 
 // Whether this process owns the entry's kernel lock.
 bool OwnedHere(const HeldFile* file);
 
-// Marks the entry so the next fork() hands the lock to the child.
+// Marks the entry so the next fork() hands the lock to the child (once).
 void MarkHandOffOnFork(HeldFile* file);
 
 }  // namespace onlyone::internal

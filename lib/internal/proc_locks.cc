@@ -74,6 +74,10 @@ std::string DescribeHolders(const std::vector<FlockHolder>& holders) {
   if (holders.empty()) return "";
   std::vector<std::string> parts;
   for (const FlockHolder& holder : holders) {
+    if (holder.pid == 0) {
+      parts.push_back("0 (a process outside this pid namespace)");
+      continue;
+    }
     std::string name = ProcessName(holder.pid);
     parts.push_back(name.empty() ? absl::StrCat(holder.pid)
                                  : absl::StrCat(holder.pid, " (", name, ")"));
