@@ -196,6 +196,14 @@ class SingleInstance {
   // InheritedLocksEnvValue()).
   ScopedFileLock& lock();
 
+  // Rewrites the owner record so that it names the calling process. Call it
+  // in the process that received the lock through lock().HandOffOnFork()
+  // (a daemon, after its last fork()), so that Holder() reports the daemon
+  // rather than the parent that took the lock and exited. FailedPrecondition
+  // if this process does not hold the lock. (Listening does not survive a
+  // fork(): the child has no listener thread.)
+  [[nodiscard]] absl::Status UpdateRecord();
+
   // Pollable mode: readable when TakeMessage() has a message; -1 if not
   // listening or a callback handles messages.
   int message_fd() const;

@@ -1,0 +1,479 @@
+#include "cli/cli.h"
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "cli/exit_codes.h"
+#include "cli/flag_parser.h"
+#include "cli/flag_types.h"
+#include "lib/version.h"
+
+using onlyone::cli::DurationFlag;
+using onlyone::cli::OnConflictFlag;
+using onlyone::cli::ScopeFlag;
+
+// Which lock.
+ABSL_FLAG(std::string, name, "",
+          "The instance NAME: the lock file is NAME.lock in the --scope "
+          "directory. Letters, digits, '.', '_' and '-', 1 to 200 "
+          "characters. For run, without --name or --lock the name is "
+          "COMMAND's base name.");
+ABSL_FLAG(std::string, lock, "",
+          "Lock the file PATH itself, as flock(1) does (created mode 0644 if "
+          "missing, never truncated or deleted; the directory must exist). "
+          "Instead of --name and --scope.");
+ABSL_FLAG(ScopeFlag, scope, ScopeFlag{},
+          "Where NAME's lock file lives: user ($XDG_RUNTIME_DIR/onlyone, "
+          "private to the user), session (a subdirectory of that per login "
+          "session) or machine (/run/lock/onlyone, shared by all users).");
+
+// run.
+ABSL_FLAG(DurationFlag, wait, DurationFlag{},
+          "When the lock is held, wait up to DURATION for it to be free "
+          "(blocked in the kernel, no polling), then give up with the "
+          "conflict exit code. The same as --on-conflict wait with a limit.");
+ABSL_FLAG(OnConflictFlag, on_conflict, OnConflictFlag{},
+          "When the lock is held: fail (exit with the conflict exit code at "
+          "once), wait (until it is free, or for --wait), or replace (send "
+          "the holder SIGTERM, SIGKILL after --grace, and take the lock; "
+          "only a holder proven by its owner record and the kernel, on this "
+          "host, that onlyone may signal, is replaced; otherwise it is a "
+          "conflict).");
+ABSL_FLAG(int, conflict_exit_code, onlyone::cli::kExitConflict,
+          "Exit code when another process holds the lock (0 to 255). With "
+          "0, a skipped run is silent too (unless --verbose): a quiet skip "
+          "for cron.");
+ABSL_FLAG(bool, shared, false,
+          "Take a shared lock: any number of shared holders run at once, "
+          "and no exclusive holder while they do (flock -s). No owner "
+          "record is written. Not with --on-conflict replace.");
+ABSL_FLAG(DurationFlag, grace, DurationFlag{absl::Seconds(5)},
+          "How long a command has between SIGTERM and SIGKILL: COMMAND "
+          "after --max-runtime, and the holder that --on-conflict replace "
+          "replaces.");
+ABSL_FLAG(DurationFlag, max_runtime, DurationFlag{absl::InfiniteDuration()},
+          "Stop COMMAND once it has run for DURATION: SIGTERM to its process "
+          "group, SIGKILL after --grace; onlyone then exits 124, as "
+          "timeout(1) does. 0 or inf: no limit.");
+ABSL_FLAG(bool, quiet, false,
+          "Print nothing when the lock is held or --max-runtime strikes "
+          "(usage and system errors are still printed).");
+ABSL_FLAG(bool, verbose, false,
+          "Say what happens on stderr: the lock taken, COMMAND's pid, "
+          "signals forwarded, how COMMAND ended.");
+
+// status, list.
+ABSL_FLAG(bool, json, false,
+          "Print JSON instead of a table (fields in docs/cli.md).");
+
+// wait.
+ABSL_FLAG(DurationFlag, timeout, DurationFlag{absl::InfiniteDuration()},
+          "Give up after DURATION and exit 75.");
+
+namespace onlyone::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "Usage:\n"
+    "  onlyone run    [--name NAME | --lock PATH] [--scope "
+    "user|session|machine]\n"
+    "                 [--wait DURATION] [--on-conflict fail|wait|replace]\n"
+    "                 [--conflict-exit-code N] [--shared] [--grace "
+    "DURATION]\n"
+    "                 [--max-runtime DURATION] [--quiet | --verbose]\n"
+    "                 [--] COMMAND [ARG...]\n"
+    "  onlyone status (--name NAME | --lock PATH) [--scope "
+    "user|session|machine]\n"
+    "                 [--json]\n"
+    "  onlyone list   [--scope user|session|machine] [--json]\n"
+    "  onlyone wait   (--name NAME | --lock PATH) [--scope "
+    "user|session|machine]\n"
+    "                 [--timeout DURATION]\n"
+    "  onlyone help [COMMAND]     onlyone [COMMAND] --help     onlyone "
+    "--version\n";
+
+constexpr char kDurations[] =
+    "DURATION: seconds (\"30\", \"0.5\") or a number with a unit ms, s, m "
+    "or h (\"250ms\", \"90s\", \"1.5m\", \"2h\", \"1h30m\"); \"inf\" is no "
+    "limit.";
+
+constexpr char kExitCodes[] =
+    "Exit codes:\n"
+    "  0      run: COMMAND exited 0; status: the lock is held; wait: the "
+    "lock is free\n"
+    "  1      status: the lock is free\n"
+    "  N      run: COMMAND's own exit status\n"
+    "  64     usage error: unknown flag, bad value, bad name, missing "
+    "COMMAND,\n"
+    "         conflicting flags, a --lock PATH that is not a regular file\n"
+    "  70     internal error in onlyone\n"
+    "  71     system error: permission denied, missing or unsafe directory,\n"
+    "         failed system call\n"
+    "  75     the lock is held by another process (run: unless "
+    "--conflict-exit-code);\n"
+    "         wait: --timeout ran out\n"
+    "  124    run: COMMAND ran longer than --max-runtime and was stopped\n"
+    "  126    run: COMMAND was found but cannot be executed\n"
+    "  127    run: COMMAND was not found\n"
+    "  128+N  run: COMMAND was killed by signal N\n";
+
+constexpr FlagSpec kName = {"name", "NAME"};
+constexpr FlagSpec kLock = {"lock", "PATH"};
+constexpr FlagSpec kScope = {"scope", "user|session|machine"};
+constexpr FlagSpec kJson = {"json", ""};
+
+constexpr FlagSpec kRunFlags[] = {
+    kName,
+    kLock,
+    kScope,
+    {"wait", "DURATION", "none, fail at once"},
+    {"on_conflict", "fail|wait|replace"},
+    {"conflict_exit_code", "N"},
+    {"shared", ""},
+    {"grace", "DURATION"},
+    {"max_runtime", "DURATION", "inf"},
+    {"quiet", ""},
+    {"verbose", ""},
+};
+constexpr FlagSpec kStatusFlags[] = {kName, kLock, kScope, kJson};
+constexpr FlagSpec kListFlags[] = {kScope, kJson};
+constexpr FlagSpec kWaitFlags[] = {
+    kName, kLock, kScope, {"timeout", "DURATION", "inf, wait until free"}};
+constexpr FlagSpec kAllFlags[] = {
+    kName,
+    kLock,
+    kScope,
+    {"wait", "DURATION"},
+    {"on_conflict", "fail|wait|replace"},
+    {"conflict_exit_code", "N"},
+    {"shared", ""},
+    {"grace", "DURATION"},
+    {"max_runtime", "DURATION"},
+    {"quiet", ""},
+    {"verbose", ""},
+    kJson,
+    {"timeout", "DURATION"},
+};
+
+struct Subcommand {
+  const char* name;
+  const char* synopsis;
+  const char* summary;
+  const char* description;
+  absl::Span<const FlagSpec> flags;
+  bool takes_command;
+};
+
+const Subcommand kSubcommands[] = {
+    {"run",
+     "onlyone run [FLAGS] [--] COMMAND [ARG...]",
+     "take the lock, then run COMMAND holding it",
+     "Takes the lock, then runs COMMAND holding it. COMMAND inherits the "
+     "lock (its descriptor is listed in $ONLYONE_INHERITED_LOCKS, for "
+     "ScopedFileLock::AdoptInherited), so the lock stays held as long as "
+     "COMMAND, or anything it leaves running, lives, even if onlyone is "
+     "killed; as with flock(1), which excludes it on the same file and the "
+     "other way round. SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to "
+     "COMMAND's process group. COMMAND's exit status becomes onlyone's; "
+     "128+N if signal N killed it.\n\n"
+     "When another process holds the lock, onlyone prints one line naming "
+     "the lock, the holder's pid, since when it holds it and its command, "
+     "and exits 75 (--conflict-exit-code).\n\n"
+     "COMMAND is everything after \"--\", or from the first argument that "
+     "is not a flag. Without --name or --lock, the name is COMMAND's base "
+     "name.",
+     kRunFlags, true},
+    {"status",
+     "onlyone status (--name NAME | --lock PATH) [--scope SCOPE] [--json]",
+     "show who holds a lock",
+     "Shows who holds the lock: pid, command, since when, user, host. Exits "
+     "0 when the lock is held and 1 when it is free. A holder that is not "
+     "onlyone (flock(1), for example) is shown by its pid only.",
+     kStatusFlags, false},
+    {"list",
+     "onlyone list [--scope SCOPE] [--json]",
+     "list the locks of a scope and their holders",
+     "Lists every NAME.lock of the scope's directory, held or free, with "
+     "its holder.",
+     kListFlags, false},
+    {"wait",
+     "onlyone wait (--name NAME | --lock PATH) [--scope SCOPE] "
+     "[--timeout DURATION]",
+     "wait until a lock is free",
+     "Blocks until the lock is free (blocked in the kernel, no polling) and "
+     "exits 0; exits 75 if --timeout runs out first. It waits by taking the "
+     "lock exclusively and releasing it at once, so for that instant it "
+     "holds the lock; a lock file that does not exist is free at once (and "
+     "is not created).",
+     kWaitFlags, false},
+};
+
+const Subcommand* FindSubcommand(absl::string_view name) {
+  for (const Subcommand& subcommand : kSubcommands) {
+    if (name == subcommand.name) return &subcommand;
+  }
+  return nullptr;
+}
+
+std::string SubcommandHelp(const Subcommand& subcommand) {
+  return absl::StrCat("Usage: ", subcommand.synopsis, "\n\n",
+                      Wrap(subcommand.description, 0), "\nFlags:\n",
+                      FlagsHelp(subcommand.flags));
+}
+
+constexpr char kShortHelp[] =
+    "Try 'onlyone --help' for more information.\n";
+
+int UsageError(std::ostream& err, absl::string_view command,
+               absl::string_view message) {
+  err << "onlyone" << (command.empty() ? "" : " ") << command << ": "
+      << message << "\n"
+      << "Try 'onlyone " << command << (command.empty() ? "" : " ")
+      << "--help' for more information.\n";
+  return kExitUsage;
+}
+
+// --name/--lock/--scope, as given.
+absl::StatusOr<LockTarget> TargetFromFlags(const ParsedArgs& parsed,
+                                           bool required) {
+  LockTarget target;
+  target.scope = absl::GetFlag(FLAGS_scope).value;
+  const bool by_name = parsed.Given("name");
+  const bool by_path = parsed.Given("lock");
+  if (by_name && by_path) {
+    return absl::InvalidArgumentError(
+        "give --name NAME or --lock PATH, not both");
+  }
+  if (by_path) {
+    target.lock_path = absl::GetFlag(FLAGS_lock);
+    if (target.lock_path.empty()) {
+      return absl::InvalidArgumentError("--lock needs a non-empty PATH");
+    }
+    if (parsed.Given("scope")) {
+      return absl::InvalidArgumentError(
+          "--scope applies to --name only; --lock PATH names the lock file "
+          "itself");
+    }
+    return target;
+  }
+  if (by_name) {
+    target.name = absl::GetFlag(FLAGS_name);
+    if (absl::Status valid = ValidateName(target.name); !valid.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--name: ", valid.message()));
+    }
+    return target;
+  }
+  if (required) {
+    return absl::InvalidArgumentError("needs --name NAME or --lock PATH");
+  }
+  return target;
+}
+
+// --max-runtime 0 means no limit, as timeout(1)'s 0 does.
+absl::Duration Limit(absl::Duration duration) {
+  return duration == absl::ZeroDuration() ? absl::InfiniteDuration()
+                                          : duration;
+}
+
+absl::StatusOr<RunRequest> RunRequestFromFlags(const ParsedArgs& parsed) {
+  RunRequest request;
+  absl::StatusOr<LockTarget> target =
+      TargetFromFlags(parsed, /*required=*/false);
+  if (!target.ok()) return target.status();
+  request.target = *std::move(target);
+  request.command = parsed.positional;
+  if (request.command.empty()) {
+    return absl::InvalidArgumentError(
+        "missing COMMAND: give the command to run after \"--\", e.g. "
+        "'onlyone run --name backup -- backup.sh --full'");
+  }
+  if (request.target.name.empty() && request.target.lock_path.empty()) {
+    request.target.name = NameFromCommand(request.command.front());
+    if (!ValidateName(request.target.name).ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot make a lock name of COMMAND \"",
+          absl::CEscape(request.command.front()),
+          "\"; give --name NAME or --lock PATH"));
+    }
+  }
+
+  request.on_conflict = absl::GetFlag(FLAGS_on_conflict).value;
+  if (parsed.Given("wait")) {
+    if (parsed.Given("on_conflict") &&
+        request.on_conflict != ConflictPolicy::kWait) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--wait goes with --on-conflict wait, not --on-conflict ",
+          ConflictPolicyName(request.on_conflict)));
+    }
+    request.on_conflict = ConflictPolicy::kWait;
+    request.wait_timeout = absl::GetFlag(FLAGS_wait).value;
+    if (request.wait_timeout == absl::ZeroDuration()) {
+      request.on_conflict = ConflictPolicy::kFail;  // try once
+    }
+  }
+  request.conflict_exit_code = absl::GetFlag(FLAGS_conflict_exit_code);
+  if (request.conflict_exit_code < 0 || request.conflict_exit_code > 255) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--conflict-exit-code ", request.conflict_exit_code,
+                     " is not an exit code: use 0 to 255"));
+  }
+  request.shared = absl::GetFlag(FLAGS_shared);
+  if (request.shared && request.on_conflict == ConflictPolicy::kReplace) {
+    return absl::InvalidArgumentError(
+        "--shared cannot be combined with --on-conflict replace: a shared "
+        "lock has no single holder to replace");
+  }
+  request.grace = absl::GetFlag(FLAGS_grace).value;
+  request.max_runtime = Limit(absl::GetFlag(FLAGS_max_runtime).value);
+  request.quiet = absl::GetFlag(FLAGS_quiet);
+  request.verbose = absl::GetFlag(FLAGS_verbose);
+  if (request.quiet && request.verbose) {
+    return absl::InvalidArgumentError(
+        "--quiet and --verbose exclude each other");
+  }
+  return request;
+}
+
+int Dispatch(const Subcommand& subcommand, const ParsedArgs& parsed,
+             std::ostream& out, std::ostream& err) {
+  const absl::string_view command = subcommand.name;
+  if (command == "run") {
+    absl::StatusOr<RunRequest> request = RunRequestFromFlags(parsed);
+    if (!request.ok()) {
+      return UsageError(err, command, request.status().message());
+    }
+    out.flush();
+    return Run(*request, err);
+  }
+  if (command == "list") {
+    ListRequest request;
+    request.scope = absl::GetFlag(FLAGS_scope).value;
+    request.json = absl::GetFlag(FLAGS_json);
+    return List(request, out, err);
+  }
+  absl::StatusOr<LockTarget> target =
+      TargetFromFlags(parsed, /*required=*/true);
+  if (!target.ok()) return UsageError(err, command, target.status().message());
+  if (command == "status") {
+    StatusRequest request;
+    request.target = *std::move(target);
+    request.json = absl::GetFlag(FLAGS_json);
+    return Status(request, out, err);
+  }
+  WaitRequest request;
+  request.target = *std::move(target);
+  request.timeout = absl::GetFlag(FLAGS_timeout).value;
+  return Wait(request, err);
+}
+
+}  // namespace
+
+std::string CommandHelp(const std::string& command) {
+  const Subcommand* subcommand = FindSubcommand(command);
+  if (subcommand == nullptr) return FullHelp();
+  std::string help = SubcommandHelp(*subcommand);
+  absl::StrAppend(&help, "\n", Wrap(kDurations, 0));
+  if (subcommand->takes_command || command == "wait" || command == "status") {
+    absl::StrAppend(&help, "\n", kExitCodes);
+  }
+  return help;
+}
+
+std::string FullHelp() {
+  std::string help =
+      "onlyone: run a command only if no other copy of it is running, with "
+      "flock(2) locks.\n\n";
+  absl::StrAppend(&help, kUsage, "\nCommands:\n");
+  for (const Subcommand& subcommand : kSubcommands) {
+    absl::StrAppend(&help, "  ", subcommand.name,
+                    std::string(8 - std::string(subcommand.name).size(), ' '),
+                    subcommand.summary, "\n");
+  }
+  for (const Subcommand& subcommand : kSubcommands) {
+    absl::StrAppend(&help, "\n", SubcommandHelp(subcommand));
+  }
+  absl::StrAppend(&help, "\n", Wrap(kDurations, 0), "\n", kExitCodes,
+                  "\nExamples:\n"
+                  "  # crontab: skip quietly when the previous run is still "
+                  "going\n"
+                  "  */5 * * * * onlyone run --name sync "
+                  "--conflict-exit-code 0 -- /usr/local/bin/sync.sh\n"
+                  "  # wait up to 10 minutes for the lock, stop the job "
+                  "after 2 hours\n"
+                  "  onlyone run --lock /run/lock/backup.lock --wait 10m "
+                  "--max-runtime 2h -- backup --full\n"
+                  "  onlyone status --name sync --json\n"
+                  "\nSee docs/cli.md and onlyone(1).\n");
+  return help;
+}
+
+int Main(absl::Span<const std::string> args, std::ostream& out,
+         std::ostream& err) {
+  if (args.empty()) {
+    err << "onlyone: missing command (run, status, list or wait)\n"
+        << kUsage << kShortHelp;
+    return kExitUsage;
+  }
+  const std::string& first = args.front();
+  if (first == "--help" || first == "-h" || first == "-help" ||
+      first == "help") {
+    if (first == "help" && args.size() > 1) {
+      if (FindSubcommand(args[1]) == nullptr) {
+        return UsageError(err, "",
+                          absl::StrCat("unknown command \"",
+                                       absl::CEscape(args[1]), "\""));
+      }
+      out << CommandHelp(args[1]);
+    } else {
+      out << FullHelp();
+    }
+    return kExitOk;
+  }
+  if (first == "--version" || first == "version") {
+    out << "onlyone " << kVersion << "\n";
+    return kExitOk;
+  }
+  const Subcommand* subcommand = FindSubcommand(first);
+  if (subcommand == nullptr) {
+    return UsageError(
+        err, "",
+        absl::StrCat(first.size() > 1 && first[0] == '-'
+                         ? "expected a command (run, status, list, wait) "
+                           "before \""
+                         : "unknown command \"",
+                     absl::CEscape(first), "\""));
+  }
+  absl::StatusOr<ParsedArgs> parsed =
+      ParseArgs(args.subspan(1), subcommand->name, subcommand->flags,
+                kAllFlags, subcommand->takes_command);
+  if (!parsed.ok()) {
+    if (!absl::IsInvalidArgument(parsed.status())) {
+      err << "onlyone: " << parsed.status().message() << "\n";
+      return kExitSoftware;
+    }
+    return UsageError(err, subcommand->name, parsed.status().message());
+  }
+  if (parsed->help) {
+    out << CommandHelp(subcommand->name);
+    return kExitOk;
+  }
+  return Dispatch(*subcommand, *parsed, out, err);
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
+  const int code = Main(args, std::cout, std::cerr);
+  std::cout.flush();
+  return code;
+}
+
+}  // namespace onlyone::cli

@@ -1,0 +1,460 @@
+#include "cli/commands.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cli/flag_types.h"
+#include "cli/supervisor.h"
+#include "lib/scoped_file_lock.h"
+
+namespace onlyone::cli {
+namespace {
+
+constexpr size_t kMaxNameLength = 200;
+
+bool NameCharacter(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+         c == '_' || c == '-';
+}
+
+// Keeps a message on one line: a lock path or a command line may contain
+// newlines.
+std::string OneLine(absl::string_view text) {
+  return absl::StrReplaceAll(text, {{"\n", "\\n"}, {"\r", "\\r"}});
+}
+
+void PrintError(std::ostream& err, const absl::Status& status) {
+  err << "onlyone: " << OneLine(status.message()) << "\n";
+}
+
+// What a lock is called in messages: its name, or its path.
+const std::string& Label(const LockTarget& target) {
+  return target.lock_path.empty() ? target.name : target.lock_path;
+}
+
+InstanceOptions OptionsFor(const LockTarget& target) {
+  InstanceOptions options;
+  options.scope = target.scope;
+  return options;
+}
+
+absl::StatusOr<std::string> LockPathOf(const LockTarget& target) {
+  if (!target.lock_path.empty()) return target.lock_path;
+  return SingleInstance::LockPath(target.name, OptionsFor(target));
+}
+
+absl::StatusOr<std::optional<InstanceInfo>> HolderOf(
+    const LockTarget& target) {
+  if (!target.lock_path.empty()) {
+    return SingleInstance::HolderAtPath(target.lock_path);
+  }
+  return SingleInstance::Holder(target.name, OptionsFor(target));
+}
+
+// Whether nothing exists at `path` (so nothing can hold a lock on it).
+bool Missing(const std::string& path) {
+  struct stat ignored;
+  return lstat(path.c_str(), &ignored) != 0 && errno == ENOENT;
+}
+
+nlohmann::ordered_json TimeOrNull(absl::Time time) {
+  if (time == absl::InfinitePast() || time == absl::InfiniteFuture()) {
+    return nullptr;
+  }
+  return absl::FormatTime(absl::RFC3339_full, time, absl::UTCTimeZone());
+}
+
+std::string LocalTime(absl::Time time) {
+  if (time == absl::InfinitePast() || time == absl::InfiniteFuture()) {
+    return "-";
+  }
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", time, absl::LocalTimeZone());
+}
+
+// "2026-11-22 03:00:01 (2h5m ago)".
+std::string LocalTimeAndAge(absl::Time time) {
+  std::string text = LocalTime(time);
+  if (text == "-") return text;
+  const absl::Duration age = absl::Trunc(absl::Now() - time, absl::Seconds(1));
+  if (age >= absl::Seconds(1)) {
+    absl::StrAppend(&text, " (", absl::FormatDuration(age), " ago)");
+  } else if (age >= absl::ZeroDuration()) {
+    absl::StrAppend(&text, " (just now)");
+  }
+  return text;
+}
+
+std::string CommandOf(const InstanceInfo& holder) {
+  if (!holder.has_record) return "-";
+  if (holder.command_line.empty()) return holder.executable;
+  return ShellJoin(holder.command_line);
+}
+
+// Prints rows as columns separated by two spaces; the last column is not
+// padded.
+void PrintColumns(std::ostream& out,
+                  const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (i + 1 == row.size()) {
+        absl::StrAppend(&line, row[i]);
+      } else {
+        absl::StrAppend(&line, row[i],
+                        std::string(widths[i] - row[i].size() + 2, ' '));
+      }
+    }
+    out << OneLine(line) << "\n";
+  }
+}
+
+// Reports a refused acquisition: the conflict code for a lock held
+// elsewhere (printing the one-line reason unless quiet), the error's code
+// otherwise.
+int Refuse(const RunRequest& request, const std::string& lock_path,
+           const absl::Status& status, std::ostream& err) {
+  bool conflict = absl::IsUnavailable(status) ||
+                  absl::IsDeadlineExceeded(status);
+  if (!conflict && request.on_conflict == ConflictPolicy::kReplace &&
+      absl::IsFailedPrecondition(status)) {
+    // Replacing was refused (the holder cannot be verified, or may not be
+    // signalled): still a conflict if the lock is held, rather than an
+    // unsafe directory or the like.
+    absl::StatusOr<std::optional<InstanceInfo>> holder =
+        HolderOf(request.target);
+    conflict = holder.ok() && holder->has_value();
+  }
+  if (!conflict) {
+    PrintError(err, status);
+    return ExitCodeForError(status);
+  }
+  // --conflict-exit-code 0 is a quiet skip, for cron: say nothing unless
+  // asked to.
+  const bool silent = request.quiet ||
+                      (request.conflict_exit_code == 0 && !request.verbose);
+  if (silent) return request.conflict_exit_code;
+  std::string message(status.message());
+  if (request.shared && absl::IsUnavailable(status) && !lock_path.empty()) {
+    // A shared lock is taken with ScopedFileLock, whose message names the
+    // holder's pid only; the owner record says since when and what.
+    absl::StatusOr<std::optional<InstanceInfo>> holder =
+        SingleInstance::HolderAtPath(lock_path);
+    if (holder.ok() && holder->has_value() && (*holder)->has_record) {
+      message = SingleInstance::DescribeRunning(Label(request.target),
+                                                **holder);
+    }
+  }
+  err << "onlyone: " << OneLine(message) << "\n";
+  return request.conflict_exit_code;
+}
+
+}  // namespace
+
+absl::Status ValidateName(absl::string_view name) {
+  if (name.empty()) return absl::InvalidArgumentError("the name is empty");
+  const std::string quoted = absl::StrCat("\"", absl::CEscape(name), "\"");
+  if (name.size() > kMaxNameLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid name ", quoted, ": longer than ",
+                     kMaxNameLength, " characters"));
+  }
+  if (name == "." || name == "..") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid name ", quoted, ": not a file name"));
+  }
+  for (char c : name) {
+    if (!NameCharacter(c)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid name ", quoted, ": it contains \"",
+          absl::CEscape(absl::string_view(&c, 1)),
+          "\"; a name has only letters, digits, '.', '_' and '-' (use "
+          "--lock PATH for a lock file elsewhere)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string NameFromCommand(absl::string_view program) {
+  while (!program.empty() && program.back() == '/') program.remove_suffix(1);
+  if (size_t slash = program.rfind('/'); slash != absl::string_view::npos) {
+    program.remove_prefix(slash + 1);
+  }
+  std::string name(program.substr(0, kMaxNameLength));
+  for (char& c : name) {
+    if (!NameCharacter(c)) c = '_';
+  }
+  return name;
+}
+
+int ExitCodeForError(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kInvalidArgument:
+      return kExitUsage;
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kUnimplemented:
+      return kExitSoftware;
+    default:
+      return kExitOsError;
+  }
+}
+
+nlohmann::ordered_json HolderToJson(const InstanceInfo& holder) {
+  nlohmann::ordered_json json;
+  json["pid"] = holder.pid;
+  json["has_record"] = holder.has_record;
+  if (!holder.has_record) {
+    for (const char* field :
+         {"process_start_time", "acquired_at", "boot_id", "hostname", "uid",
+          "user", "executable", "command_line", "version"}) {
+      json[field] = nullptr;
+    }
+    return json;
+  }
+  json["process_start_time"] = TimeOrNull(holder.process_start_time);
+  json["acquired_at"] = TimeOrNull(holder.acquired_at);
+  json["boot_id"] = holder.boot_id;
+  json["hostname"] = holder.hostname;
+  json["uid"] = holder.uid;
+  json["user"] = holder.user;
+  json["executable"] = holder.executable;
+  json["command_line"] = holder.command_line;
+  json["version"] = holder.version;
+  return json;
+}
+
+nlohmann::ordered_json LockToJson(absl::string_view name,
+                                  absl::string_view lock_path,
+                                  const std::optional<InstanceInfo>& holder) {
+  nlohmann::ordered_json json;
+  json["name"] = name.empty() ? nlohmann::ordered_json(nullptr)
+                              : nlohmann::ordered_json(std::string(name));
+  json["lock_path"] = std::string(lock_path);
+  json["held"] = holder.has_value();
+  json["holder"] = holder.has_value() ? HolderToJson(*holder)
+                                      : nlohmann::ordered_json(nullptr);
+  return json;
+}
+
+int Run(const RunRequest& request, std::ostream& err) {
+  const LockTarget& target = request.target;
+  InstanceOptions options = OptionsFor(target);
+  options.on_conflict = request.on_conflict;
+  options.wait_timeout = request.wait_timeout;
+  options.grace_period = request.grace;
+  options.recorded_command_line = request.command;
+  options.inheritable = true;
+  if (request.verbose) {
+    err << "onlyone: taking the " << (request.shared ? "shared" : "exclusive")
+        << " lock " << Label(target);
+    if (request.on_conflict == ConflictPolicy::kWait) {
+      err << ", waiting up to " << absl::FormatDuration(request.wait_timeout)
+          << " if it is held";
+    } else if (request.on_conflict == ConflictPolicy::kReplace) {
+      err << ", replacing its holder if it is held";
+    }
+    err << "\n";
+  }
+
+  // The lock objects are never destroyed: destroying them would unlock the
+  // open file description the command shares, and the lock must stay held
+  // while the command or anything it left running holds it (flock(1)
+  // semantics). The kernel releases it when the last holder exits.
+  std::string inherited;
+  std::string lock_path;
+  if (request.shared) {
+    // SingleInstance takes exclusive locks only; a shared lock is a plain
+    // ScopedFileLock on the same file, with no owner record.
+    absl::StatusOr<std::string> path = LockPathOf(target);
+    if (!path.ok()) return Refuse(request, "", path.status(), err);
+    lock_path = *path;
+    LockOptions lock_options;
+    lock_options.mode = LockMode::kShared;
+    lock_options.inheritable = true;
+    lock_options.timeout = request.on_conflict == ConflictPolicy::kWait
+                               ? request.wait_timeout
+                               : absl::ZeroDuration();
+    absl::StatusOr<ScopedFileLock> lock =
+        ScopedFileLock::Acquire(lock_path, lock_options);
+    if (!lock.ok()) return Refuse(request, lock_path, lock.status(), err);
+    auto* held = new ScopedFileLock(*std::move(lock));
+    inherited = held->InheritedLocksEnvValue();
+  } else {
+    absl::StatusOr<SingleInstance> instance =
+        target.lock_path.empty()
+            ? SingleInstance::Acquire(target.name, options)
+            : SingleInstance::AcquireAtPath(target.lock_path, options);
+    if (!instance.ok()) {
+      return Refuse(request, target.lock_path, instance.status(), err);
+    }
+    auto* held = new SingleInstance(*std::move(instance));
+    lock_path = held->lock().path();
+    inherited = held->lock().InheritedLocksEnvValue();
+  }
+  if (request.verbose) err << "onlyone: holding " << lock_path << "\n";
+
+  SuperviseOptions supervise;
+  supervise.command = request.command;
+  supervise.environment = EnvironmentWith(kInheritedLocksEnvVar, inherited);
+  supervise.max_runtime = request.max_runtime;
+  supervise.grace = request.grace;
+  supervise.quiet = request.quiet;
+  supervise.verbose = request.verbose;
+  return Supervise(supervise, err);
+}
+
+int Status(const StatusRequest& request, std::ostream& out,
+           std::ostream& err) {
+  const LockTarget& target = request.target;
+  absl::StatusOr<std::string> path = LockPathOf(target);
+  if (!path.ok()) {
+    PrintError(err, path.status());
+    return ExitCodeForError(path.status());
+  }
+  std::optional<InstanceInfo> holder;
+  if (!Missing(*path)) {
+    absl::StatusOr<std::optional<InstanceInfo>> found = HolderOf(target);
+    if (!found.ok()) {
+      PrintError(err, found.status());
+      return ExitCodeForError(found.status());
+    }
+    holder = *std::move(found);
+  }
+
+  if (request.json) {
+    const nlohmann::ordered_json lock = LockToJson(target.name, *path, holder);
+    nlohmann::ordered_json json;
+    for (const auto& [key, value] : lock.items()) {
+      json[key] = value;
+      if (key == "name") {
+        json["scope"] =
+            target.lock_path.empty()
+                ? nlohmann::ordered_json(std::string(ScopeName(target.scope)))
+                : nlohmann::ordered_json(nullptr);
+      }
+    }
+    out << json.dump(2) << "\n";
+  } else {
+    std::vector<std::vector<std::string>> rows;
+    if (!target.name.empty()) {
+      rows.push_back({"name:", target.name});
+      rows.push_back({"scope:", std::string(ScopeName(target.scope))});
+    }
+    rows.push_back({"lock:", *path});
+    if (!holder.has_value()) {
+      rows.push_back({"state:", "free"});
+    } else if (!holder->has_record) {
+      rows.push_back(
+          {"state:", absl::StrCat("held by pid ", holder->pid,
+                                  " (no owner record: not taken by onlyone, "
+                                  "or its owner has exited)")});
+    } else {
+      rows.push_back({"state:", absl::StrCat("held by pid ", holder->pid)});
+      rows.push_back({"command:", CommandOf(*holder)});
+      rows.push_back({"since:", LocalTimeAndAge(holder->acquired_at)});
+      rows.push_back(
+          {"started:", LocalTimeAndAge(holder->process_start_time)});
+      rows.push_back(
+          {"user:", absl::StrCat(holder->user.empty() ? "?" : holder->user,
+                                 " (uid ", holder->uid, ")")});
+      rows.push_back({"host:", holder->hostname});
+      rows.push_back({"executable:", holder->executable});
+      rows.push_back({"version:", holder->version});
+    }
+    PrintColumns(out, rows);
+  }
+  return holder.has_value() ? kExitOk : kExitFree;
+}
+
+int List(const ListRequest& request, std::ostream& out, std::ostream& err) {
+  InstanceOptions options;
+  options.scope = request.scope;
+  absl::StatusOr<std::vector<ListedInstance>> listed =
+      SingleInstance::List(options);
+  if (!listed.ok()) {
+    PrintError(err, listed.status());
+    return ExitCodeForError(listed.status());
+  }
+  if (request.json) {
+    nlohmann::ordered_json json;
+    json["scope"] = std::string(ScopeName(request.scope));
+    json["locks"] = nlohmann::ordered_json::array();
+    for (const ListedInstance& instance : *listed) {
+      json["locks"].push_back(
+          LockToJson(instance.name, instance.lock_path, instance.holder));
+    }
+    out << json.dump(2) << "\n";
+    return kExitOk;
+  }
+  if (listed->empty()) {
+    out << "no locks in scope " << ScopeName(request.scope) << "\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "STATE", "PID", "SINCE", "COMMAND"}};
+  for (const ListedInstance& instance : *listed) {
+    if (!instance.holder.has_value()) {
+      rows.push_back({instance.name, "free", "-", "-", "-"});
+      continue;
+    }
+    const InstanceInfo& holder = *instance.holder;
+    rows.push_back({instance.name, "held", absl::StrCat(holder.pid),
+                    holder.has_record ? LocalTime(holder.acquired_at) : "-",
+                    holder.has_record ? CommandOf(holder) : "(no record)"});
+  }
+  PrintColumns(out, rows);
+  return kExitOk;
+}
+
+int Wait(const WaitRequest& request, std::ostream& err) {
+  absl::StatusOr<std::string> path = LockPathOf(request.target);
+  if (!path.ok()) {
+    PrintError(err, path.status());
+    return ExitCodeForError(path.status());
+  }
+  // No lock file: nothing holds it (and waiting must not create it).
+  if (Missing(*path)) return kExitOk;
+  // flock(2) has no "wait until unlocked": take the lock exclusively, which
+  // the kernel grants the moment the last holder releases it, and release
+  // it at once.
+  LockOptions options;
+  options.timeout = request.timeout;
+  absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(*path, options);
+  if (!lock.ok()) {
+    PrintError(err, lock.status());
+    const bool timed_out = absl::IsDeadlineExceeded(lock.status()) ||
+                           absl::IsUnavailable(lock.status());
+    return timed_out ? kExitConflict : ExitCodeForError(lock.status());
+  }
+  if (absl::Status released = lock->Release(); !released.ok()) {
+    PrintError(err, released);
+    return ExitCodeForError(released);
+  }
+  return kExitOk;
+}
+
+}  // namespace onlyone::cli

@@ -1,0 +1,100 @@
+// The subcommands of the onlyone command, as functions of plain request
+// structs that return the exit code (cli/exit_codes.h). cli/cli.cc fills the
+// requests from the flags; nothing here reads a flag.
+
+#ifndef ONLYONE_CLI_COMMANDS_H_
+#define ONLYONE_CLI_COMMANDS_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "cli/exit_codes.h"
+#include "lib/single_instance.h"
+#include "nlohmann/json.hpp"
+
+namespace onlyone::cli {
+
+// Which lock a command is about: a NAME in a scope, or a lock file PATH.
+// Exactly one of name and lock_path is set.
+struct LockTarget {
+  std::string name;
+  std::string lock_path;
+  Scope scope = Scope::kUser;
+};
+
+struct RunRequest {
+  LockTarget target;
+  ConflictPolicy on_conflict = ConflictPolicy::kFail;
+  // kWait: how long to wait.
+  absl::Duration wait_timeout = absl::InfiniteDuration();
+  // Exit code when another process holds the lock.
+  int conflict_exit_code = kExitConflict;
+  bool shared = false;
+  // Between SIGTERM and SIGKILL: for max_runtime, and for the holder that
+  // kReplace replaces.
+  absl::Duration grace = absl::Seconds(5);
+  absl::Duration max_runtime = absl::InfiniteDuration();
+  bool quiet = false;
+  bool verbose = false;
+  std::vector<std::string> command;
+};
+
+// onlyone run: takes the lock, runs the command holding it (it inherits the
+// lock), returns the command's exit code or onlyone's own. The lock is never
+// released explicitly: it is freed when the last process holding the
+// inherited descriptor (onlyone, the command, anything it left running)
+// exits, as with flock(1).
+int Run(const RunRequest& request, std::ostream& err);
+
+struct StatusRequest {
+  LockTarget target;
+  bool json = false;
+};
+
+// onlyone status: prints who holds the lock; 0 when held, 1 when free.
+int Status(const StatusRequest& request, std::ostream& out, std::ostream& err);
+
+struct ListRequest {
+  Scope scope = Scope::kUser;
+  bool json = false;
+};
+
+// onlyone list: every lock of the scope and its holder; 0.
+int List(const ListRequest& request, std::ostream& out, std::ostream& err);
+
+struct WaitRequest {
+  LockTarget target;
+  absl::Duration timeout = absl::InfiniteDuration();
+};
+
+// onlyone wait: blocks until the lock is free (by taking it exclusively and
+// releasing it at once); 0, or 75 when the timeout runs out.
+int Wait(const WaitRequest& request, std::ostream& err);
+
+// Checks an instance name the way SingleInstance does (letters, digits, '.',
+// '_', '-'; 1 to 200 characters; not "." or ".."); InvalidArgument says what
+// is wrong.
+absl::Status ValidateName(absl::string_view name);
+
+// The name `onlyone run` uses without --name or --lock: the command's base
+// name, with characters a name may not contain replaced by '_'.
+std::string NameFromCommand(absl::string_view program);
+
+// The exit code for a failure that is not a conflict: InvalidArgument 64,
+// Internal/Unknown/DataLoss 70, anything else 71.
+int ExitCodeForError(const absl::Status& status);
+
+// The JSON of status and list (see docs/cli.md): a holder, and one lock.
+// Keys keep the documented order.
+nlohmann::ordered_json HolderToJson(const InstanceInfo& holder);
+nlohmann::ordered_json LockToJson(absl::string_view name,
+                                  absl::string_view lock_path,
+                                  const std::optional<InstanceInfo>& holder);
+
+}  // namespace onlyone::cli
+
+#endif  // ONLYONE_CLI_COMMANDS_H_

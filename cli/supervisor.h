@@ -1,0 +1,67 @@
+// Runs the command of `onlyone run` while onlyone holds the lock, and turns
+// its fate into onlyone's exit code.
+//
+// What it does:
+//  * spawns COMMAND (searched in PATH) with the given environment, inheriting
+//    every descriptor not marked close-on-exec (the lock's among them);
+//  * forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the command;
+//  * with a time limit, sends SIGTERM when the limit is reached and SIGKILL
+//    when `grace` has passed after that;
+//  * waits for all of this at once, blocked in ppoll(2) on a signalfd(2)
+//    with the next deadline as timeout: no polling loop, no sleeps.
+//
+// Process groups: normally the command gets a process group of its own, and
+// signals and the time limit go to that whole group (the command and what it
+// started). When onlyone runs in the foreground of a terminal, the command
+// stays in onlyone's group instead, so that it can read the terminal and
+// job control (Ctrl-Z, fg) keeps working; the terminal then delivers Ctrl-C
+// to both, so onlyone forwards only the signals other processes send (not
+// the terminal's), and the time limit signals the command's process alone.
+//
+// Thread safety: call from one thread; the calling thread's signal mask is
+// changed while the command runs and restored afterwards. Other threads
+// should block the forwarded signals and SIGCHLD.
+
+#ifndef ONLYONE_CLI_SUPERVISOR_H_
+#define ONLYONE_CLI_SUPERVISOR_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace onlyone::cli {
+
+struct SuperviseOptions {
+  // argv of the command; command[0] is looked up in PATH unless it has a '/'.
+  std::vector<std::string> command;
+  // The command's whole environment, "NAME=VALUE" entries.
+  std::vector<std::string> environment;
+  // InfiniteDuration(): no limit.
+  absl::Duration max_runtime = absl::InfiniteDuration();
+  // Between SIGTERM and SIGKILL when max_runtime is reached.
+  absl::Duration grace = absl::Seconds(5);
+  // quiet: no notice when the time limit strikes; verbose: say what happens.
+  bool quiet = false;
+  bool verbose = false;
+};
+
+// Runs the command and waits for it. Returns its exit status, 128+N when a
+// signal N killed it, 124 when max_runtime was reached, 127 when it was not
+// found, 126 when it could not be executed, 71 on a system error. Messages
+// go to `err`, each one line starting with "onlyone: ".
+int Supervise(const SuperviseOptions& options, std::ostream& err);
+
+// A copy of this process's environment in which NAME is set to VALUE.
+std::vector<std::string> EnvironmentWith(absl::string_view name,
+                                         absl::string_view value);
+
+// The arguments as a shell would need them typed: "backup --dir '/a b'".
+std::string ShellJoin(absl::Span<const std::string> args);
+
+}  // namespace onlyone::cli
+
+#endif  // ONLYONE_CLI_SUPERVISOR_H_

@@ -1,0 +1,170 @@
+// Messages from later copies to the running (primary) copy of a
+// SingleInstance, over a unix-domain stream socket beside the lock file
+// (DIR/NAME.sock).
+//
+// Who may create the socket: only the lock holder, after it took the lock.
+// A socket left behind by a crashed primary is removed and re-created by the
+// next one; only the holder ever removes it, and only the file it bound
+// (device and inode checked) when it stops.
+//
+// Wire protocol, version 1: one request and one response per connection.
+//   request:  "OO1Q" <u32 body length, big-endian> <body>
+//             body = <u32 argc> argc x (<u32 n> <n bytes>)
+//                    <u32 n> <working directory> <u32 n> <payload>
+//   response: "OO1R" <u32 body length, big-endian> <body>
+//             body = <u8 code> <text>; code 0: handled, text is the reply;
+//             1: refused (a peer of another user), 2: too large,
+//             3: malformed, 4: shutting down; text is then the reason.
+// The sender's pid and uid come from SO_PEERCRED, never from the message.
+//
+// Deadlines: the sender bounds connect, send and the wait for the response
+// by one timeout (a blocking connect(2) with SO_SNDTIMEO, which waits for
+// room in a full backlog, then non-blocking I/O with poll(2)). The primary
+// bounds reading a request and writing a response by its own timeout, so a
+// sender that stalls cannot hold it. Nothing polls on a timer: every wait is
+// poll(2) on descriptors with the nearest deadline as timeout.
+//
+// Fork: a fork()ed child does not inherit the listener's thread; a
+// pthread_atfork handler closes the listening socket in the child, so a child
+// outliving the primary does not keep a socket nobody answers, and Stop() in
+// the child only closes descriptors (it never joins a thread that is not
+// there, nor removes the socket).
+
+#ifndef ONLYONE_LIB_INTERNAL_INSTANCE_CHANNEL_H_
+#define ONLYONE_LIB_INTERNAL_INSTANCE_CHANNEL_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/single_instance.h"
+
+namespace onlyone::internal {
+
+enum class ResponseCode : uint8_t {
+  kHandled = 0,
+  kRefused = 1,
+  kTooLarge = 2,
+  kMalformed = 3,
+  kShuttingDown = 4,
+};
+
+// Frames (header and body) for the wire protocol above.
+std::string EncodeRequest(const InstanceMessage& message);
+std::string EncodeResponse(ResponseCode code, absl::string_view text);
+// Parses a request body (without the 8-byte header).
+std::optional<InstanceMessage> DecodeRequestBody(absl::string_view body);
+
+inline constexpr size_t kFrameHeaderBytes = 8;
+
+struct ListenerOptions {
+  std::string name;         // for messages
+  std::string socket_path;  // DIR/NAME.sock
+  bool shared = false;      // socket mode 0666 (else 0600)
+  bool accept_other_users = false;
+  size_t max_message_bytes = 64 * 1024;
+  absl::Duration io_timeout = absl::Seconds(5);
+  // Runs on the listener thread; its result is the reply. Empty: messages
+  // queue for Take().
+  std::function<std::string(const InstanceMessage&)> on_message;
+};
+
+// The primary's side. Thread safety: Take(), Reply() and message_fd() may be
+// called from any one thread while the listener thread runs; Stop() from the
+// thread that owns the object.
+class MessageListener {
+ public:
+  // Creates the socket (removing a stale one) and starts the thread.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MessageListener>> Start(
+      ListenerOptions options);
+
+  MessageListener(const MessageListener&) = delete;
+  MessageListener& operator=(const MessageListener&) = delete;
+  ~MessageListener();
+
+  // Stops accepting, joins the thread and closes every connection (their
+  // senders get Unavailable); removes the socket file when `remove_socket`.
+  // Idempotent.
+  [[nodiscard]] absl::Status Stop(bool remove_socket);
+
+  // True in a fork()ed child: the object must then be leaked after Stop(),
+  // never destroyed, because destroying its absl::Mutex may take locks
+  // (Abseil's debug deadlock graph) that a parent thread held at the fork.
+  bool IsForkedCopy() const;
+
+  // Queue mode: readable (an eventfd) while Take() has a message; else -1.
+  int message_fd() const;
+
+  // Queue mode: the oldest waiting message whose sender still waits for the
+  // answer (a sender that gave up is never delivered). Replies "" to the
+  // previously taken message if Reply() was not called for it.
+  std::optional<InstanceMessage> Take();
+  // Queue mode: answers the message last returned by Take().
+  [[nodiscard]] absl::Status Reply(absl::string_view reply);
+
+ private:
+  struct Connection;
+  struct Queued {
+    uint64_t id;
+    // The connection's descriptor: open as long as the entry is queued (the
+    // thread closes a waiting connection only after removing its entry).
+    int fd;
+    InstanceMessage message;
+  };
+
+  MessageListener(ListenerOptions options, int listen_fd, int wake_fd,
+                  int message_fd, dev_t device, ino_t inode);
+  void Run();
+  void Wake();
+  void HandleComplete(Connection& connection);
+  void Drop(uint64_t id);
+
+  const ListenerOptions options_;
+  const int listen_fd_;
+  const int wake_fd_;     // eventfd: Stop() and Reply() wake the thread
+  const int message_fd_;  // eventfd (semaphore mode), queue mode only
+  const dev_t socket_device_;
+  const ino_t socket_inode_;
+  // The process that started the thread; in a fork()ed child the thread
+  // does not exist.
+  const pid_t owner_pid_;
+  std::unique_ptr<std::thread> thread_;
+  bool stopped_ = false;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t taken_id_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::pair<uint64_t, std::string>> replies_ ABSL_GUARDED_BY(mu_);
+};
+
+struct SendTarget {
+  std::string name;         // for messages
+  std::string socket_path;  // DIR/NAME.sock
+  std::string lock_path;    // to verify a primary of another user
+  size_t max_message_bytes = 64 * 1024;
+  absl::Duration timeout = absl::Seconds(5);
+};
+
+// The sender's side: sends `message` and returns the reply. See
+// SingleInstance::Send() for the status codes.
+[[nodiscard]] absl::StatusOr<std::string> SendInstanceMessage(
+    const SendTarget& target, const InstanceMessage& message);
+
+}  // namespace onlyone::internal
+
+#endif  // ONLYONE_LIB_INTERNAL_INSTANCE_CHANNEL_H_

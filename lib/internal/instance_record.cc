@@ -1,0 +1,297 @@
+#include "lib/internal/instance_record.h"
+
+#include <sched.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "lib/internal/posix_error.h"
+
+namespace onlyone::internal {
+namespace {
+
+// A torn read (a concurrent pwrite half done) is rare and short; a few
+// immediate retries are enough, and a reader must never wait for a writer.
+constexpr int kReadAttempts = 8;
+// "onlyone-owner 1 65536 0123456789abcdef\n" and some slack.
+constexpr size_t kMaxHeaderBytes = 64;
+
+void AppendEscaped(absl::string_view value, std::string* out) {
+  for (char c : value) {
+    const unsigned char byte = static_cast<unsigned char>(c);
+    switch (c) {
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        if (byte < 0x20 || byte == 0x7f) {
+          absl::StrAppendFormat(out, "\\x%02x", byte);
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+}
+
+bool Unescape(absl::string_view value, std::string* out) {
+  out->clear();
+  out->reserve(value.size());
+  for (size_t i = 0; i < value.size(); ++i) {
+    if (value[i] != '\\') {
+      out->push_back(value[i]);
+      continue;
+    }
+    if (++i == value.size()) return false;
+    switch (value[i]) {
+      case '\\':
+        out->push_back('\\');
+        break;
+      case 'n':
+        out->push_back('\n');
+        break;
+      case 'r':
+        out->push_back('\r');
+        break;
+      case 't':
+        out->push_back('\t');
+        break;
+      case 'x': {
+        uint32_t byte;
+        if (value.size() - i < 3 ||
+            !absl::SimpleHexAtoi(value.substr(i + 1, 2), &byte)) {
+          return false;
+        }
+        out->push_back(static_cast<char>(byte));
+        i += 2;
+        break;
+      }
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+void AddLine(absl::string_view key, absl::string_view value,
+             std::string* body) {
+  absl::StrAppend(body, key, "=");
+  AppendEscaped(value, body);
+  body->push_back('\n');
+}
+
+// RFC 3339 with a fixed six-digit fraction: records of one process then
+// keep one length, and rewriting one needs no ftruncate(2).
+std::string FormatRecordTime(absl::Time time) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E6S%Ez", time, absl::UTCTimeZone());
+}
+
+bool ParseRecordTime(absl::string_view text, absl::Time* time) {
+  std::string error;
+  return absl::ParseTime(absl::RFC3339_full, text, time, &error);
+}
+
+// Reads from offset 0 until end of file or `limit` bytes.
+bool ReadFromStart(int fd, size_t limit, std::string* contents) {
+  contents->resize(limit);
+  size_t filled = 0;
+  while (filled < limit) {
+    const ssize_t got =
+        pread(fd, contents->data() + filled, limit - filled, filled);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (got == 0) break;
+    filled += static_cast<size_t>(got);
+  }
+  contents->resize(filled);
+  return true;
+}
+
+}  // namespace
+
+uint64_t Fnv1a64(absl::string_view bytes) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (char c : bytes) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+
+bool TruncateCommandLine(std::vector<std::string>& arguments) {
+  size_t total = 0;
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    if (total + arguments[i].size() > kMaxCommandLineBytes) {
+      arguments[i].resize(kMaxCommandLineBytes - total);
+      arguments.resize(arguments[i].empty() ? i : i + 1);
+      return true;
+    }
+    total += arguments[i].size();
+  }
+  return false;
+}
+
+std::string EncodeOwnerRecord(const OwnerRecord& record) {
+  std::string body;
+  body.reserve(512);
+  AddLine("pid", absl::StrCat(record.pid), &body);
+  AddLine("locker_pid", absl::StrCat(record.locker_pid), &body);
+  AddLine("start_ticks", absl::StrCat(record.start_ticks), &body);
+  if (record.start_time != absl::InfinitePast()) {
+    AddLine("start_time", FormatRecordTime(record.start_time), &body);
+  }
+  AddLine("boot_id", record.boot_id, &body);
+  AddLine("hostname", record.hostname, &body);
+  AddLine("uid", absl::StrCat(record.uid), &body);
+  AddLine("user", record.user, &body);
+  AddLine("exe", record.executable, &body);
+  for (const std::string& argument : record.command_line) {
+    AddLine("arg", argument, &body);
+  }
+  if (record.command_line_truncated) AddLine("args_truncated", "1", &body);
+  if (record.acquired_at != absl::InfinitePast()) {
+    AddLine("acquired", FormatRecordTime(record.acquired_at), &body);
+  }
+  AddLine("version", record.version, &body);
+  return absl::StrCat(kRecordMagic, " ", kRecordFormatVersion, " ",
+                      body.size(), " ",
+                      absl::StrFormat("%016x", Fnv1a64(body)), "\n", body);
+}
+
+std::optional<OwnerRecord> DecodeOwnerRecord(absl::string_view contents) {
+  const size_t newline = contents.find('\n');
+  if (newline == absl::string_view::npos || newline > kMaxHeaderBytes) {
+    return std::nullopt;
+  }
+  const std::vector<absl::string_view> header =
+      absl::StrSplit(contents.substr(0, newline), ' ');
+  size_t length;
+  uint64_t checksum;
+  if (header.size() != 4 || header[0] != kRecordMagic ||
+      header[1] != absl::StrCat(kRecordFormatVersion) ||
+      !absl::SimpleAtoi(header[2], &length) || length > kMaxRecordBodyBytes ||
+      header[3].size() != 16 || !absl::SimpleHexAtoi(header[3], &checksum)) {
+    return std::nullopt;
+  }
+  absl::string_view body = contents.substr(newline + 1);
+  if (body.size() < length) return std::nullopt;
+  body = body.substr(0, length);
+  if (Fnv1a64(body) != checksum) return std::nullopt;
+  if (!body.empty() && body.back() != '\n') return std::nullopt;
+
+  OwnerRecord record;
+  bool have_pid = false, have_ticks = false;
+  std::string value;
+  for (absl::string_view line : absl::StrSplit(body, '\n', absl::SkipEmpty())) {
+    const size_t equals = line.find('=');
+    if (equals == absl::string_view::npos) return std::nullopt;
+    const absl::string_view key = line.substr(0, equals);
+    if (!Unescape(line.substr(equals + 1), &value)) return std::nullopt;
+    if (key == "pid") {
+      have_pid = absl::SimpleAtoi(value, &record.pid) && record.pid > 0;
+      if (!have_pid) return std::nullopt;
+    } else if (key == "locker_pid") {
+      if (!absl::SimpleAtoi(value, &record.locker_pid)) return std::nullopt;
+    } else if (key == "start_ticks") {
+      have_ticks = absl::SimpleAtoi(value, &record.start_ticks);
+      if (!have_ticks) return std::nullopt;
+    } else if (key == "start_time") {
+      if (!ParseRecordTime(value, &record.start_time)) return std::nullopt;
+    } else if (key == "boot_id") {
+      record.boot_id = value;
+    } else if (key == "hostname") {
+      record.hostname = value;
+    } else if (key == "uid") {
+      if (!absl::SimpleAtoi(value, &record.uid)) return std::nullopt;
+    } else if (key == "user") {
+      record.user = value;
+    } else if (key == "exe") {
+      record.executable = value;
+    } else if (key == "arg") {
+      record.command_line.push_back(value);
+    } else if (key == "args_truncated") {
+      record.command_line_truncated = value == "1";
+    } else if (key == "acquired") {
+      if (!ParseRecordTime(value, &record.acquired_at)) return std::nullopt;
+    } else if (key == "version") {
+      record.version = value;
+    }
+  }
+  if (!have_pid || !have_ticks || record.boot_id.empty()) return std::nullopt;
+  if (record.locker_pid <= 0) record.locker_pid = record.pid;
+  return record;
+}
+
+std::optional<OwnerRecord> ReadOwnerRecord(int fd) {
+  std::string contents;
+  for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
+    if (!ReadFromStart(fd, kMaxHeaderBytes + kMaxRecordBodyBytes, &contents)) {
+      return std::nullopt;
+    }
+    if (contents.empty()) return std::nullopt;  // never written
+    if (std::optional<OwnerRecord> record = DecodeOwnerRecord(contents)) {
+      return record;
+    }
+    sched_yield();
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
+                                      const OwnerRecord& record) {
+  struct stat file;
+  if (fstat(fd, &file) != 0) {
+    return PosixError(absl::StrCat(path, ": fstat"), errno);
+  }
+  if (!S_ISREG(file.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is not a regular file; not writing an owner record into it"));
+  }
+  if (file.st_nlink != 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " has ", file.st_nlink,
+        " hard links; a lock file has exactly one, and an owner record is "
+        "never written through a link that may lead to another file"));
+  }
+  const std::string contents = EncodeOwnerRecord(record);
+  size_t written = 0;
+  while (written < contents.size()) {
+    const ssize_t wrote = pwrite(fd, contents.data() + written,
+                                 contents.size() - written, written);
+    if (wrote < 0) {
+      const int error_number = errno;
+      if (error_number == EINTR) continue;
+      // Opened read-only: another user's lock file we may lock, not write.
+      if (error_number == EBADF && written == 0) return false;
+      return PosixError(absl::StrCat(path, ": writing the owner record"),
+                        error_number);
+    }
+    written += static_cast<size_t>(wrote);
+  }
+  // Readers ignore what follows the record; cutting it off keeps the file
+  // readable for people too.
+  if (file.st_size > static_cast<off_t>(contents.size()) &&
+      ftruncate(fd, static_cast<off_t>(contents.size())) != 0) {
+    return PosixError(absl::StrCat(path, ": truncating the owner record"),
+                      errno);
+  }
+  return true;
+}
+
+}  // namespace onlyone::internal

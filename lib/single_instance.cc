@@ -1,0 +1,807 @@
+#include "lib/single_instance.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "lib/internal/instance_channel.h"
+#include "lib/internal/instance_paths.h"
+#include "lib/internal/instance_process.h"
+#include "lib/internal/instance_record.h"
+#include "lib/internal/posix_error.h"
+#include "lib/internal/proc_locks.h"
+
+namespace onlyone {
+namespace {
+
+using internal::FlockHolder;
+using internal::OwnerRecord;
+using internal::PosixError;
+
+// A conflict is re-examined this many times when the holder vanishes between
+// the failed try and the look at who holds it.
+constexpr int kConflictAttempts = 3;
+// How long kReplace waits for the holder to die after SIGKILL (it can only
+// take longer in uninterruptible sleep).
+constexpr absl::Duration kKillWait = absl::Seconds(5);
+// Hard ceiling for InstanceOptions::max_message_bytes.
+constexpr size_t kMaxMessageBytesCeiling = 64 * 1024 * 1024;
+// DescribeRunning() shows at most this much of the command line.
+constexpr size_t kMaxDescribedCommandBytes = 256;
+
+struct Location {
+  std::string display_name;  // the instance name, or the lock path
+  std::string lock_path;
+  bool shared = false;
+  uid_t euid = 0;  // geteuid(), read once per call
+};
+
+internal::DirectoryKind KindFor(const InstanceOptions& options) {
+  if (!options.directory.empty()) return internal::DirectoryKind::kExplicit;
+  switch (options.scope) {
+    case Scope::kSession:
+      return internal::DirectoryKind::kSession;
+    case Scope::kMachine:
+      return internal::DirectoryKind::kMachine;
+    case Scope::kUser:
+      break;
+  }
+  return internal::DirectoryKind::kUser;
+}
+
+absl::StatusOr<Location> Locate(absl::string_view name,
+                                const InstanceOptions& options) {
+  if (absl::Status valid = internal::ValidateInstanceName(name); !valid.ok()) {
+    return valid;
+  }
+  absl::StatusOr<internal::InstanceDirectory> directory =
+      internal::ResolveInstanceDirectory(KindFor(options), options.directory);
+  if (!directory.ok()) return directory.status();
+  return Location{std::string(name),
+                  absl::StrCat(directory->path, "/", name, ".lock"),
+                  directory->shared, directory->euid};
+}
+
+absl::Status ValidateMessagingOptions(absl::string_view name,
+                                      const InstanceOptions& options) {
+  if (options.max_message_bytes == 0 ||
+      options.max_message_bytes > kMaxMessageBytesCeiling) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": max_message_bytes must be 1 to ", kMaxMessageBytesCeiling,
+        ", not ", options.max_message_bytes));
+  }
+  if (options.message_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": message_timeout must be positive, not ",
+                     absl::FormatDuration(options.message_timeout)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateOptions(absl::string_view name,
+                             const InstanceOptions& options) {
+  if (options.wait_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": negative wait_timeout ",
+                     absl::FormatDuration(options.wait_timeout)));
+  }
+  if (options.grace_period < absl::ZeroDuration() ||
+      options.grace_period == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": grace_period must be finite and not negative, "
+                           "not ",
+                     absl::FormatDuration(options.grace_period)));
+  }
+  if (options.on_message && !options.listen) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": on_message is set but listen is not; set listen to receive "
+              "messages"));
+  }
+  return ValidateMessagingOptions(name, options);
+}
+
+// ---------------------------------------------------------------------------
+// Who holds a lock file: the kernel's answer, and the record when it
+// describes the holder.
+
+struct Inspection {
+  bool held = false;
+  // /proc/locks was readable, so `holders` is the kernel's list.
+  bool holders_known = false;
+  std::vector<FlockHolder> holders;
+  // A valid record that describes a live process the kernel agrees holds
+  // the lock; see VerifyRecord().
+  std::optional<OwnerRecord> record;
+  // Why a record present in the file was not believed ("" when there was
+  // none or it was believed).
+  std::string record_rejected;
+};
+
+std::optional<std::string> ReadProcLocks() {
+  const int fd = open("/proc/locks", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string text;
+  char buffer[16 * 1024];
+  for (;;) {
+    const ssize_t got = read(fd, buffer, sizeof buffer);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      close(fd);
+      return std::nullopt;
+    }
+    if (got == 0) break;
+    text.append(buffer, static_cast<size_t>(got));
+  }
+  close(fd);
+  return text;
+}
+
+bool Lists(const std::vector<FlockHolder>& holders, pid_t pid) {
+  return std::any_of(holders.begin(), holders.end(),
+                     [pid](const FlockHolder& holder) {
+                       return holder.pid == pid;
+                     });
+}
+
+std::string PidList(const std::vector<FlockHolder>& holders) {
+  std::vector<std::string> pids;
+  for (const FlockHolder& holder : holders) pids.push_back(absl::StrCat(holder.pid));
+  return absl::StrJoin(pids, ", ");
+}
+
+// "" when `record` describes the holder; otherwise why not. The record is
+// believed when it was written in this boot, the recorded process is alive
+// with the recorded start time (so a dead holder's record, or a reused pid,
+// is not believed), and the kernel lists it, or the process that took the
+// lock for it before a fork hand-off, as holding the lock.
+std::string VerifyRecord(const OwnerRecord& record,
+                         const Inspection& inspection) {
+  if (record.boot_id != internal::BootId()) {
+    return absl::StrCat("the record is from another boot or machine (boot id ",
+                        record.boot_id, ")");
+  }
+  if (!internal::RecordedProcessIsAlive(record)) {
+    return absl::StrCat("recorded pid ", record.pid,
+                        " is not running, or is another process now (start "
+                        "time differs)");
+  }
+  if (inspection.holders_known && !Lists(inspection.holders, record.pid) &&
+      !Lists(inspection.holders, record.locker_pid)) {
+    return absl::StrCat("the kernel lists pid ", PidList(inspection.holders),
+                        " as holding the lock, not recorded pid ",
+                        record.pid);
+  }
+  return "";
+}
+
+const char* FileKind(mode_t mode) {
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+// Looks at a lock file without locking it: /proc/locks for the holders, and
+// only when /proc/locks cannot be read, a non-blocking shared probe that is
+// released at once (a probe could make a concurrent try-lock fail).
+absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
+  Inspection inspection;
+  const int fd =
+      open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  struct stat file;
+  if (fd < 0) {
+    const int error_number = errno;
+    if (error_number == ENOENT) return inspection;  // never locked
+    if (error_number != EACCES && error_number != ELOOP) {
+      return PosixError(absl::StrCat(path, ": open"), error_number);
+    }
+    // Not readable by us: the kernel can still say who holds it.
+    if (lstat(path.c_str(), &file) != 0) {
+      return PosixError(absl::StrCat(path, ": lstat"), errno);
+    }
+  } else if (fstat(fd, &file) != 0) {
+    const int error_number = errno;
+    close(fd);
+    return PosixError(absl::StrCat(path, ": fstat"), error_number);
+  }
+  absl::Cleanup close_fd = [fd] {
+    if (fd >= 0) close(fd);
+  };
+  if (!S_ISREG(file.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is ", FileKind(file.st_mode),
+        ", not a lock file; it is never followed or opened"));
+  }
+  if (std::optional<std::string> locks = ReadProcLocks()) {
+    inspection.holders_known = true;
+    inspection.holders =
+        internal::ParseFlockHolders(*locks, file.st_dev, file.st_ino);
+    inspection.held = !inspection.holders.empty();
+  } else if (fd >= 0) {
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+      flock(fd, LOCK_UN);
+      inspection.held = false;
+    } else if (errno == EWOULDBLOCK) {
+      inspection.held = true;
+    } else {
+      return PosixError(absl::StrCat(path, ": flock"), errno);
+    }
+  } else {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cannot tell whether ", path,
+        " is held: /proc/locks is not readable and neither is the file"));
+  }
+  if (inspection.held && fd >= 0) {
+    if (std::optional<OwnerRecord> record = internal::ReadOwnerRecord(fd)) {
+      inspection.record_rejected = VerifyRecord(*record, inspection);
+      if (inspection.record_rejected.empty()) inspection.record = std::move(record);
+    }
+  }
+  return inspection;
+}
+
+InstanceInfo InfoFromRecord(const OwnerRecord& record) {
+  InstanceInfo info;
+  info.pid = record.pid;
+  info.has_record = true;
+  info.process_start_time = record.start_time;
+  info.acquired_at = record.acquired_at;
+  info.boot_id = record.boot_id;
+  info.hostname = record.hostname;
+  info.uid = record.uid;
+  info.user = record.user;
+  info.executable = record.executable;
+  info.command_line = record.command_line;
+  info.version = record.version;
+  return info;
+}
+
+std::optional<InstanceInfo> HolderFrom(const Inspection& inspection) {
+  if (!inspection.held) return std::nullopt;
+  if (inspection.record.has_value()) return InfoFromRecord(*inspection.record);
+  InstanceInfo info;
+  // The exclusive holder if any (a SingleInstance holds it exclusively).
+  for (const FlockHolder& holder : inspection.holders) {
+    if (holder.exclusive) {
+      info.pid = holder.pid;
+      break;
+    }
+  }
+  if (info.pid == 0 && !inspection.holders.empty()) {
+    info.pid = inspection.holders.front().pid;
+  }
+  return info;
+}
+
+// Replaces control characters (a command line may contain anything) so that
+// a message printed to a terminal cannot carry escape sequences.
+std::string Printable(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const unsigned char byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      absl::StrAppendFormat(&out, "\\x%02x", byte);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Acquisition.
+
+OwnerRecord RecordForThisProcess(const InstanceOptions& options,
+                                 uid_t euid) {
+  OwnerRecord record = internal::SelfRecord(euid);
+  if (!options.recorded_command_line.empty()) {
+    record.command_line = options.recorded_command_line;
+    record.command_line_truncated =
+        internal::TruncateCommandLine(record.command_line);
+  }
+  return record;
+}
+
+absl::Status Conflict(const Location& location, absl::Status lock_status) {
+  absl::StatusOr<Inspection> inspection = InspectLockFile(location.lock_path);
+  if (!inspection.ok()) return lock_status;
+  std::optional<InstanceInfo> holder = HolderFrom(*inspection);
+  if (!holder.has_value()) return absl::OkStatus();  // released meanwhile
+  return absl::UnavailableError(
+      SingleInstance::DescribeRunning(location.display_name, *holder));
+}
+
+absl::StatusOr<ScopedFileLock> LockFailAtOnce(const Location& location,
+                                              const LockOptions& base) {
+  LockOptions options = base;
+  options.timeout = absl::ZeroDuration();
+  for (int attempt = 0; attempt < kConflictAttempts; ++attempt) {
+    absl::StatusOr<ScopedFileLock> lock =
+        ScopedFileLock::Acquire(location.lock_path, options);
+    // FailedPrecondition: this very thread holds it ("would deadlock"),
+    // which for a refusal is just another running copy.
+    if (lock.ok() || (!absl::IsUnavailable(lock.status()) &&
+                      !absl::IsFailedPrecondition(lock.status()))) {
+      return lock;
+    }
+    absl::Status conflict = Conflict(location, lock.status());
+    if (!conflict.ok()) return conflict;
+  }
+  return absl::UnavailableError(absl::StrCat(
+      location.display_name, " is already running (", location.lock_path,
+      " is held, by a process that keeps changing)"));
+}
+
+absl::StatusOr<ScopedFileLock> LockWaiting(const Location& location,
+                                           const LockOptions& base,
+                                           absl::Duration timeout) {
+  LockOptions options = base;
+  options.timeout = timeout;
+  absl::StatusOr<ScopedFileLock> lock =
+      ScopedFileLock::Acquire(location.lock_path, options);
+  if (!absl::IsDeadlineExceeded(lock.status())) return lock;
+  absl::StatusOr<Inspection> inspection = InspectLockFile(location.lock_path);
+  if (!inspection.ok()) return lock.status();
+  std::optional<InstanceInfo> holder = HolderFrom(*inspection);
+  if (!holder.has_value()) return lock.status();
+  return absl::DeadlineExceededError(absl::StrCat(
+      SingleInstance::DescribeRunning(location.display_name, *holder),
+      "; gave up after waiting ", absl::FormatDuration(timeout),
+      " for it to exit"));
+}
+
+// Why the holder may not be replaced, "" when it may: only a process proven
+// to be the holder is ever signalled.
+std::string WhyNotReplaceable(const Inspection& inspection) {
+  if (!inspection.record.has_value()) {
+    return inspection.record_rejected.empty()
+               ? "it wrote no owner record, so it cannot be verified"
+               : absl::StrCat("its owner record is not believed: ",
+                              inspection.record_rejected);
+  }
+  const OwnerRecord& record = *inspection.record;
+  if (!inspection.holders_known) {
+    return "/proc/locks is not readable, so the kernel cannot confirm that "
+           "the recorded process holds the lock";
+  }
+  if (!Lists(inspection.holders, record.pid)) {
+    return absl::StrCat("the kernel lists pid ", PidList(inspection.holders),
+                        " as holding the lock, not recorded pid ", record.pid,
+                        " (the lock was handed to it across a fork)");
+  }
+  if (record.hostname != internal::SelfRecord(geteuid()).hostname) {
+    return absl::StrCat("it was recorded on host ", record.hostname);
+  }
+  if (record.pid == getpid()) return "it is this process";
+  return "";
+}
+
+// Signals the verified holder through a pidfd, so that a pid reused after
+// the check can never receive the signal. Returns OK once it has exited.
+absl::Status TerminateHolder(const Location& location,
+                             const InstanceInfo& holder,
+                             const OwnerRecord& record,
+                             const InstanceOptions& options) {
+  const std::string refused_prefix =
+      absl::StrCat(SingleInstance::DescribeRunning(location.display_name, holder),
+                   "; not replacing it: ");
+  absl::StatusOr<int> pidfd = internal::OpenPidfd(record.pid);
+  if (absl::IsNotFound(pidfd.status())) return absl::OkStatus();  // gone
+  if (!pidfd.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(refused_prefix, pidfd.status().message()));
+  }
+  absl::Cleanup close_pidfd = [fd = *pidfd] { close(fd); };
+  // The pidfd now pins one process; it is the verified one only if the start
+  // time still matches.
+  if (internal::ProcessStartTicks(record.pid) != record.start_ticks) {
+    return absl::OkStatus();  // exited between the check and pidfd_open
+  }
+  if (absl::Status allowed = internal::SignalPidfd(*pidfd, record.pid, 0);
+      !allowed.ok()) {
+    if (absl::IsNotFound(allowed)) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        refused_prefix, "not allowed to signal pid ", record.pid, " (uid ",
+        record.uid, "): ", allowed.message()));
+  }
+  if (absl::Status sent = internal::SignalPidfd(*pidfd, record.pid, SIGTERM);
+      !sent.ok() && !absl::IsNotFound(sent)) {
+    return sent;
+  }
+  if (internal::WaitForExit(*pidfd, options.grace_period)) {
+    return absl::OkStatus();
+  }
+  if (absl::Status sent = internal::SignalPidfd(*pidfd, record.pid, SIGKILL);
+      !sent.ok() && !absl::IsNotFound(sent)) {
+    return sent;
+  }
+  if (internal::WaitForExit(*pidfd, kKillWait)) return absl::OkStatus();
+  return absl::DeadlineExceededError(absl::StrCat(
+      location.display_name, ": pid ", record.pid, " did not exit within ",
+      absl::FormatDuration(kKillWait), " of SIGKILL"));
+}
+
+absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
+                                             const LockOptions& base,
+                                             const InstanceOptions& options) {
+  LockOptions try_once = base;
+  try_once.timeout = absl::ZeroDuration();
+  for (int attempt = 0; attempt < kConflictAttempts; ++attempt) {
+    absl::StatusOr<ScopedFileLock> lock =
+        ScopedFileLock::Acquire(location.lock_path, try_once);
+    if (lock.ok() || !absl::IsUnavailable(lock.status())) return lock;
+    absl::StatusOr<Inspection> inspection =
+        InspectLockFile(location.lock_path);
+    if (!inspection.ok()) return inspection.status();
+    std::optional<InstanceInfo> holder = HolderFrom(*inspection);
+    if (!holder.has_value()) continue;  // released meanwhile
+    if (std::string why = WhyNotReplaceable(*inspection); !why.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          SingleInstance::DescribeRunning(location.display_name, *holder),
+          "; not replacing it: ", why));
+    }
+    if (absl::Status terminated = TerminateHolder(
+            location, *holder, *inspection->record, options);
+        !terminated.ok()) {
+      return terminated;
+    }
+    // The holder is gone, and the kernel released its lock before its pidfd
+    // became readable; wait a little in case a copy that started meanwhile
+    // got there first and is about to exit too.
+    absl::StatusOr<ScopedFileLock> after =
+        LockWaiting(location, base, options.grace_period);
+    if (after.ok() || !absl::IsDeadlineExceeded(after.status())) return after;
+    return absl::UnavailableError(absl::StrCat(
+        "replaced pid ", holder->pid, ", but another copy took the lock: ",
+        after.status().message()));
+  }
+  return absl::UnavailableError(absl::StrCat(
+      location.display_name, " is already running (", location.lock_path,
+      " is held, by a process that keeps changing)"));
+}
+
+// Everything a successful acquisition produced.
+struct Acquired {
+  Acquired(std::string name, ScopedFileLock lock)
+      : name(std::move(name)), lock(std::move(lock)) {}
+
+  std::string name;  // the instance name, or the lock path
+  ScopedFileLock lock;
+  OwnerRecord record;  // as written
+  std::unique_ptr<internal::MessageListener> listener;
+  bool callback_mode = false;
+};
+
+absl::StatusOr<std::unique_ptr<internal::MessageListener>> StartListening(
+    const Location& location, const InstanceOptions& options) {
+  internal::ListenerOptions listener;
+  listener.name = location.display_name;
+  listener.socket_path = internal::SocketPathFor(location.lock_path);
+  listener.shared = location.shared;
+  listener.accept_other_users = options.accept_other_users;
+  listener.max_message_bytes = options.max_message_bytes;
+  listener.io_timeout = options.message_timeout;
+  listener.on_message = options.on_message;
+  return internal::MessageListener::Start(std::move(listener));
+}
+
+absl::StatusOr<Acquired> AcquireAt(const Location& location,
+                                   const InstanceOptions& options,
+                                   mode_t file_mode) {
+  LockOptions lock_options;
+  lock_options.file_mode = file_mode;
+  lock_options.inheritable = options.inheritable;
+  absl::StatusOr<ScopedFileLock> lock;
+  switch (options.on_conflict) {
+    case ConflictPolicy::kFail:
+      lock = LockFailAtOnce(location, lock_options);
+      break;
+    case ConflictPolicy::kWait:
+      lock = LockWaiting(location, lock_options, options.wait_timeout);
+      break;
+    case ConflictPolicy::kReplace:
+      lock = LockReplacing(location, lock_options, options);
+      break;
+  }
+  if (!lock.ok()) return lock.status();
+
+  // Only now, holding the lock, does this process say who it is.
+  OwnerRecord record = RecordForThisProcess(options, location.euid);
+  record.acquired_at = absl::Now();
+  absl::StatusOr<bool> written =
+      internal::WriteOwnerRecord(lock->fd(), location.lock_path, record);
+  if (!written.ok()) return written.status();  // lock's destructor releases
+
+  Acquired acquired(location.display_name, *std::move(lock));
+  acquired.record = std::move(record);
+  if (options.listen) {
+    // After the lock and the record: only the holder creates the socket.
+    absl::StatusOr<std::unique_ptr<internal::MessageListener>> listener =
+        StartListening(location, options);
+    if (!listener.ok()) return listener.status();
+    acquired.listener = *std::move(listener);
+    acquired.callback_mode = static_cast<bool>(options.on_message);
+  }
+  return acquired;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+struct SingleInstance::State {
+  explicit State(Acquired parts) : parts(std::move(parts)) {}
+
+  Acquired parts;
+  bool released = false;
+};
+
+absl::StatusOr<SingleInstance> SingleInstance::Acquire(
+    absl::string_view name, const InstanceOptions& options) {
+  if (absl::Status valid = internal::ValidateInstanceName(name); !valid.ok()) {
+    return valid;
+  }
+  if (absl::Status valid = ValidateOptions(name, options); !valid.ok()) {
+    return valid;
+  }
+  absl::StatusOr<Location> location = Locate(name, options);
+  if (!location.ok()) return location.status();
+  absl::StatusOr<Acquired> acquired =
+      AcquireAt(*location, options,
+                location->shared ? internal::kSharedLockFileMode
+                                 : internal::kPrivateLockFileMode);
+  if (!acquired.ok()) return acquired.status();
+  return SingleInstance(std::make_unique<State>(*std::move(acquired)));
+}
+
+absl::StatusOr<SingleInstance> SingleInstance::AcquireAtPath(
+    absl::string_view lock_path, const InstanceOptions& options) {
+  if (lock_path.empty()) {
+    return absl::InvalidArgumentError("lock path is empty");
+  }
+  if (absl::Status valid = ValidateOptions(lock_path, options); !valid.ok()) {
+    return valid;
+  }
+  Location location{std::string(lock_path), std::string(lock_path), false,
+                    geteuid()};
+  // A lock file in a sticky, world-writable directory (like /run/lock) is
+  // shared between users: make it lockable and writable by all of them.
+  const size_t slash = location.lock_path.rfind('/');
+  const std::string directory =
+      slash == std::string::npos
+          ? "."
+          : (slash == 0 ? "/" : location.lock_path.substr(0, slash));
+  struct stat info;
+  if (stat(directory.c_str(), &info) == 0 && (info.st_mode & S_IWOTH) != 0 &&
+      (info.st_mode & S_ISVTX) != 0) {
+    location.shared = true;
+  }
+  absl::StatusOr<Acquired> acquired =
+      AcquireAt(location, options,
+                location.shared ? internal::kSharedLockFileMode
+                                : kDefaultLockFileMode);
+  if (!acquired.ok()) return acquired.status();
+  return SingleInstance(std::make_unique<State>(*std::move(acquired)));
+}
+
+absl::StatusOr<std::optional<InstanceInfo>> SingleInstance::Holder(
+    absl::string_view name, const InstanceOptions& options) {
+  absl::StatusOr<Location> location = Locate(name, options);
+  if (!location.ok()) return location.status();
+  return HolderAtPath(location->lock_path);
+}
+
+absl::StatusOr<std::optional<InstanceInfo>> SingleInstance::HolderAtPath(
+    absl::string_view lock_path) {
+  if (lock_path.empty()) {
+    return absl::InvalidArgumentError("lock path is empty");
+  }
+  absl::StatusOr<Inspection> inspection =
+      InspectLockFile(std::string(lock_path));
+  if (!inspection.ok()) return inspection.status();
+  return HolderFrom(*inspection);
+}
+
+absl::StatusOr<std::string> SingleInstance::LockPath(
+    absl::string_view name, const InstanceOptions& options) {
+  absl::StatusOr<Location> location = Locate(name, options);
+  if (!location.ok()) return location.status();
+  return location->lock_path;
+}
+
+absl::StatusOr<std::vector<ListedInstance>> SingleInstance::List(
+    const InstanceOptions& options) {
+  absl::StatusOr<internal::InstanceDirectory> directory =
+      internal::ResolveInstanceDirectory(KindFor(options), options.directory);
+  if (!directory.ok()) return directory.status();
+  DIR* listing = opendir(directory->path.c_str());
+  if (listing == nullptr) {
+    return PosixError(absl::StrCat(directory->path, ": opendir"), errno);
+  }
+  absl::Cleanup close_listing = [listing] { closedir(listing); };
+  std::vector<ListedInstance> instances;
+  for (;;) {
+    errno = 0;
+    const struct dirent* entry = readdir(listing);
+    if (entry == nullptr) {
+      if (errno != 0) {
+        return PosixError(absl::StrCat(directory->path, ": readdir"), errno);
+      }
+      break;
+    }
+    absl::string_view file = entry->d_name;
+    if (!absl::ConsumeSuffix(&file, ".lock") ||
+        !internal::ValidateInstanceName(file).ok()) {
+      continue;
+    }
+    ListedInstance listed;
+    listed.name = std::string(file);
+    listed.lock_path = absl::StrCat(directory->path, "/", entry->d_name);
+    absl::StatusOr<Inspection> inspection = InspectLockFile(listed.lock_path);
+    // Not a regular file (something planted), or unreadable: not a lock.
+    if (!inspection.ok()) continue;
+    listed.holder = HolderFrom(*inspection);
+    instances.push_back(std::move(listed));
+  }
+  std::sort(instances.begin(), instances.end(),
+            [](const ListedInstance& a, const ListedInstance& b) {
+              return a.name < b.name;
+            });
+  return instances;
+}
+
+std::string SingleInstance::DescribeRunning(absl::string_view name,
+                                            const InstanceInfo& holder) {
+  std::vector<std::string> details;
+  if (holder.pid > 0) {
+    details.push_back(absl::StrCat("pid ", holder.pid));
+  } else {
+    details.push_back("holder's pid not visible");
+  }
+  if (holder.process_start_time != absl::InfinitePast()) {
+    details.push_back(absl::StrCat(
+        "started ", absl::FormatTime("%Y-%m-%d %H:%M:%S",
+                                     holder.process_start_time,
+                                     absl::LocalTimeZone())));
+  }
+  std::string command = holder.command_line.empty()
+                            ? holder.executable
+                            : absl::StrJoin(holder.command_line, " ");
+  if (command.size() > kMaxDescribedCommandBytes) {
+    command.resize(kMaxDescribedCommandBytes);
+    command.append("...");
+  }
+  if (!command.empty()) details.push_back(Printable(command));
+  if (!holder.has_record && holder.pid > 0) {
+    details.push_back("no owner record");
+  }
+  return absl::StrCat(name, " is already running (",
+                      absl::StrJoin(details, ", "), ")");
+}
+
+absl::StatusOr<std::string> SingleInstance::Send(absl::string_view name,
+                                                 const InstanceMessage& message,
+                                                 const InstanceOptions& options) {
+  if (absl::Status valid = internal::ValidateInstanceName(name); !valid.ok()) {
+    return valid;
+  }
+  if (absl::Status valid = ValidateMessagingOptions(name, options);
+      !valid.ok()) {
+    return valid;
+  }
+  absl::StatusOr<Location> location = Locate(name, options);
+  if (!location.ok()) return location.status();
+  internal::SendTarget target;
+  target.name = location->display_name;
+  target.socket_path = internal::SocketPathFor(location->lock_path);
+  target.lock_path = location->lock_path;
+  target.max_message_bytes = options.max_message_bytes;
+  target.timeout = options.message_timeout;
+  return internal::SendInstanceMessage(target, message);
+}
+
+SingleInstance::SingleInstance(std::unique_ptr<State> state)
+    : state_(std::move(state)) {}
+
+SingleInstance::SingleInstance(SingleInstance&&) noexcept = default;
+
+SingleInstance& SingleInstance::operator=(SingleInstance&& other) noexcept {
+  if (this != &other) {
+    Release().IgnoreError();  // as in the destructor
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+SingleInstance::~SingleInstance() { Release().IgnoreError(); }
+
+absl::Status SingleInstance::Release() {
+  if (state_ == nullptr || state_->released) return absl::OkStatus();
+  state_->released = true;
+  absl::Status status;
+  if (state_->parts.listener != nullptr) {
+    // Only the holder removes the socket, and before it lets go of the lock:
+    // a fork()ed child or a parent that handed the lock off leaves it.
+    status = state_->parts.listener->Stop(
+        /*remove_socket=*/state_->parts.lock.held());
+    if (state_->parts.listener->IsForkedCopy()) {
+      state_->parts.listener.release();  // NOLINT: see IsForkedCopy()
+    } else {
+      state_->parts.listener.reset();
+    }
+  }
+  absl::Status released = state_->parts.lock.Release();
+  if (status.ok()) status = released;
+  return status;
+}
+
+ScopedFileLock& SingleInstance::lock() {
+  ABSL_RAW_CHECK(state_ != nullptr, "SingleInstance::lock() on a moved-from object");
+  return state_->parts.lock;
+}
+
+absl::Status SingleInstance::UpdateRecord() {
+  if (state_ == nullptr || state_->released || !state_->parts.lock.held()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        state_ == nullptr ? "SingleInstance" : state_->parts.name,
+        ": this process does not hold the lock, so it may not write its "
+        "owner record"));
+  }
+  OwnerRecord record = internal::SelfRecord(geteuid());
+  record.command_line = state_->parts.record.command_line;
+  record.command_line_truncated = state_->parts.record.command_line_truncated;
+  // The kernel keeps listing the process that took the lock.
+  record.locker_pid = state_->parts.record.locker_pid;
+  record.acquired_at = state_->parts.record.acquired_at;
+  absl::StatusOr<bool> written = internal::WriteOwnerRecord(
+      state_->parts.lock.fd(), state_->parts.lock.path(), record);
+  if (!written.ok()) return written.status();
+  state_->parts.record = std::move(record);
+  return absl::OkStatus();
+}
+
+int SingleInstance::message_fd() const {
+  if (state_ == nullptr || state_->parts.listener == nullptr) return -1;
+  return state_->parts.listener->message_fd();
+}
+
+absl::StatusOr<std::optional<InstanceMessage>> SingleInstance::TakeMessage() {
+  if (state_ == nullptr || state_->parts.listener == nullptr ||
+      state_->parts.callback_mode) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        state_ == nullptr ? "SingleInstance" : state_->parts.name,
+        ": not listening in pollable mode (set listen without on_message)"));
+  }
+  return state_->parts.listener->Take();
+}
+
+absl::Status SingleInstance::Reply(absl::string_view reply) {
+  if (state_ == nullptr || state_->parts.listener == nullptr ||
+      state_->parts.callback_mode) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        state_ == nullptr ? "SingleInstance" : state_->parts.name,
+        ": not listening in pollable mode (set listen without on_message)"));
+  }
+  return state_->parts.listener->Reply(reply);
+}
+
+}  // namespace onlyone

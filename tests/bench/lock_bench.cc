@@ -1,0 +1,1039 @@
+// lock_bench: measures onlyone next to the raw flock(2) system calls that do
+// the same job, in one run, and prints each figure with its ratio to the raw
+// baseline, the target and PASS/MISS. See docs/performance.md.
+//
+//   bazel run -c opt //tests/bench:lock_bench [-- --flag=value ...]
+//
+// Flags (all optional):
+//   --iterations=N  uncontended Acquire+Release per round      (200000)
+//   --rounds=N      interleaved rounds of the uncontended test   (5)
+//   --handoffs=N    hand-offs per variant                        (2000)
+//   --hold_ms=N     how long the CPU-time waiters are blocked    (1000)
+//   --workers=N     processes in the counter test                (4)
+//   --sections=N    critical sections per process                (2000)
+//   --handoff_cpus=P  hand-off placement: split (holder and waiter pinned to
+//                   two different CPUs), same (both pinned to one CPU) or
+//                   free (left to the scheduler)                 (split)
+//   --only=LIST     run only these parts, comma-separated: uncontended,
+//                   handoff, cpu, counter                       (all)
+//   --fail_on_miss  exit 1 when a target is missed (default: report only)
+//
+// Exit status: 0 when every measurement ran and the shared counter was exact,
+// 1 when the counter was wrong (or --fail_on_miss and a target was missed),
+// 2 on any setup or system-call failure.
+//
+// Method, per figure:
+//  1. Uncontended: Acquire+Release of an existing lock file vs open(2) +
+//     flock(LOCK_EX) + flock(LOCK_UN) + close(2), in rounds that alternate
+//     the two (and which goes first); the median round of each is reported.
+//  2. Hand-off: the parent holds the lock, a forked waiter process blocks in
+//     acquire; the parent waits until the kernel lists the waiter as blocked
+//     on the file in /proc/locks ("->" line) AND the waiter's state in
+//     /proc/PID/stat is 'S' (asleep), then reads CLOCK_MONOTONIC and
+//     releases. The waiter reads CLOCK_MONOTONIC as soon as its acquire
+//     returns; the difference goes through shared memory. No sleeps are used
+//     to synchronise. The variants run in interleaved blocks of 100. Holder
+//     and waiter are pinned to two CPUs by default: left to the scheduler,
+//     a run lands on one CPU or on two at random, and the raw baseline then
+//     changes by 2x between runs (waking an idle virtual CPU costs ~5 us).
+//  3. Waiter CPU: three forked waiters block at once for --hold_ms (timed
+//     Acquire with a 10 s timeout, released by the holder; a cancellable
+//     Acquire cancelled by another thread; raw blocking flock). Each reports
+//     CLOCK_THREAD_CPUTIME_ID and its minor page faults around its wait.
+//     Each waiter does it twice: "cold" is the first wait of a freshly forked
+//     process (first use of the library's code and data), "warm" the second.
+//     The parent also collects each child's whole rusage with wait4(2).
+//  4. Throughput: --workers processes each run --sections critical sections
+//     that pread a counter from the lock file, increment it and pwrite it
+//     back; the counter must end at workers * sections.
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "lib/cancellation.h"
+#include "lib/scoped_file_lock.h"
+
+namespace {
+
+using onlyone::CancellationToken;
+using onlyone::LockOptions;
+using onlyone::ScopedFileLock;
+
+// ---------------------------------------------------------------------------
+// Small helpers.
+
+struct Config {
+  int iterations = 200000;
+  int rounds = 5;
+  int handoffs = 2000;
+  int hold_ms = 1000;
+  int workers = 4;
+  int sections = 2000;
+  bool fail_on_miss = false;
+  // Hand-off CPU placement: "free" (the scheduler's choice), "same" (holder
+  // and waiter on one CPU) or "split" (on two different CPUs).
+  std::string handoff_cpus = "split";
+  // Which parts to run; all by default.
+  bool uncontended = true, handoff = true, cpu = true, counter = true;
+};
+
+// Removes the run's temporary directory (in the process that made it).
+void RemoveTempDir();
+
+[[noreturn]] void Die(absl::string_view what) {
+  absl::FPrintF(stderr, "lock_bench: %s\n", what);
+  fflush(stderr);
+  RemoveTempDir();
+  _exit(2);
+}
+
+[[noreturn]] void DieErrno(absl::string_view what) {
+  Die(absl::StrCat(what, ": ", strerror(errno)));
+}
+
+int64_t NowNs(clockid_t clock = CLOCK_MONOTONIC) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+int64_t ThreadCpuNs() { return NowNs(CLOCK_THREAD_CPUTIME_ID); }
+
+// Anonymous shared memory, visible to fork()ed children.
+template <typename T>
+T* MapShared() {
+  void* p = mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) DieErrno("mmap");
+  return new (p) T();
+}
+
+template <typename T>
+void UnmapShared(T* p) {
+  p->~T();
+  munmap(p, sizeof(T));
+}
+
+void WriteByte(int fd, char c) {
+  for (;;) {
+    ssize_t n = write(fd, &c, 1);
+    if (n == 1) return;
+    if (n < 0 && errno == EINTR) continue;
+    DieErrno("pipe write");
+  }
+}
+
+// Returns the byte read, or 0 at end of file.
+char ReadByte(int fd) {
+  for (;;) {
+    char c;
+    ssize_t n = read(fd, &c, 1);
+    if (n == 1) return c;
+    if (n == 0) return 0;
+    if (errno == EINTR) continue;
+    DieErrno("pipe read");
+  }
+}
+
+void ExpectByte(int fd, char expected, absl::string_view context) {
+  char got = ReadByte(fd);
+  if (got != expected) {
+    Die(absl::StrFormat("%s: expected '%c' from the peer, got %d", context,
+                        expected, got));
+  }
+}
+
+struct Pipe {
+  int read_end = -1;
+  int write_end = -1;
+};
+
+Pipe MakePipe() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) DieErrno("pipe2");
+  return Pipe{fds[0], fds[1]};
+}
+
+// Forks a child that runs `body` and _exit()s with its result. The child dies
+// with the parent, so an aborted run leaves no waiters behind.
+pid_t ForkChild(const std::function<int()>& body) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) DieErrno("fork");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    _exit(body());
+  }
+  return pid;
+}
+
+// Waits for `pid`; dies unless it exited with status 0.
+struct rusage WaitChild(pid_t pid, absl::string_view what) {
+  struct rusage usage {};
+  int status = 0;
+  while (wait4(pid, &status, 0, &usage) < 0) {
+    if (errno != EINTR) DieErrno("wait4");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    Die(absl::StrFormat("%s (pid %d) failed: status 0x%x", what, pid, status));
+  }
+  return usage;
+}
+
+int64_t RusageCpuNs(const struct rusage& u) {
+  return (int64_t{u.ru_utime.tv_sec} + u.ru_stime.tv_sec) * 1000000000 +
+         (int64_t{u.ru_utime.tv_usec} + u.ru_stime.tv_usec) * 1000;
+}
+
+std::string ReadWholeFile(const char* path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0) {
+      text.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  close(fd);
+  return text;
+}
+
+// Whether /proc/locks lists `pid` as blocked ("->") on a flock(2) lock.
+bool ListedAsFlockWaiter(pid_t pid) {
+  const std::string locks = ReadWholeFile("/proc/locks");
+  for (absl::string_view line : absl::StrSplit(locks, '\n')) {
+    // "3: -> FLOCK  ADVISORY  WRITE 9516 fe:00:10952733 0 EOF"
+    size_t arrow = line.find("-> ");
+    if (arrow == absl::string_view::npos) continue;
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line.substr(arrow + 3), ' ', absl::SkipEmpty());
+    if (fields.size() < 4 || fields[0] != "FLOCK") continue;
+    int listed = 0;
+    if (absl::SimpleAtoi(fields[3], &listed) && listed == pid) return true;
+  }
+  return false;
+}
+
+// The state letter from /proc/PID/stat ('R', 'S', 'D', ...), or '?'.
+char ProcessState(pid_t pid) {
+  const std::string stat =
+      ReadWholeFile(absl::StrCat("/proc/", pid, "/stat").c_str());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return '?';
+  return stat[paren + 2];
+}
+
+// Returns once `pid` is asleep in the kernel waiting for a flock(2) lock:
+// listed as a waiter in /proc/locks and in state 'S'. Polls (yielding the
+// CPU) rather than sleeping; dies after 10 s.
+void WaitUntilBlockedInFlock(pid_t pid) {
+  const int64_t give_up = NowNs() + 10'000'000'000;
+  for (;;) {
+    if (ListedAsFlockWaiter(pid) && ProcessState(pid) == 'S') return;
+    if (NowNs() > give_up) {
+      Die(absl::StrFormat("pid %d never blocked in flock(2)", pid));
+    }
+    sched_yield();
+  }
+}
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its files by the
+// process that made it, at the end or when the run dies.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = getenv("TMPDIR");
+    if (base == nullptr || *base == '\0') base = "/tmp";
+    std::string templ = absl::StrCat(base, "/onlyone_bench.XXXXXX");
+    if (mkdtemp(templ.data()) == nullptr) DieErrno("mkdtemp");
+    path_ = templ;
+    owner_ = getpid();
+    current_ = this;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    Remove();
+    current_ = nullptr;
+  }
+  // A path in the directory, remembered for clean-up.
+  std::string File(absl::string_view name) {
+    files_.push_back(absl::StrCat(path_, "/", name));
+    return files_.back();
+  }
+  const std::string& path() const { return path_; }
+
+  static void RemoveCurrent() {
+    if (current_ != nullptr) current_->Remove();
+  }
+
+ private:
+  void Remove() {
+    if (getpid() != owner_ || removed_) return;  // a fork()ed child's copy
+    removed_ = true;
+    for (const std::string& f : files_) unlink(f.c_str());
+    rmdir(path_.c_str());
+  }
+
+  static inline TempDir* current_ = nullptr;
+  std::string path_;
+  pid_t owner_;
+  bool removed_ = false;
+  std::vector<std::string> files_;
+};
+
+void RemoveTempDir() { TempDir::RemoveCurrent(); }
+
+void CreateFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) DieErrno(absl::StrCat("create ", path));
+  close(fd);
+}
+
+// ---------------------------------------------------------------------------
+// The two ways of taking the lock that every figure compares.
+
+int RawLock(const std::string& path) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) DieErrno(absl::StrCat("open ", path));
+  while (flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) DieErrno("flock(LOCK_EX)");
+  }
+  return fd;
+}
+
+void RawUnlock(int fd) {
+  if (flock(fd, LOCK_UN) != 0) DieErrno("flock(LOCK_UN)");
+  if (close(fd) != 0) DieErrno("close");
+}
+
+ScopedFileLock OnlyoneLock(const std::string& path,
+                           const LockOptions& options = {}) {
+  absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path, options);
+  if (!lock.ok()) Die(lock.status().ToString());
+  return *std::move(lock);
+}
+
+void OnlyoneUnlock(ScopedFileLock& lock) {
+  absl::Status released = lock.Release();
+  if (!released.ok()) Die(released.ToString());
+}
+
+// ---------------------------------------------------------------------------
+// Results table.
+
+// Printed under the table: signs that the machine was busy during the run.
+std::vector<std::string>& Warnings() {
+  static auto* warnings = new std::vector<std::string>();
+  return *warnings;
+}
+
+struct Row {
+  std::string metric;
+  std::string onlyone;
+  std::string raw;
+  std::string ratio;
+  std::string target;
+  std::string verdict;  // PASS, MISS or "-"
+};
+
+std::string Ratio(double a, double b) {
+  if (b <= 0) return "n/a";
+  return absl::StrFormat("%.2f", a / b);
+}
+
+std::string Verdict(bool pass) { return pass ? "PASS" : "MISS"; }
+
+void PrintTable(const std::vector<Row>& rows) {
+  const std::vector<std::string> header = {"metric", "onlyone", "raw",
+                                           "ratio",  "target",  "result"};
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const Row& r : rows) {
+    const std::string* cells[] = {&r.metric, &r.onlyone, &r.raw,
+                                  &r.ratio,  &r.target,  &r.verdict};
+    for (size_t i = 0; i < header.size(); ++i) {
+      width[i] = std::max(width[i], cells[i]->size());
+    }
+  }
+  auto print_row = [&](const std::vector<std::string>& cells) {
+    std::string line = "|";
+    for (size_t i = 0; i < cells.size(); ++i) {
+      // The metric column is left-aligned, the figures right-aligned.
+      std::string cell = cells[i];
+      std::string pad(width[i] - cell.size(), ' ');
+      absl::StrAppend(&line, " ", i == 0 ? cell + pad : pad + cell, " |");
+    }
+    absl::PrintF("%s\n", line);
+  };
+  print_row(header);
+  std::string rule = "|";
+  for (size_t i = 0; i < header.size(); ++i) {
+    absl::StrAppend(&rule, std::string(width[i] + 2, '-'), "|");
+  }
+  absl::PrintF("%s\n", rule);
+  for (const Row& r : rows) {
+    print_row({r.metric, r.onlyone, r.raw, r.ratio, r.target, r.verdict});
+  }
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Nearest-rank percentile of sorted `v`, p in (0, 100].
+double Percentile(const std::vector<double>& sorted, double p) {
+  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * sorted.size()));
+  rank = std::clamp<size_t>(rank, 1, sorted.size());
+  return sorted[rank - 1];
+}
+
+// ---------------------------------------------------------------------------
+// 1. Uncontended Acquire + Release.
+
+void BenchUncontended(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
+  const std::string path = dir.File("uncontended.lock");
+  CreateFile(path);
+
+  auto raw_loop = [&](int n) {
+    for (int i = 0; i < n; ++i) RawUnlock(RawLock(path));
+  };
+  auto onlyone_loop = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      ScopedFileLock lock = OnlyoneLock(path);
+      OnlyoneUnlock(lock);
+    }
+  };
+  auto ns_per_op = [&](const std::function<void(int)>& loop) {
+    const int64_t start = NowNs();
+    loop(cfg.iterations);
+    return static_cast<double>(NowNs() - start) / cfg.iterations;
+  };
+
+  // Warm up caches, the dentry and the lock table's one-time set-up.
+  raw_loop(std::max(1, cfg.iterations / 20));
+  onlyone_loop(std::max(1, cfg.iterations / 20));
+
+  std::vector<double> raw_rounds, onlyone_rounds;
+  for (int round = 0; round < cfg.rounds; ++round) {
+    if (round % 2 == 0) {
+      raw_rounds.push_back(ns_per_op(raw_loop));
+      onlyone_rounds.push_back(ns_per_op(onlyone_loop));
+    } else {
+      onlyone_rounds.push_back(ns_per_op(onlyone_loop));
+      raw_rounds.push_back(ns_per_op(raw_loop));
+    }
+  }
+  const double raw = Median(raw_rounds);
+  const double ours = Median(onlyone_rounds);
+  std::string raw_detail, ours_detail;
+  for (int i = 0; i < cfg.rounds; ++i) {
+    absl::StrAppend(&raw_detail, i ? " " : "",
+                    absl::StrFormat("%.0f", raw_rounds[i]));
+    absl::StrAppend(&ours_detail, i ? " " : "",
+                    absl::StrFormat("%.0f", onlyone_rounds[i]));
+  }
+  absl::PrintF("  uncontended rounds (ns/op): onlyone [%s]  raw [%s]\n",
+               ours_detail, raw_detail);
+  for (const auto* r : {&raw_rounds, &onlyone_rounds}) {
+    const auto [lo, hi] = std::minmax_element(r->begin(), r->end());
+    if (*hi > 1.2 * *lo) {
+      Warnings().push_back(absl::StrFormat(
+          "uncontended: %s rounds differ by %.0f%%; other load disturbed the "
+          "run",
+          r == &raw_rounds ? "raw" : "onlyone", (*hi / *lo - 1) * 100));
+    }
+  }
+  rows.push_back({"uncontended acquire+release (ns/op, median round)",
+                  absl::StrFormat("%.0f", ours), absl::StrFormat("%.0f", raw),
+                  Ratio(ours, raw), "ratio <= 1.30",
+                  Verdict(ours / raw <= 1.3)});
+}
+
+// ---------------------------------------------------------------------------
+// 2. Hand-off latency between processes.
+
+struct HandoffShared {
+  std::atomic<int64_t> acquired_ns{0};  // written by the waiter
+};
+
+enum Variant : char {
+  kBlocking = 'a',  // Acquire with default options
+  kTimed = 'b',     // Acquire with a 10 s timeout
+  kRaw = 'c',       // open(2) + flock(LOCK_EX)
+};
+
+// The waiter process: on each command byte, says "about to block" ('r'),
+// acquires (blocking, since the parent holds the lock), stamps the time,
+// releases and says done ('d'). 'q' or EOF ends it.
+int HandoffWaiter(const std::string& path, HandoffShared* shared,
+                  int command_fd, int reply_fd) {
+  LockOptions timed;
+  timed.timeout = absl::Seconds(10);
+  for (;;) {
+    const char variant = ReadByte(command_fd);
+    if (variant == 'q' || variant == 0) return 0;
+    WriteByte(reply_fd, 'r');
+    switch (variant) {
+      case kBlocking:
+      case kTimed: {
+        absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(
+            path, variant == kTimed ? timed : LockOptions{});
+        const int64_t now = NowNs();
+        if (!lock.ok()) Die(lock.status().ToString());
+        shared->acquired_ns.store(now, std::memory_order_release);
+        OnlyoneUnlock(*lock);
+        break;
+      }
+      case kRaw: {
+        int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) DieErrno("open");
+        while (flock(fd, LOCK_EX) != 0) {
+          if (errno != EINTR) DieErrno("flock");
+        }
+        const int64_t now = NowNs();
+        shared->acquired_ns.store(now, std::memory_order_release);
+        RawUnlock(fd);
+        break;
+      }
+      default:
+        Die(absl::StrFormat("waiter: unknown variant %d", variant));
+    }
+    WriteByte(reply_fd, 'd');
+  }
+}
+
+void BenchHandoff(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
+  const std::string path = dir.File("handoff.lock");
+  CreateFile(path);
+  auto* shared = MapShared<HandoffShared>();
+  Pipe command = MakePipe();
+  Pipe reply = MakePipe();
+  // Pins the calling process to `cpu`.
+  auto pin = [](int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) {
+      DieErrno(absl::StrCat("sched_setaffinity to CPU ", cpu));
+    }
+  };
+  cpu_set_t saved_affinity;
+  if (sched_getaffinity(0, sizeof saved_affinity, &saved_affinity) != 0) {
+    DieErrno("sched_getaffinity");
+  }
+  std::vector<int> allowed;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &saved_affinity)) allowed.push_back(cpu);
+  }
+  const int holder_cpu = allowed.empty() ? -1 : allowed[0];
+  int waiter_cpu = -1;
+  if (holder_cpu >= 0 && cfg.handoff_cpus == "same") waiter_cpu = holder_cpu;
+  if (holder_cpu >= 0 && cfg.handoff_cpus == "split") {
+    waiter_cpu = allowed.size() > 1 ? allowed[1] : holder_cpu;
+  }
+  const pid_t waiter = ForkChild([&] {
+    if (waiter_cpu >= 0) pin(waiter_cpu);
+    close(command.write_end);
+    close(reply.read_end);
+    return HandoffWaiter(path, shared, command.read_end, reply.write_end);
+  });
+  close(command.read_end);
+  close(reply.write_end);
+  if (waiter_cpu >= 0) pin(holder_cpu);
+  absl::PrintF("  hand-off placement: %s (holder CPU %d, waiter CPU %d; -1 = "
+               "unpinned)\n",
+               cfg.handoff_cpus, waiter_cpu >= 0 ? holder_cpu : -1,
+               waiter_cpu);
+
+  // One hand-off: hold, let the waiter block, release, return the latency.
+  auto handoff_ns = [&](Variant variant) -> double {
+    // The holder takes the lock the same way as the waiter will.
+    int raw_fd = -1;
+    std::optional<ScopedFileLock> held;
+    if (variant == kRaw) {
+      raw_fd = RawLock(path);
+    } else {
+      held.emplace(OnlyoneLock(path));
+    }
+    WriteByte(command.write_end, variant);
+    ExpectByte(reply.read_end, 'r', "hand-off");
+    WaitUntilBlockedInFlock(waiter);
+    const int64_t released_ns = NowNs();
+    if (variant == kRaw) {
+      RawUnlock(raw_fd);
+    } else {
+      OnlyoneUnlock(*held);
+    }
+    ExpectByte(reply.read_end, 'd', "hand-off");
+    return static_cast<double>(
+        shared->acquired_ns.load(std::memory_order_acquire) - released_ns);
+  };
+
+  const Variant variants[] = {kBlocking, kTimed, kRaw};
+  // Warm-up, discarded.
+  for (int i = 0; i < 50; ++i) {
+    for (Variant v : variants) handoff_ns(v);
+  }
+  std::vector<double> latency[3];
+  const int block = std::max(1, std::min(100, cfg.handoffs));
+  for (int done = 0; done < cfg.handoffs; done += block) {
+    const int n = std::min(block, cfg.handoffs - done);
+    for (int v = 0; v < 3; ++v) {
+      for (int i = 0; i < n; ++i) latency[v].push_back(handoff_ns(variants[v]));
+    }
+  }
+  WriteByte(command.write_end, 'q');
+  WaitChild(waiter, "hand-off waiter");
+  if (sched_setaffinity(0, sizeof saved_affinity, &saved_affinity) != 0) {
+    DieErrno("restoring the CPU affinity");
+  }
+  close(command.write_end);
+  close(reply.read_end);
+  UnmapShared(shared);
+
+  for (auto& l : latency) std::sort(l.begin(), l.end());
+  const double raw_p50 = Percentile(latency[2], 50) / 1000;
+  const double raw_p99 = Percentile(latency[2], 99) / 1000;
+  absl::PrintF(
+      "  hand-off (us) min/p50/p90/p99/max: blocking %.1f/%.1f/%.1f/%.1f/%.1f"
+      "  timed %.1f/%.1f/%.1f/%.1f/%.1f  raw %.1f/%.1f/%.1f/%.1f/%.1f\n",
+      latency[0].front() / 1000, Percentile(latency[0], 50) / 1000,
+      Percentile(latency[0], 90) / 1000, Percentile(latency[0], 99) / 1000,
+      latency[0].back() / 1000, latency[1].front() / 1000,
+      Percentile(latency[1], 50) / 1000, Percentile(latency[1], 90) / 1000,
+      Percentile(latency[1], 99) / 1000, latency[1].back() / 1000,
+      latency[2].front() / 1000, raw_p50, Percentile(latency[2], 90) / 1000,
+      raw_p99, latency[2].back() / 1000);
+  if (raw_p50 > 2 * latency[2].front() / 1000) {
+    Warnings().push_back(absl::StrFormat(
+        "hand-off: the raw p50 (%.1f us) is %.1fx its minimum; other load "
+        "disturbed the run, rerun on an idle machine",
+        raw_p50, raw_p50 * 1000 / latency[2].front()));
+  }
+  absl::PrintF("  hand-off p50 added by onlyone: blocking %+.1f us, timed %+.1f us\n",
+               Percentile(latency[0], 50) / 1000 - raw_p50,
+               Percentile(latency[1], 50) / 1000 - raw_p50);
+  const char* names[] = {"blocking Acquire", "timed Acquire (10 s)"};
+  for (int v = 0; v < 2; ++v) {
+    const double p50 = Percentile(latency[v], 50) / 1000;
+    const double p99 = Percentile(latency[v], 99) / 1000;
+    rows.push_back({absl::StrFormat("hand-off p50, %s (us)", names[v]),
+                    absl::StrFormat("%.1f", p50),
+                    absl::StrFormat("%.1f", raw_p50), Ratio(p50, raw_p50),
+                    "ratio <= 1.50", Verdict(p50 / raw_p50 <= 1.5)});
+    rows.push_back({absl::StrFormat("hand-off p99, %s (us)", names[v]),
+                    absl::StrFormat("%.1f", p99),
+                    absl::StrFormat("%.1f", raw_p99), Ratio(p99, raw_p99), "-",
+                    "-"});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 3. CPU used by a blocked waiter.
+
+struct WaitReport {
+  std::atomic<int64_t> wall_ns{0};
+  std::atomic<int64_t> thread_cpu_ns{0};
+  std::atomic<int64_t> minor_faults{0};
+  std::atomic<int> status_code{-1};  // absl::StatusCode of the acquire
+};
+
+// Round 0 is the first wait in a freshly forked process (cold: first use of
+// the library's code and data pages, the signal and timer set-up); round 1
+// repeats it in the same process (warm).
+constexpr int kCpuRounds = 2;
+
+struct CpuShared {
+  WaitReport timed[kCpuRounds], cancellable[kCpuRounds], raw[kCpuRounds];
+};
+
+int64_t ThreadMinorFaults() {
+  struct rusage u {};
+  getrusage(RUSAGE_THREAD, &u);
+  return u.ru_minflt;
+}
+
+// Measures the calling thread while `wait` runs.
+template <typename Fn>
+void MeasureWait(WaitReport& report, Fn wait) {
+  const int64_t faults = ThreadMinorFaults();
+  const int64_t wall = NowNs(), cpu = ThreadCpuNs();
+  const absl::StatusCode code = wait();
+  report.thread_cpu_ns = ThreadCpuNs() - cpu;
+  report.wall_ns = NowNs() - wall;
+  report.minor_faults = ThreadMinorFaults() - faults;
+  report.status_code = static_cast<int>(code);
+}
+
+void BenchWaiterCpu(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
+  const std::string released_path = dir.File("cpu_released.lock");
+  const std::string cancelled_path = dir.File("cpu_cancelled.lock");
+  CreateFile(released_path);
+  CreateFile(cancelled_path);
+  auto* shared = MapShared<CpuShared>();
+  Pipe go = MakePipe();      // one byte per waiter per round: start waiting
+  Pipe done = MakePipe();    // one byte per waiter per round: finished
+  Pipe cancel = MakePipe();  // one byte per round: cancel now
+
+  // Runs `wait` once per round, when the parent says go.
+  auto waiter = [&](const std::function<absl::StatusCode(int)>& wait) {
+    return ForkChild([&] {
+      close(go.write_end);
+      close(done.read_end);
+      close(cancel.write_end);
+      for (int round = 0; round < kCpuRounds; ++round) {
+        if (ReadByte(go.read_end) != 'g') Die("go pipe");
+        wait(round);
+        WriteByte(done.write_end, 'd');
+      }
+      return 0;
+    });
+  };
+  const pid_t timed = waiter([&](int round) {
+    LockOptions options;
+    options.timeout = absl::Seconds(10);
+    MeasureWait(shared->timed[round], [&] {
+      return ScopedFileLock::Acquire(released_path, options).status().code();
+    });
+    return absl::StatusCode::kOk;
+  });
+  const pid_t cancellable = waiter([&](int round) {
+    CancellationToken token;
+    std::thread canceller([&] {
+      if (ReadByte(cancel.read_end) == 'c') token.Cancel();
+    });
+    LockOptions options;
+    options.cancellation = token;
+    MeasureWait(shared->cancellable[round], [&] {
+      return ScopedFileLock::Acquire(cancelled_path, options).status().code();
+    });
+    canceller.join();
+    return absl::StatusCode::kOk;
+  });
+  const pid_t raw = waiter([&](int round) {
+    MeasureWait(shared->raw[round], [&] {
+      RawUnlock(RawLock(released_path));
+      return absl::StatusCode::kOk;
+    });
+    return absl::StatusCode::kOk;
+  });
+  close(go.read_end);
+  close(done.write_end);
+  close(cancel.read_end);
+
+  for (int round = 0; round < kCpuRounds; ++round) {
+    // No ScopedFileLock is held across the forks above.
+    ScopedFileLock released_hold = OnlyoneLock(released_path);
+    ScopedFileLock cancelled_hold = OnlyoneLock(cancelled_path);
+    for (int i = 0; i < 3; ++i) WriteByte(go.write_end, 'g');
+    for (pid_t pid : {timed, cancellable, raw}) WaitUntilBlockedInFlock(pid);
+    // The workload: stay blocked for hold_ms (not a synchronisation).
+    struct timespec hold = {cfg.hold_ms / 1000,
+                            (cfg.hold_ms % 1000) * 1000000L};
+    while (nanosleep(&hold, &hold) != 0 && errno == EINTR) {
+    }
+    OnlyoneUnlock(released_hold);
+    WriteByte(cancel.write_end, 'c');
+    for (int i = 0; i < 3; ++i) ExpectByte(done.read_end, 'd', "cpu waiter");
+    OnlyoneUnlock(cancelled_hold);
+  }
+  const struct rusage timed_usage = WaitChild(timed, "timed waiter");
+  const struct rusage cancellable_usage =
+      WaitChild(cancellable, "cancellable waiter");
+  const struct rusage raw_usage = WaitChild(raw, "raw waiter");
+
+  const double hold_s = cfg.hold_ms / 1000.0;
+  for (int round = 0; round < kCpuRounds; ++round) {
+    if (shared->timed[round].status_code !=
+        static_cast<int>(absl::StatusCode::kOk)) {
+      Die(absl::StrCat("timed waiter: status code ",
+                       shared->timed[round].status_code.load()));
+    }
+    if (shared->cancellable[round].status_code !=
+        static_cast<int>(absl::StatusCode::kCancelled)) {
+      Die(absl::StrCat("cancellable waiter: expected Cancelled, got code ",
+                       shared->cancellable[round].status_code.load()));
+    }
+    const char* name = round == 0 ? "cold" : "warm";
+    absl::PrintF(
+        "  blocked waiters, %s: wall s / thread CPU us / minor faults: timed "
+        "%.3f/%.0f/%d  cancellable %.3f/%.0f/%d  raw %.3f/%.0f/%d\n",
+        name, shared->timed[round].wall_ns / 1e9,
+        shared->timed[round].thread_cpu_ns / 1e3,
+        shared->timed[round].minor_faults.load(),
+        shared->cancellable[round].wall_ns / 1e9,
+        shared->cancellable[round].thread_cpu_ns / 1e3,
+        shared->cancellable[round].minor_faults.load(),
+        shared->raw[round].wall_ns / 1e9,
+        shared->raw[round].thread_cpu_ns / 1e3,
+        shared->raw[round].minor_faults.load());
+    const double raw_us = shared->raw[round].thread_cpu_ns / 1e3;
+    auto add = [&](absl::string_view kind, const WaitReport& r) {
+      const double us = r.thread_cpu_ns / 1e3;
+      rows.push_back({absl::StrFormat("waiter CPU, %s, %gs blocked, %s (us)",
+                                      kind, hold_s, name),
+                      absl::StrFormat("%.0f", us),
+                      absl::StrFormat("%.0f", raw_us), Ratio(us, raw_us),
+                      "<= 2000 us", Verdict(us <= 2000)});
+    };
+    add("timed Acquire", shared->timed[round]);
+    add("cancelled Acquire", shared->cancellable[round]);
+  }
+  absl::PrintF(
+      "  whole waiter processes (fork to exit, wait4 rusage): timed %.0f us, "
+      "cancellable %.0f us, raw %.0f us CPU\n",
+      RusageCpuNs(timed_usage) / 1e3, RusageCpuNs(cancellable_usage) / 1e3,
+      RusageCpuNs(raw_usage) / 1e3);
+  close(go.write_end);
+  close(done.read_end);
+  close(cancel.write_end);
+  UnmapShared(shared);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Contended critical sections updating a shared counter.
+
+struct CounterShared {
+  std::atomic<int64_t> end_ns[64];
+};
+
+// Runs one contended round; returns sections per second and the final count.
+std::pair<double, uint64_t> CounterRound(const Config& cfg,
+                                         const std::string& path,
+                                         bool use_onlyone) {
+  // Start the counter at zero.
+  {
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) DieErrno("open counter");
+    uint64_t zero = 0;
+    if (pwrite(fd, &zero, sizeof zero, 0) != sizeof zero) DieErrno("pwrite");
+    close(fd);
+  }
+  auto* shared = MapShared<CounterShared>();
+  Pipe go = MakePipe();
+  auto increment = [](int fd) {
+    uint64_t value = 0;
+    if (pread(fd, &value, sizeof value, 0) != sizeof value) DieErrno("pread");
+    ++value;
+    if (pwrite(fd, &value, sizeof value, 0) != sizeof value) DieErrno("pwrite");
+  };
+  std::vector<pid_t> workers;
+  for (int w = 0; w < cfg.workers; ++w) {
+    workers.push_back(ForkChild([&, w] {
+      close(go.write_end);
+      if (ReadByte(go.read_end) != 0) Die("go pipe");
+      for (int i = 0; i < cfg.sections; ++i) {
+        if (use_onlyone) {
+          ScopedFileLock lock = OnlyoneLock(path);
+          increment(lock.fd());
+          OnlyoneUnlock(lock);
+        } else {
+          int fd = RawLock(path);
+          increment(fd);
+          RawUnlock(fd);
+        }
+      }
+      shared->end_ns[w] = NowNs();
+      return 0;
+    }));
+  }
+  close(go.read_end);
+  const int64_t start = NowNs();
+  close(go.write_end);  // EOF releases every worker at once
+  int64_t end = start;
+  for (size_t w = 0; w < workers.size(); ++w) {
+    WaitChild(workers[w], "counter worker");
+    end = std::max<int64_t>(end, shared->end_ns[w]);
+  }
+  UnmapShared(shared);
+
+  uint64_t count = 0;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || pread(fd, &count, sizeof count, 0) != sizeof count) {
+    DieErrno("read counter");
+  }
+  close(fd);
+  const double seconds = (end - start) / 1e9;
+  return {cfg.workers * double{1} * cfg.sections / seconds, count};
+}
+
+bool BenchCounter(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
+  if (cfg.workers > 64) Die("--workers is at most 64");
+  const std::string ours_path = dir.File("counter_onlyone.lock");
+  const std::string raw_path = dir.File("counter_raw.lock");
+  const uint64_t expected = uint64_t(cfg.workers) * cfg.sections;
+  std::vector<double> ours_rate, raw_rate;
+  uint64_t ours_count = expected, raw_count = expected;
+  bool exact = true;
+  for (int round = 0; round < 3; ++round) {
+    for (bool use_onlyone : {round % 2 == 0, round % 2 != 0}) {
+      auto [rate, count] =
+          CounterRound(cfg, use_onlyone ? ours_path : raw_path, use_onlyone);
+      (use_onlyone ? ours_rate : raw_rate).push_back(rate);
+      if (count != expected) exact = false;
+      // Keep a wrong count visible rather than a later right one.
+      uint64_t& shown = use_onlyone ? ours_count : raw_count;
+      if (shown == expected) shown = count;
+    }
+  }
+  const double ours = Median(ours_rate), raw = Median(raw_rate);
+  rows.push_back({absl::StrFormat("%d procs x %d sections/s (median of 3)",
+                                  cfg.workers, cfg.sections),
+                  absl::StrFormat("%.0f", ours), absl::StrFormat("%.0f", raw),
+                  Ratio(ours, raw), "-", "-"});
+  rows.push_back({"final counter (every round)", absl::StrCat(ours_count),
+                  absl::StrCat(raw_count), "-",
+                  absl::StrCat("== ", expected), exact ? "PASS" : "FAIL"});
+  return exact;
+}
+
+// ---------------------------------------------------------------------------
+
+Config ParseFlags(int argc, char** argv) {
+  Config cfg;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--fail_on_miss") {
+      cfg.fail_on_miss = true;
+      continue;
+    }
+    if (absl::string_view cpus = arg;
+        absl::ConsumePrefix(&cpus, "--handoff_cpus=")) {
+      if (cpus != "free" && cpus != "same" && cpus != "split") {
+        Die(absl::StrCat("bad value in ", arg));
+      }
+      cfg.handoff_cpus = std::string(cpus);
+      continue;
+    }
+    if (absl::string_view only = arg; absl::ConsumePrefix(&only, "--only=")) {
+      cfg.uncontended = cfg.handoff = cfg.cpu = cfg.counter = false;
+      for (absl::string_view part : absl::StrSplit(only, ',')) {
+        if (part == "uncontended") {
+          cfg.uncontended = true;
+        } else if (part == "handoff") {
+          cfg.handoff = true;
+        } else if (part == "cpu") {
+          cfg.cpu = true;
+        } else if (part == "counter") {
+          cfg.counter = true;
+        } else {
+          Die(absl::StrCat("unknown part in ", arg));
+        }
+      }
+      continue;
+    }
+    std::pair<absl::string_view, int*> flags[] = {
+        {"--iterations=", &cfg.iterations}, {"--rounds=", &cfg.rounds},
+        {"--handoffs=", &cfg.handoffs},     {"--hold_ms=", &cfg.hold_ms},
+        {"--workers=", &cfg.workers},       {"--sections=", &cfg.sections},
+    };
+    bool known = false;
+    for (auto& [prefix, value] : flags) {
+      absl::string_view rest = arg;
+      if (absl::ConsumePrefix(&rest, prefix)) {
+        if (!absl::SimpleAtoi(rest, value) || *value <= 0) {
+          Die(absl::StrCat("bad value in ", arg));
+        }
+        known = true;
+      }
+    }
+    if (!known) Die(absl::StrCat("unknown flag ", arg, " (see the source)"));
+  }
+  return cfg;
+}
+
+std::string CpuModel() {
+  for (absl::string_view line :
+       absl::StrSplit(ReadWholeFile("/proc/cpuinfo"), '\n')) {
+    if (absl::ConsumePrefix(&line, "model name")) {
+      size_t colon = line.find(':');
+      if (colon != absl::string_view::npos) {
+        return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+      }
+    }
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Config cfg = ParseFlags(argc, argv);
+  signal(SIGPIPE, SIG_IGN);  // a dead peer shows up as a write error
+  struct utsname uts {};
+  uname(&uts);
+  absl::PrintF("lock_bench: %ld CPUs (%s), kernel %s\n",
+               sysconf(_SC_NPROCESSORS_ONLN), CpuModel(), uts.release);
+  absl::PrintF(
+      "  iterations=%d rounds=%d handoffs=%d hold_ms=%d workers=%d "
+      "sections=%d handoff_cpus=%s\n",
+      cfg.iterations, cfg.rounds, cfg.handoffs, cfg.hold_ms, cfg.workers,
+      cfg.sections, cfg.handoff_cpus);
+  absl::PrintF("  load average at start: %s",
+               ReadWholeFile("/proc/loadavg"));
+  const int64_t start = NowNs();
+
+  TempDir dir;
+  std::vector<Row> rows;
+  if (cfg.uncontended) BenchUncontended(cfg, dir, rows);
+  if (cfg.handoff) BenchHandoff(cfg, dir, rows);
+  if (cfg.cpu) BenchWaiterCpu(cfg, dir, rows);
+  const bool exact = !cfg.counter || BenchCounter(cfg, dir, rows);
+
+  absl::PrintF("\n");
+  PrintTable(rows);
+  for (const std::string& w : Warnings()) absl::PrintF("WARNING: %s\n", w);
+  int missed = 0;
+  for (const Row& r : rows) missed += r.verdict == "MISS";
+  absl::PrintF("\n%d target(s) missed; counter %s; took %.1f s; load average "
+               "at end: %s",
+               missed, exact ? "exact" : "WRONG", (NowNs() - start) / 1e9,
+               ReadWholeFile("/proc/loadavg"));
+  if (!exact) return 1;
+  if (missed > 0 && cfg.fail_on_miss) return 1;
+  return 0;
+}

@@ -1,0 +1,544 @@
+// End-to-end tests of `onlyone run`, through the built binary with real
+// processes: conflicts and their message, --conflict-exit-code, --wait,
+// --on-conflict replace, --shared, exit status and signal pass-through,
+// signal forwarding, the lock outliving a SIGKILLed onlyone, --max-runtime
+// and --grace, interoperation with flock(1), usage errors and help.
+//
+// The guarded commands are shell one-liners that write to descriptor 8 (a
+// pipe the test reads) once they run under the lock, and block reading
+// descriptor 9 (a pipe whose write end the test holds) until the test lets
+// them go. No sleeps.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/scoped_file_lock.h"
+#include "tests/cli_test_util.h"
+#include "tests/test_util.h"
+
+namespace onlyone {
+namespace {
+
+using ::onlyone::testing::LockedElsewhere;
+using ::onlyone::testing::PassFd;
+using ::onlyone::testing::Pipe;
+using ::onlyone::testing::Process;
+using ::onlyone::testing::Result;
+using ::onlyone::testing::RunOnlyone;
+using ::onlyone::testing::WaitForBlockedWaiters;
+using ::testing::AllOf;
+using ::testing::ContainsRegex;
+using ::testing::EndsWith;
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+// Runs until the test closes descriptor 9; says "s" on 8 once running.
+constexpr char kHold[] = "printf s >&8; exec cat <&9";
+
+// Whether `fd` reaches end of file (every writer gone) within 10 seconds.
+bool ReachesEndOfFile(int fd) {
+  struct pollfd readable = {fd, POLLIN, 0};
+  if (poll(&readable, 1, 10000) != 1) return false;
+  char byte;
+  return read(fd, &byte, 1) == 0;
+}
+
+class CliRunTest : public ::testing::Test {
+ protected:
+  // Starts `onlyone run FLAGS -- sh -c kHold` and waits until the command
+  // runs under the lock.
+  std::unique_ptr<Process> StartHolder(std::vector<std::string> flags,
+                                       const std::vector<std::string>& env =
+                                           {}) {
+    flags.insert(flags.begin(), "run");
+    flags.insert(flags.end(), {"--", "sh", "-c", kHold});
+    std::unique_ptr<Process> holder = Process::StartOnlyone(
+        flags, {{8, ready_.write_fd()}, {9, release_.read_fd()}}, env);
+    EXPECT_EQ(ready_.Receive(), 's') << holder->err();
+    return holder;
+  }
+
+  const std::string dir_ = onlyone::testing::MakeTempDir();
+  const std::string lock_ = dir_ + "/job.lock";
+  Pipe ready_;
+  Pipe release_;
+};
+
+TEST_F(CliRunTest, RunsTheCommandUnderTheLock) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  EXPECT_TRUE(LockedElsewhere(lock_));
+  // Start-up cost: libstdc++ is linked in statically (see //:onlyone).
+  EXPECT_THAT(onlyone::testing::ReadFileOrEmpty(
+                  absl::StrCat("/proc/", holder->pid(), "/maps")),
+              AllOf(HasSubstr("/libc.so"), Not(HasSubstr("libstdc++"))));
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(holder->err(), "");
+  EXPECT_FALSE(LockedElsewhere(lock_));
+}
+
+TEST_F(CliRunTest, ConflictExits75WithOneLineNamingTheHolder) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  Result second = RunOnlyone({"run", "--lock", lock_, "--", "true"});
+  EXPECT_EQ(second.code, 75);
+  // One line: the lock, the holder's pid, since when, its command.
+  EXPECT_THAT(second.err, MatchesRegex("onlyone: [^\n]*\n"));
+  EXPECT_THAT(second.err, HasSubstr(lock_));
+  EXPECT_THAT(second.err, HasSubstr(absl::StrCat("pid ", holder->pid())));
+  EXPECT_THAT(second.err, ContainsRegex("20[0-9][0-9]-[0-9][0-9]-[0-9][0-9] "
+                                        "[0-9][0-9]:[0-9][0-9]"));
+  EXPECT_THAT(second.err, HasSubstr("sh -c"));
+  EXPECT_THAT(second.err, HasSubstr("exec cat"));
+  EXPECT_EQ(second.out, "");
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliRunTest, ConflictExitCodeChangesTheCode) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  Result three = RunOnlyone(
+      {"run", "--lock", lock_, "--conflict-exit-code", "3", "--", "true"});
+  EXPECT_EQ(three.code, 3);
+  EXPECT_THAT(three.err, HasSubstr(absl::StrCat("pid ", holder->pid())));
+
+  // 0: a quiet skip for cron, silent unless --verbose.
+  Result skip = RunOnlyone(
+      {"run", "--lock", lock_, "--conflict-exit-code=0", "--", "true"});
+  EXPECT_EQ(skip.code, 0);
+  EXPECT_EQ(skip.err, "");
+  Result told = RunOnlyone({"run", "--lock", lock_, "--conflict-exit-code=0",
+                            "--verbose", "--", "true"});
+  EXPECT_EQ(told.code, 0);
+  EXPECT_THAT(told.err, HasSubstr(absl::StrCat("pid ", holder->pid())));
+
+  Result quiet = RunOnlyone({"run", "--lock", lock_, "--quiet", "--", "true"});
+  EXPECT_EQ(quiet.code, 75);
+  EXPECT_EQ(quiet.err, "");
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliRunTest, WaitRunsTheCommandOnceTheHolderReleases) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  Pipe ran;
+  std::unique_ptr<Process> waiter = Process::StartOnlyone(
+      {"run", "--lock", lock_, "--wait", "60s", "--", "sh", "-c",
+       "printf r >&8"},
+      {{8, ran.write_fd()}});
+  // The waiter is blocked in the kernel on the lock (not polling).
+  ASSERT_TRUE(WaitForBlockedWaiters(lock_)) << waiter->err();
+  EXPECT_EQ(ran.Receive(absl::ZeroDuration()), '\0');  // not yet
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(ran.Receive(), 'r');
+  EXPECT_EQ(waiter->Wait(), 0) << waiter->err();
+}
+
+TEST_F(CliRunTest, OnConflictWaitWaitsWithoutLimit) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  std::unique_ptr<Process> waiter = Process::StartOnlyone(
+      {"run", "--lock", lock_, "--on-conflict", "wait", "--", "true"});
+  ASSERT_TRUE(WaitForBlockedWaiters(lock_)) << waiter->err();
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(waiter->Wait(), 0) << waiter->err();
+}
+
+TEST_F(CliRunTest, WaitGivesUpAfterItsDuration) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  const absl::Time start = absl::Now();
+  Result late =
+      RunOnlyone({"run", "--lock", lock_, "--wait", "300ms", "--", "true"});
+  EXPECT_EQ(late.code, 75);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(300));
+  EXPECT_THAT(late.err, HasSubstr(lock_));
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliRunTest, ReplaceStopsTheHolderAndRuns) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  Pipe ran;
+  Result replacer = RunOnlyone({"run", "--lock", lock_, "--on-conflict",
+                                "replace", "--grace", "10s", "--", "sh", "-c",
+                                "printf r >&8"},
+                               {{8, ran.write_fd()}});
+  EXPECT_EQ(replacer.code, 0) << replacer.err;
+  EXPECT_EQ(ran.Receive(), 'r');
+  // The holder's onlyone got SIGTERM and forwarded it: cat died of it.
+  EXPECT_EQ(holder->Wait(), 128 + SIGTERM);
+}
+
+TEST_F(CliRunTest, ReplaceRefusedIsAConflict) {
+  // flock(1) writes no owner record: its pid cannot be verified as the
+  // holder, so it is never signalled.
+  std::unique_ptr<Process> flock = Process::Start(
+      {"/usr/bin/flock", lock_, "sh", "-c", kHold},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ASSERT_EQ(ready_.Receive(), 's');
+  Result refused = RunOnlyone(
+      {"run", "--lock", lock_, "--on-conflict", "replace", "--", "true"});
+  EXPECT_EQ(refused.code, 75);
+  EXPECT_THAT(refused.err, HasSubstr(absl::StrCat("pid ", flock->pid())));
+  EXPECT_THAT(refused.err, HasSubstr("not replacing it"));
+  release_.CloseWrite();
+  EXPECT_EQ(flock->Wait(), 0);
+}
+
+TEST_F(CliRunTest, ExitStatusPassesThrough) {
+  EXPECT_EQ(RunOnlyone({"run", "--lock", lock_, "--", "sh", "-c", "exit 42"})
+                .code,
+            42);
+  EXPECT_EQ(RunOnlyone({"run", "--lock", lock_, "--", "false"}).code, 1);
+  // Without "--": the command starts at the first argument that is not a
+  // flag, and its own flags are its own.
+  EXPECT_EQ(
+      RunOnlyone({"run", "--lock", lock_, "sh", "-c", "exit 5", "--help"})
+          .code,
+      5);
+}
+
+TEST_F(CliRunTest, DeathBySignalIs128PlusN) {
+  EXPECT_EQ(
+      RunOnlyone({"run", "--lock", lock_, "--", "sh", "-c", "kill -USR2 $$"})
+          .code,
+      128 + SIGUSR2);
+}
+
+TEST_F(CliRunTest, CommandNotFoundAndNotExecutable) {
+  Result missing =
+      RunOnlyone({"run", "--lock", lock_, "--", "onlyone-no-such-program"});
+  EXPECT_EQ(missing.code, 127);
+  EXPECT_THAT(missing.err,
+              HasSubstr("onlyone-no-such-program: command not found"));
+  Result directory = RunOnlyone({"run", "--lock", lock_, "--", dir_});
+  EXPECT_EQ(directory.code, 126);
+  EXPECT_THAT(directory.err, HasSubstr("cannot execute"));
+  // Neither left the lock held.
+  EXPECT_FALSE(LockedElsewhere(lock_));
+}
+
+class CliRunSignalTest : public CliRunTest,
+                         public ::testing::WithParamInterface<int> {};
+
+TEST_P(CliRunSignalTest, SignalIsForwardedToTheCommand) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  holder->Kill(GetParam());
+  // onlyone survives the signal, forwards it; cat dies of it; the status
+  // passes through.
+  EXPECT_EQ(holder->Wait(), 128 + GetParam()) << holder->err();
+  ready_.CloseWrite();
+  EXPECT_TRUE(ReachesEndOfFile(ready_.read_fd()));  // cat is gone
+  EXPECT_FALSE(LockedElsewhere(lock_));
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, CliRunSignalTest,
+                         ::testing::Values(SIGINT, SIGTERM, SIGHUP, SIGQUIT));
+
+TEST_F(CliRunTest, LockOutlivesAKilledOnlyoneUntilTheCommandEnds) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  holder->Kill(SIGKILL);
+  EXPECT_EQ(holder->Wait(), 128 + SIGKILL);
+  // cat still runs, and holds the lock it inherited.
+  EXPECT_TRUE(LockedElsewhere(lock_));
+  EXPECT_EQ(onlyone::testing::RunShell("flock -n " + lock_ + " true"), 1);
+  EXPECT_EQ(RunOnlyone({"run", "--lock", lock_, "--", "true"}).code, 75);
+  ready_.CloseWrite();
+  release_.CloseWrite();  // cat ends
+  EXPECT_TRUE(ReachesEndOfFile(ready_.read_fd()));
+  // The kernel drops cat's lock as cat's exit completes, just after the
+  // pipe's end of file: wait for it in the kernel (flock -w), not by
+  // polling.
+  EXPECT_EQ(onlyone::testing::RunShell("flock -w 10 " + lock_ + " true"), 0);
+}
+
+TEST_F(CliRunTest, CommandFindsTheInheritedLockInItsEnvironment) {
+  Pipe report;
+  Result result = RunOnlyone(
+      {"run", "--lock", lock_, "--", "sh", "-c",
+       "printf '%s\\n' \"$ONLYONE_INHERITED_LOCKS\" >&8"},
+      {{8, report.write_fd()}});
+  ASSERT_EQ(result.code, 0) << result.err;
+  report.CloseWrite();
+  const std::string value = report.ReadAll();
+  struct stat file;
+  ASSERT_EQ(stat(lock_.c_str(), &file), 0);
+  // FD:DEVICE:INODE:x
+  EXPECT_THAT(value, MatchesRegex(absl::StrCat("[0-9]+:", file.st_dev, ":",
+                                               file.st_ino, ":x\n")));
+}
+
+// Re-executed by CommandCanAdoptTheInheritedLock as the guarded command:
+// adopts the lock with ScopedFileLock::AdoptInherited and reports 'y' on
+// descriptor 8.
+TEST(CliExecChild, AdoptInherited) {
+  const char* path = std::getenv("ONLYONE_CLI_TEST_ADOPT_PATH");
+  if (path == nullptr) GTEST_SKIP() << "only run as onlyone's command";
+  absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::AdoptInherited(path);
+  const char verdict = lock.ok() && lock->held() ? 'y' : 'n';
+  ASSERT_EQ(write(8, &verdict, 1), 1);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+}
+
+TEST_F(CliRunTest, CommandCanAdoptTheInheritedLock) {
+  char self[4096];
+  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+  ASSERT_GT(length, 0);
+  self[length] = '\0';
+  Pipe report;
+  Result result = RunOnlyone(
+      {"run", "--lock", lock_, "--", self,
+       "--gtest_filter=CliExecChild.AdoptInherited"},
+      {{8, report.write_fd()}}, {"ONLYONE_CLI_TEST_ADOPT_PATH=" + lock_});
+  EXPECT_EQ(report.Receive(), 'y');
+  EXPECT_EQ(result.code, 0) << result.out << result.err;
+}
+
+TEST_F(CliRunTest, MaxRuntimeStopsTheCommandAndExits124) {
+  const absl::Time start = absl::Now();
+  Result result = RunOnlyone({"run", "--lock", lock_, "--max-runtime",
+                              "200ms", "--", "sh", "-c", "exec cat <&9"},
+                             {{9, release_.read_fd()}});
+  EXPECT_EQ(result.code, 124);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+  EXPECT_THAT(result.err, HasSubstr("ran longer than 200ms (--max-runtime)"));
+  EXPECT_FALSE(LockedElsewhere(lock_));
+}
+
+TEST_F(CliRunTest, CommandIgnoringSigtermIsKilledAfterGrace) {
+  const absl::Time start = absl::Now();
+  Result result = RunOnlyone(
+      {"run", "--lock", lock_, "--max-runtime", "0.1", "--grace", "300ms",
+       "--", "sh", "-c", "trap '' TERM; printf s >&8; exec cat <&9"},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  EXPECT_EQ(ready_.Receive(absl::ZeroDuration()), 's');
+  EXPECT_EQ(result.code, 124);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(400));
+  EXPECT_THAT(result.err, HasSubstr("sending SIGKILL"));
+  // cat died of SIGKILL: the pipe it wrote to is closed.
+  ready_.CloseWrite();
+  EXPECT_TRUE(ReachesEndOfFile(ready_.read_fd()));
+}
+
+TEST_F(CliRunTest, FlockCannotTakeALockHeldByOnlyone) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  EXPECT_EQ(onlyone::testing::RunShell("flock -n " + lock_ + " true"), 1);
+  EXPECT_EQ(onlyone::testing::RunShell("flock -n -s " + lock_ + " true"), 1);
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(onlyone::testing::RunShell("flock -n " + lock_ + " true"), 0);
+}
+
+TEST_F(CliRunTest, OnlyoneCannotTakeALockHeldByFlock) {
+  std::unique_ptr<Process> flock = Process::Start(
+      {"/usr/bin/flock", lock_, "sh", "-c", kHold},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ASSERT_EQ(ready_.Receive(), 's');
+  Result refused = RunOnlyone({"run", "--lock", lock_, "--", "true"});
+  EXPECT_EQ(refused.code, 75);
+  EXPECT_THAT(refused.err, HasSubstr(lock_));
+  // flock(1) writes no owner record; the kernel still names its pid.
+  EXPECT_THAT(refused.err, HasSubstr(absl::StrCat("pid ", flock->pid())));
+  Result shared =
+      RunOnlyone({"run", "--lock", lock_, "--shared", "--", "true"});
+  EXPECT_EQ(shared.code, 75);
+  release_.CloseWrite();
+  EXPECT_EQ(flock->Wait(), 0);
+  EXPECT_EQ(RunOnlyone({"run", "--lock", lock_, "--", "true"}).code, 0);
+}
+
+TEST_F(CliRunTest, SharedHoldersRunTogetherAndExcludeExclusive) {
+  std::unique_ptr<Process> first = StartHolder({"--lock", lock_, "--shared"});
+  // A second shared holder runs alongside, and so does flock -s.
+  EXPECT_EQ(
+      RunOnlyone({"run", "--lock", lock_, "--shared", "--", "true"}).code, 0);
+  EXPECT_EQ(onlyone::testing::RunShell("flock -n -s " + lock_ + " true"), 0);
+  // An exclusive one is refused, by onlyone and by flock.
+  Result exclusive = RunOnlyone({"run", "--lock", lock_, "--", "true"});
+  EXPECT_EQ(exclusive.code, 75);
+  EXPECT_THAT(exclusive.err, HasSubstr(absl::StrCat("pid ", first->pid())));
+  EXPECT_EQ(onlyone::testing::RunShell("flock -n " + lock_ + " true"), 1);
+  release_.CloseWrite();
+  EXPECT_EQ(first->Wait(), 0);
+}
+
+TEST_F(CliRunTest, SharedIsRefusedWhileExclusiveIsHeld) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  Result shared =
+      RunOnlyone({"run", "--lock", lock_, "--shared", "--", "true"});
+  EXPECT_EQ(shared.code, 75);
+  EXPECT_THAT(shared.err, HasSubstr(absl::StrCat("pid ", holder->pid())));
+  EXPECT_THAT(shared.err, HasSubstr("exec cat"));  // from the owner record
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliRunTest, NamedLocksLiveInTheUserScopeDirectory) {
+  const std::vector<std::string> env = {"XDG_RUNTIME_DIR=" + dir_};
+  std::unique_ptr<Process> holder = StartHolder({"--name", "nightly"}, env);
+  EXPECT_TRUE(LockedElsewhere(dir_ + "/onlyone/nightly.lock"));
+  Result second =
+      RunOnlyone({"run", "--name", "nightly", "--", "true"}, {}, env);
+  EXPECT_EQ(second.code, 75);
+  EXPECT_THAT(second.err, HasSubstr("nightly"));
+  EXPECT_THAT(second.err, HasSubstr(absl::StrCat("pid ", holder->pid())));
+  // Another name is another lock.
+  EXPECT_EQ(RunOnlyone({"run", "--name", "daily", "--", "true"}, {}, env).code,
+            0);
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliRunTest, WithoutNameTheCommandsBaseNameIsTheName) {
+  const std::vector<std::string> env = {"XDG_RUNTIME_DIR=" + dir_};
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--", "/bin/sh", "-c", kHold},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}}, env);
+  ASSERT_EQ(ready_.Receive(), 's') << holder->err();
+  EXPECT_TRUE(LockedElsewhere(dir_ + "/onlyone/sh.lock"));
+  EXPECT_EQ(RunOnlyone({"run", "--", "sh", "-c", "true"}, {}, env).code, 75);
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliRunTest, VerboseSaysWhatHappens) {
+  Result result =
+      RunOnlyone({"run", "--lock", lock_, "--verbose", "--", "sh", "-c",
+                  "exit 3"});
+  EXPECT_EQ(result.code, 3);
+  EXPECT_THAT(result.err, HasSubstr("holding " + lock_));
+  EXPECT_THAT(result.err, HasSubstr("exited with status 3"));
+}
+
+struct UsageCase {
+  std::vector<std::string> args;
+  std::string message;
+};
+
+class CliUsageTest : public ::testing::TestWithParam<UsageCase> {};
+
+TEST_P(CliUsageTest, Exits64WithAMessage) {
+  Result result = RunOnlyone(GetParam().args);
+  EXPECT_EQ(result.code, 64) << result.err;
+  EXPECT_THAT(result.err, HasSubstr(GetParam().message));
+  EXPECT_THAT(result.err, HasSubstr("--help"));
+  EXPECT_EQ(result.out, "");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    BadCommandLines, CliUsageTest,
+    ::testing::Values(
+        UsageCase{{}, "missing command"},
+        UsageCase{{"launch"}, "unknown command \"launch\""},
+        UsageCase{{"--lock", "x", "run"}, "expected a command"},
+        UsageCase{{"run", "--bogus", "--", "true"},
+                  "onlyone run: unknown flag \"--bogus\""},
+        UsageCase{{"run", "--lock", "/tmp/x.lock"}, "missing COMMAND"},
+        UsageCase{{"run", "--lock", "/tmp/x.lock", "--"}, "missing COMMAND"},
+        UsageCase{{"run", "--name", "a/b", "--", "true"},
+                  "--name: invalid name \"a/b\": it contains \"/\""},
+        UsageCase{{"run", "--name", "..", "--", "true"},
+                  "invalid name \"..\""},
+        UsageCase{{"run", "--name", std::string(201, 'n'), "--", "true"},
+                  "longer than 200 characters"},
+        UsageCase{{"run", "--name", "", "--", "true"}, "the name is empty"},
+        UsageCase{{"run", "--name", "a", "--lock", "/tmp/a", "--", "true"},
+                  "not both"},
+        UsageCase{{"run", "--lock", "/tmp/a", "--scope", "user", "--", "true"},
+                  "--scope applies to --name only"},
+        UsageCase{{"run", "--scope", "planet", "--", "true"},
+                  "--scope: invalid value \"planet\": expected user, session "
+                  "or machine"},
+        UsageCase{{"run", "--wait", "soon", "--", "true"},
+                  "--wait: invalid value \"soon\": not a duration"},
+        UsageCase{{"run", "--wait", "-5s", "--", "true"}, "negative"},
+        UsageCase{{"run", "--max-runtime"}, "--max-runtime needs a value"},
+        UsageCase{{"run", "--on-conflict", "kill", "--", "true"},
+                  "expected fail, wait or replace"},
+        UsageCase{{"run", "--on-conflict", "fail", "--wait", "1s", "--",
+                   "true"},
+                  "--wait goes with --on-conflict wait"},
+        UsageCase{{"run", "--conflict-exit-code", "256", "--", "true"},
+                  "use 0 to 255"},
+        UsageCase{{"run", "--conflict-exit-code", "x", "--", "true"},
+                  "expected an integer"},
+        UsageCase{{"run", "--shared", "--on-conflict", "replace", "--",
+                   "true"},
+                  "--shared cannot be combined with --on-conflict replace"},
+        UsageCase{{"run", "--quiet", "--verbose", "--", "true"},
+                  "exclude each other"},
+        UsageCase{{"run", "--json", "--", "true"},
+                  "--json is not a flag of 'onlyone run'"},
+        UsageCase{{"status"}, "needs --name NAME or --lock PATH"},
+        UsageCase{{"status", "--name", "x", "extra"},
+                  "unexpected argument \"extra\""},
+        UsageCase{{"list", "--wait", "5s"},
+                  "--wait is not a flag of 'onlyone list'"},
+        UsageCase{{"wait", "--lock", "/tmp/a", "--timeout", "later"},
+                  "--timeout: invalid value \"later\""},
+        UsageCase{{"help", "launch"}, "unknown command \"launch\""}));
+
+TEST(CliHelpTest, HelpIsCompleteAndExits0) {
+  Result help = RunOnlyone({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_EQ(help.err, "");
+  for (const char* text :
+       {"onlyone run", "onlyone status", "onlyone list", "onlyone wait",
+        "--name NAME", "--lock PATH", "--scope user|session|machine",
+        "--wait DURATION", "--on-conflict fail|wait|replace",
+        "--conflict-exit-code N", "--shared", "--grace DURATION",
+        "--max-runtime DURATION", "--quiet", "--verbose", "--json",
+        "--timeout DURATION", "Exit codes:", "  64 ", "  70 ", "  71 ",
+        "  75 ", "  124 ", "  126 ", "  127 ", "  128+N ", "DURATION:",
+        "crontab"}) {
+    EXPECT_THAT(help.out, HasSubstr(text));
+  }
+  EXPECT_EQ(RunOnlyone({"-h"}).out, help.out);
+  EXPECT_EQ(RunOnlyone({"help"}).out, help.out);
+}
+
+TEST(CliHelpTest, RunHelpIsComplete) {
+  Result help = RunOnlyone({"run", "--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_THAT(help.out, StartsWith("Usage: onlyone run"));
+  for (const char* text :
+       {"--name NAME", "--lock PATH", "--scope user|session|machine",
+        "--wait DURATION", "--on-conflict fail|wait|replace",
+        "--conflict-exit-code N", "--shared", "--grace DURATION",
+        "--max-runtime DURATION", "--quiet", "--verbose", "(default: 75)",
+        "(default: 5s)", "ONLYONE_INHERITED_LOCKS", "Exit codes:", "  124 ",
+        "  127 "}) {
+    EXPECT_THAT(help.out, HasSubstr(text));
+  }
+  EXPECT_THAT(help.out, Not(HasSubstr("--json")));
+  EXPECT_EQ(RunOnlyone({"help", "run"}).out, help.out);
+  EXPECT_EQ(RunOnlyone({"run", "-h"}).out, help.out);
+}
+
+TEST(CliHelpTest, EachCommandHasHelp) {
+  for (const char* command : {"status", "list", "wait"}) {
+    Result help = RunOnlyone({command, "--help"});
+    EXPECT_EQ(help.code, 0) << command;
+    EXPECT_THAT(help.out, StartsWith(absl::StrCat("Usage: onlyone ",
+                                                  command)));
+  }
+}
+
+}  // namespace
+}  // namespace onlyone

@@ -1,0 +1,270 @@
+// End-to-end tests of `onlyone status`, `onlyone list` and `onlyone wait`,
+// through the built binary: JSON output parsed and checked field by field,
+// the tables, exit codes, and wait blocking until the holder releases.
+//
+// Holders are `onlyone run` processes whose command blocks reading a pipe
+// the test holds (see cli_run_test.cc), or flock(1). No sleeps.
+
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/cli_test_util.h"
+#include "tests/test_util.h"
+
+namespace onlyone {
+namespace {
+
+using ::nlohmann::json;
+using ::onlyone::testing::Pipe;
+using ::onlyone::testing::Process;
+using ::onlyone::testing::Result;
+using ::onlyone::testing::RunOnlyone;
+using ::onlyone::testing::WaitForBlockedWaiters;
+using ::testing::ElementsAre;
+using ::testing::EndsWith;
+using ::testing::HasSubstr;
+
+constexpr char kHold[] = "printf s >&8; exec cat <&9";
+
+std::string BootId() {
+  std::ifstream file("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(file, id);
+  return id;
+}
+
+// Parses an RFC 3339 time; InfinitePast() if it does not parse.
+absl::Time ParseTime(const json& value) {
+  absl::Time time = absl::InfinitePast();
+  std::string error;
+  if (!value.is_string() ||
+      !absl::ParseTime(absl::RFC3339_full, value.get<std::string>(), &time,
+                       &error)) {
+    return absl::InfinitePast();
+  }
+  return time;
+}
+
+class CliStatusTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Process> StartHolder(std::vector<std::string> flags,
+                                       Pipe& ready, Pipe& release) {
+    flags.insert(flags.begin(), "run");
+    flags.insert(flags.end(), {"--", "sh", "-c", kHold});
+    std::unique_ptr<Process> holder = Process::StartOnlyone(
+        flags, {{8, ready.write_fd()}, {9, release.read_fd()}}, env_);
+    EXPECT_EQ(ready.Receive(), 's') << holder->err();
+    return holder;
+  }
+
+  Result Onlyone(const std::vector<std::string>& args) {
+    return RunOnlyone(args, {}, env_);
+  }
+
+  const std::string dir_ = onlyone::testing::MakeTempDir();
+  const std::string lock_ = dir_ + "/job.lock";
+  // Named locks live in $XDG_RUNTIME_DIR/onlyone.
+  const std::vector<std::string> env_ = {"XDG_RUNTIME_DIR=" + dir_};
+};
+
+TEST_F(CliStatusTest, FreeLockExits1) {
+  Result table = Onlyone({"status", "--lock", lock_});
+  EXPECT_EQ(table.code, 1) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("free"));
+  EXPECT_EQ(table.err, "");
+
+  Result result = Onlyone({"status", "--lock", lock_, "--json"});
+  EXPECT_EQ(result.code, 1) << result.err;
+  const json status = json::parse(result.out);
+  EXPECT_TRUE(status["name"].is_null());
+  EXPECT_EQ(status["lock_path"], lock_);
+  EXPECT_TRUE(status["scope"].is_null());
+  EXPECT_EQ(status["held"], false);
+  EXPECT_TRUE(status["holder"].is_null());
+  // status never creates the lock file.
+  struct stat ignored;
+  EXPECT_NE(stat(lock_.c_str(), &ignored), 0);
+}
+
+TEST_F(CliStatusTest, HeldLockJsonNamesTheHolderFieldByField) {
+  Pipe ready, release;
+  const absl::Time before = absl::Now();
+  std::unique_ptr<Process> holder =
+      StartHolder({"--name", "nightly"}, ready, release);
+  const absl::Time after = absl::Now();
+
+  Result result = Onlyone({"status", "--name", "nightly", "--json"});
+  ASSERT_EQ(result.code, 0) << result.err;
+  const json status = json::parse(result.out);
+  EXPECT_EQ(status["name"], "nightly");
+  EXPECT_EQ(status["scope"], "user");
+  EXPECT_EQ(status["lock_path"], dir_ + "/onlyone/nightly.lock");
+  EXPECT_EQ(status["held"], true);
+  const json& owner = status["holder"];
+  ASSERT_TRUE(owner.is_object()) << result.out;
+  EXPECT_EQ(owner["pid"], holder->pid());
+  EXPECT_EQ(owner["has_record"], true);
+  EXPECT_EQ(owner["command_line"],
+            json(std::vector<std::string>{"sh", "-c", kHold}));
+  EXPECT_THAT(owner["executable"].get<std::string>(), EndsWith("/onlyone"));
+  EXPECT_EQ(owner["uid"], geteuid());
+  EXPECT_TRUE(owner["user"].is_string());
+  struct utsname names;
+  ASSERT_EQ(uname(&names), 0);
+  EXPECT_EQ(owner["hostname"], names.nodename);
+  EXPECT_EQ(owner["boot_id"], BootId());
+  EXPECT_FALSE(owner["version"].get<std::string>().empty());
+  const absl::Time acquired = ParseTime(owner["acquired_at"]);
+  EXPECT_GE(acquired, before - absl::Seconds(1)) << owner["acquired_at"];
+  EXPECT_LE(acquired, after + absl::Seconds(1)) << owner["acquired_at"];
+  const absl::Time started = ParseTime(owner["process_start_time"]);
+  EXPECT_NE(started, absl::InfinitePast()) << owner["process_start_time"];
+  EXPECT_LE(started, acquired + absl::Seconds(1));
+
+  // The same through --lock PATH.
+  Result by_path =
+      Onlyone({"status", "--lock", dir_ + "/onlyone/nightly.lock", "--json"});
+  ASSERT_EQ(by_path.code, 0) << by_path.err;
+  EXPECT_EQ(json::parse(by_path.out)["holder"]["pid"], holder->pid());
+
+  Result table = Onlyone({"status", "--name", "nightly"});
+  EXPECT_EQ(table.code, 0);
+  EXPECT_THAT(table.out, HasSubstr(absl::StrCat("held by pid ",
+                                                holder->pid())));
+  EXPECT_THAT(table.out, HasSubstr("sh -c 'printf s >&8; exec cat <&9'"));
+  EXPECT_THAT(table.out, HasSubstr("nightly.lock"));
+
+  release.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(Onlyone({"status", "--name", "nightly"}).code, 1);
+}
+
+TEST_F(CliStatusTest, LockHeldByFlockHasNoRecord) {
+  Pipe ready, release;
+  std::unique_ptr<Process> flock = Process::Start(
+      {"/usr/bin/flock", lock_, "sh", "-c", kHold},
+      {{8, ready.write_fd()}, {9, release.read_fd()}});
+  ASSERT_EQ(ready.Receive(), 's');
+  Result result = Onlyone({"status", "--lock", lock_, "--json"});
+  EXPECT_EQ(result.code, 0) << result.err;
+  const json status = json::parse(result.out);
+  EXPECT_EQ(status["held"], true);
+  EXPECT_EQ(status["holder"]["pid"], flock->pid());
+  EXPECT_EQ(status["holder"]["has_record"], false);
+  EXPECT_TRUE(status["holder"]["command_line"].is_null());
+  Result table = Onlyone({"status", "--lock", lock_});
+  EXPECT_THAT(table.out, HasSubstr("no owner record"));
+  release.CloseWrite();
+  EXPECT_EQ(flock->Wait(), 0);
+}
+
+TEST_F(CliStatusTest, ListShowsHeldAndFreeLocks) {
+  Pipe ready, release;
+  std::unique_ptr<Process> holder =
+      StartHolder({"--name", "alpha"}, ready, release);
+  ASSERT_EQ(Onlyone({"run", "--name", "beta", "--", "true"}).code, 0);
+
+  Result result = Onlyone({"list", "--json"});
+  ASSERT_EQ(result.code, 0) << result.err;
+  const json list = json::parse(result.out);
+  EXPECT_EQ(list["scope"], "user");
+  ASSERT_TRUE(list["locks"].is_array()) << result.out;
+  std::map<std::string, json> locks;
+  for (const json& lock : list["locks"]) {
+    locks[lock["name"].get<std::string>()] = lock;
+  }
+  ASSERT_EQ(locks.size(), 2u) << result.out;
+  const json& alpha = locks["alpha"];
+  EXPECT_EQ(alpha["lock_path"], dir_ + "/onlyone/alpha.lock");
+  EXPECT_EQ(alpha["held"], true);
+  EXPECT_EQ(alpha["holder"]["pid"], holder->pid());
+  EXPECT_EQ(alpha["holder"]["has_record"], true);
+  EXPECT_EQ(alpha["holder"]["command_line"],
+            json(std::vector<std::string>{"sh", "-c", kHold}));
+  const json& beta = locks["beta"];
+  EXPECT_EQ(beta["lock_path"], dir_ + "/onlyone/beta.lock");
+  EXPECT_EQ(beta["held"], false);
+  EXPECT_TRUE(beta["holder"].is_null());
+
+  Result table = Onlyone({"list"});
+  EXPECT_EQ(table.code, 0);
+  EXPECT_THAT(table.out, HasSubstr("NAME"));
+  EXPECT_THAT(table.out, HasSubstr("alpha"));
+  EXPECT_THAT(table.out, HasSubstr(absl::StrCat(holder->pid())));
+  EXPECT_THAT(table.out, HasSubstr("beta"));
+  EXPECT_THAT(table.out, HasSubstr("free"));
+
+  release.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliStatusTest, EmptyScopeListsNothing) {
+  Result result = Onlyone({"list", "--json"});
+  ASSERT_EQ(result.code, 0) << result.err;
+  const json list = json::parse(result.out);
+  EXPECT_EQ(list["locks"], json::array());
+  EXPECT_THAT(Onlyone({"list"}).out, HasSubstr("no locks"));
+}
+
+TEST_F(CliStatusTest, WaitReturnsWhenTheHolderReleases) {
+  Pipe ready, release;
+  std::unique_ptr<Process> holder =
+      StartHolder({"--lock", lock_}, ready, release);
+  std::unique_ptr<Process> waiter =
+      Process::StartOnlyone({"wait", "--lock", lock_}, {}, env_);
+  ASSERT_TRUE(WaitForBlockedWaiters(lock_)) << waiter->err();
+  release.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(waiter->Wait(), 0) << waiter->err();
+}
+
+TEST_F(CliStatusTest, WaitByNameReturnsWhenTheHolderReleases) {
+  Pipe ready, release;
+  std::unique_ptr<Process> holder =
+      StartHolder({"--name", "nightly"}, ready, release);
+  std::unique_ptr<Process> waiter = Process::StartOnlyone(
+      {"wait", "--name", "nightly", "--timeout", "60s"}, {}, env_);
+  ASSERT_TRUE(WaitForBlockedWaiters(dir_ + "/onlyone/nightly.lock"))
+      << waiter->err();
+  release.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(waiter->Wait(), 0) << waiter->err();
+}
+
+TEST_F(CliStatusTest, WaitTimesOutWith75) {
+  Pipe ready, release;
+  std::unique_ptr<Process> holder =
+      StartHolder({"--lock", lock_}, ready, release);
+  const absl::Time start = absl::Now();
+  Result late = Onlyone({"wait", "--lock", lock_, "--timeout", "250ms"});
+  EXPECT_EQ(late.code, 75);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  EXPECT_THAT(late.err, HasSubstr(lock_));
+  release.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliStatusTest, WaitOnAFreeOrMissingLockReturnsAtOnce) {
+  EXPECT_EQ(Onlyone({"wait", "--lock", lock_}).code, 0);
+  struct stat ignored;
+  EXPECT_NE(stat(lock_.c_str(), &ignored), 0);  // not created
+  ASSERT_EQ(Onlyone({"run", "--lock", lock_, "--", "true"}).code, 0);
+  EXPECT_EQ(Onlyone({"wait", "--lock", lock_, "--timeout", "0"}).code, 0);
+}
+
+}  // namespace
+}  // namespace onlyone

@@ -1,0 +1,956 @@
+// Tests of SingleInstance with real processes: refusal with holder info,
+// crashes, dead and reused-pid records, the wait and replace policies,
+// scopes and directory safety, planted files, cross-user machine locks,
+// listing, and the fork hand-off. Processes synchronise through pipes.
+
+#include "lib/single_instance.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/internal/instance_process.h"
+#include "lib/internal/instance_record.h"
+#include "lib/internal/proc_locks.h"
+#include "lib/version.h"
+#include "tests/test_util.h"
+
+namespace onlyone {
+namespace {
+
+using ::onlyone::testing::BecomeNobody;
+using ::onlyone::testing::Child;
+using ::onlyone::testing::MakeTempDir;
+using ::onlyone::testing::MakeTempDirOtherUsersCanReach;
+using ::onlyone::testing::Pipe;
+using ::onlyone::testing::RunShell;
+using ::onlyone::testing::WaitForBlockedWaiters;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+constexpr uid_t kNobody = 65534;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+void WriteFile(const std::string& path, const std::string& contents,
+               mode_t mode = 0644) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                      mode);
+  ASSERT_GE(fd, 0) << path;
+  ASSERT_EQ(write(fd, contents.data(), contents.size()),
+            static_cast<ssize_t>(contents.size()));
+  close(fd);
+}
+
+// Whether any process holds a flock(2) lock on `path` (per /proc/locks).
+bool KernelSaysHeld(const std::string& path) {
+  struct stat file;
+  if (stat(path.c_str(), &file) != 0) return false;
+  return !internal::FlockHolders(file.st_dev, file.st_ino).empty();
+}
+
+// A child that holds the instance until `release` is written to.
+Child HoldInstanceInChild(const std::string& name,
+                          const InstanceOptions& options, Pipe& ready,
+                          Pipe& release) {
+  return Child::Fork([&, options] {
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire(name, options);
+    if (!instance.ok()) return 2;
+    ready.Send();
+    release.Receive(absl::Hours(1));
+    return instance->Release().ok() ? 0 : 3;
+  });
+}
+
+// A child that locks `path` with plain flock(2) and writes no record, like
+// flock(1).
+Child HoldWithRawFlock(const std::string& path, Pipe& ready, Pipe& release) {
+  return Child::Fork([&] {
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) return 2;
+    ready.Send();
+    release.Receive(absl::Hours(1));
+    return 0;
+  });
+}
+
+// A child that only waits, as a live process with a known pid.
+Child Bystander(Pipe& release) {
+  return Child::Fork([&] {
+    release.Receive(absl::Hours(1));
+    return 0;
+  });
+}
+
+internal::OwnerRecord RecordFor(pid_t pid, uint64_t start_ticks) {
+  internal::OwnerRecord record;
+  record.pid = pid;
+  record.locker_pid = pid;
+  record.start_ticks = start_ticks;
+  record.start_time = absl::Now();
+  record.boot_id = internal::BootId();
+  record.hostname = "crafted-host";
+  record.uid = geteuid();
+  record.user = "crafted";
+  record.executable = "/usr/bin/crafted";
+  record.command_line = {"/usr/bin/crafted", "--by-hand"};
+  record.acquired_at = absl::Now();
+  record.version = kVersion;
+  return record;
+}
+
+class SingleInstanceTest : public ::testing::Test {
+ protected:
+  SingleInstanceTest() { options_.directory = dir_; }
+
+  std::string PathOf(const std::string& name) {
+    return absl::StrCat(dir_, "/", name, ".lock");
+  }
+
+  std::string dir_ = MakeTempDir();
+  InstanceOptions options_;
+};
+
+// ---------------------------------------------------------------------------
+// Names.
+
+TEST_F(SingleInstanceTest, AcceptsReverseDomainAndLongNames) {
+  for (const std::string& name :
+       {std::string("com.example.Editor"), std::string("a"),
+        std::string("nightly-backup_2.0"), std::string("..."),
+        std::string(200, 'x')}) {
+    absl::StatusOr<std::string> path = SingleInstance::LockPath(name, options_);
+    ASSERT_TRUE(path.ok()) << name << ": " << path.status();
+    EXPECT_EQ(*path, PathOf(name));
+  }
+}
+
+TEST_F(SingleInstanceTest, RejectsBadNamesSayingWhy) {
+  struct Case {
+    std::string name;
+    std::string reason;
+  };
+  const std::vector<Case> cases = {
+      {"", "empty"},
+      {".", "names a directory"},
+      {"..", "names a directory"},
+      {"a/b", "character '/' at position 2"},
+      {"../etc/passwd", "character '/' at position 3"},
+      {"a b", "byte 0x20 at position 2"},
+      {"tab\there", "byte 0x09 at position 4"},
+      {"caf\xc3\xa9", "byte 0xc3 at position 4"},
+      {std::string(201, 'x'), "the limit is 200"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<std::string> path = SingleInstance::LockPath(c.name, options_);
+    EXPECT_TRUE(absl::IsInvalidArgument(path.status())) << c.name;
+    EXPECT_THAT(std::string(path.status().message()), HasSubstr(c.reason)) << c.name;
+    EXPECT_TRUE(absl::IsInvalidArgument(
+        SingleInstance::Acquire(c.name, options_).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(
+        SingleInstance::Holder(c.name, options_).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(
+        SingleInstance::Send(c.name, {}, options_).status()));
+  }
+  // Nothing was created outside the directory, nor in it.
+  EXPECT_EQ(RunShell(absl::StrCat("test -z \"$(ls -A '", dir_, "')\"")), 0);
+}
+
+TEST_F(SingleInstanceTest, LockPathCreatesNoFile) {
+  absl::StatusOr<std::string> path = SingleInstance::LockPath("job", options_);
+  ASSERT_TRUE(path.ok());
+  EXPECT_EQ(*path, PathOf("job"));
+  EXPECT_NE(access(path->c_str(), F_OK), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Refusal, holder info, crashes.
+
+TEST_F(SingleInstanceTest, SecondCopyIsRefusedNamingTheHolder) {
+  InstanceOptions holder_options = options_;
+  holder_options.recorded_command_line = {"/usr/bin/backup", "--full"};
+  Pipe ready, release;
+  Child holder =
+      HoldInstanceInChild("nightly-backup", holder_options, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+
+  absl::StatusOr<SingleInstance> second =
+      SingleInstance::Acquire("nightly-backup", options_);
+  ASSERT_TRUE(absl::IsUnavailable(second.status())) << second.status();
+  EXPECT_THAT(std::string(second.status().message()),
+              StartsWith(absl::StrCat("nightly-backup is already running (pid ",
+                                      holder.pid(), ", started ")));
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(", /usr/bin/backup --full)"));
+
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("nightly-backup", options_);
+  ASSERT_TRUE(info.ok()) << info.status();
+  ASSERT_TRUE(info->has_value());
+  const InstanceInfo& who = **info;
+  EXPECT_EQ(who.pid, holder.pid());
+  EXPECT_TRUE(who.has_record);
+  EXPECT_THAT(who.command_line, ElementsAre("/usr/bin/backup", "--full"));
+  EXPECT_EQ(who.uid, geteuid());
+  EXPECT_EQ(who.user, geteuid() == 0 ? "root" : who.user);
+  EXPECT_EQ(who.boot_id, internal::BootId());
+  EXPECT_FALSE(who.hostname.empty());
+  EXPECT_EQ(who.version, kVersion);
+  EXPECT_THAT(who.executable, HasSubstr("single_instance_test"));
+  // Started before it took the lock, which was a moment ago.
+  EXPECT_LE(who.process_start_time, who.acquired_at + absl::Seconds(1));
+  EXPECT_LT(absl::Now() - who.acquired_at, absl::Minutes(5));
+  EXPECT_EQ(SingleInstance::DescribeRunning("nightly-backup", who),
+            second.status().message());
+
+  release.Send();
+  EXPECT_EQ(holder.Wait(), 0);
+  info = SingleInstance::Holder("nightly-backup", options_);
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->has_value());
+  EXPECT_TRUE(SingleInstance::Acquire("nightly-backup", options_).ok());
+}
+
+TEST_F(SingleInstanceTest, SameProcessTwiceIsRefusedToo) {
+  absl::StatusOr<SingleInstance> first = SingleInstance::Acquire("me", options_);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<SingleInstance> second = SingleInstance::Acquire("me", options_);
+  ASSERT_TRUE(absl::IsUnavailable(second.status())) << second.status();
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr(absl::StrCat("(pid ", getpid(), ",")));
+  // A thread of this process is refused the same way.
+  std::thread other([&] {
+    EXPECT_TRUE(absl::IsUnavailable(
+        SingleInstance::Acquire("me", options_).status()));
+  });
+  other.join();
+}
+
+TEST_F(SingleInstanceTest, HolderIsNulloptWhenNothingHoldsIt) {
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("never", options_);
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->has_value());
+  {
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire("once", options_);
+    ASSERT_TRUE(instance.ok());
+    info = SingleInstance::Holder("once", options_);
+    ASSERT_TRUE(info.ok() && info->has_value());
+    EXPECT_EQ((*info)->pid, getpid());
+    ASSERT_TRUE(instance->Release().ok());
+    EXPECT_TRUE(instance->Release().ok());  // idempotent
+  }
+  info = SingleInstance::Holder("once", options_);
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->has_value());
+}
+
+TEST_F(SingleInstanceTest, KilledHolderIsReplacedAtOnceAndItsRecordIgnored) {
+  Pipe ready, release;
+  Child holder = HoldInstanceInChild("crashy", options_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  const pid_t dead = holder.pid();
+  holder.Kill(SIGKILL);
+  EXPECT_EQ(holder.Wait(), 128 + SIGKILL);
+
+  // Its record is still in the file...
+  const int fd = open(PathOf("crashy").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::optional<internal::OwnerRecord> left = internal::ReadOwnerRecord(fd);
+  close(fd);
+  ASSERT_TRUE(left.has_value());
+  EXPECT_EQ(left->pid, dead);
+  // ...but nothing believes it.
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("crashy", options_);
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->has_value());
+  // The next copy starts at once, without waiting.
+  const absl::Time start = absl::Now();
+  absl::StatusOr<SingleInstance> next =
+      SingleInstance::Acquire("crashy", options_);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  info = SingleInstance::Holder("crashy", options_);
+  ASSERT_TRUE(info.ok() && info->has_value());
+  EXPECT_EQ((*info)->pid, getpid());
+}
+
+TEST_F(SingleInstanceTest, RecordOfADeadProcessIsNotTheHolder) {
+  // A record left by a process that has exited, while flock(1)-style
+  // holder that writes no record holds the lock.
+  Child gone = Child::Fork([] { return 0; });
+  const pid_t dead = gone.pid();
+  ASSERT_EQ(gone.Wait(), 0);
+  WriteFile(PathOf("stale"),
+            internal::EncodeOwnerRecord(RecordFor(dead, 12345)), 0600);
+
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("stale", options_);
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->has_value()) << "not held, whatever the record says";
+  EXPECT_TRUE(SingleInstance::Acquire("stale", options_).ok());
+
+  Pipe ready, release;
+  Child flocker = HoldWithRawFlock(PathOf("stale"), ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  info = SingleInstance::Holder("stale", options_);
+  ASSERT_TRUE(info.ok() && info->has_value());
+  // The file now holds this process's record (it acquired above), and this
+  // process is alive, but the kernel says the flocker holds it.
+  EXPECT_EQ((*info)->pid, flocker.pid());
+  EXPECT_FALSE((*info)->has_record);
+  EXPECT_TRUE((*info)->command_line.empty());
+  absl::StatusOr<SingleInstance> refused =
+      SingleInstance::Acquire("stale", options_);
+  ASSERT_TRUE(absl::IsUnavailable(refused.status()));
+  EXPECT_EQ(refused.status().message(),
+            absl::StrCat("stale is already running (pid ", flocker.pid(),
+                         ", no owner record)"));
+  release.Send();
+  EXPECT_EQ(flocker.Wait(), 0);
+}
+
+TEST_F(SingleInstanceTest, ReusedPidIsNotMistakenForTheHolder) {
+  Pipe ready, release;
+  Child flocker = HoldWithRawFlock(PathOf("reused"), ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  std::optional<uint64_t> ticks = internal::ProcessStartTicks(flocker.pid());
+  ASSERT_TRUE(ticks.has_value());
+
+  // The holder's own pid, but another start time: a pid reused by a new
+  // process must not inherit the old record.
+  WriteFile(PathOf("reused"),
+            internal::EncodeOwnerRecord(RecordFor(flocker.pid(), *ticks + 1)));
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("reused", options_);
+  ASSERT_TRUE(info.ok() && info->has_value());
+  EXPECT_EQ((*info)->pid, flocker.pid());
+  EXPECT_FALSE((*info)->has_record);
+
+  // The right start time: now the record is believed.
+  WriteFile(PathOf("reused"),
+            internal::EncodeOwnerRecord(RecordFor(flocker.pid(), *ticks)));
+  info = SingleInstance::Holder("reused", options_);
+  ASSERT_TRUE(info.ok() && info->has_value());
+  EXPECT_TRUE((*info)->has_record);
+  EXPECT_EQ((*info)->executable, "/usr/bin/crafted");
+
+  // A live process with its right start time, which is not the holder (the
+  // test's own process): the kernel says otherwise.
+  WriteFile(PathOf("reused"),
+            internal::EncodeOwnerRecord(
+                RecordFor(getpid(), *internal::ProcessStartTicks(getpid()))));
+  info = SingleInstance::Holder("reused", options_);
+  ASSERT_TRUE(info.ok() && info->has_value());
+  EXPECT_EQ((*info)->pid, flocker.pid());
+  EXPECT_FALSE((*info)->has_record);
+
+  // From another boot: not believed either.
+  internal::OwnerRecord other_boot = RecordFor(flocker.pid(), *ticks);
+  other_boot.boot_id = "00000000-0000-0000-0000-000000000000";
+  WriteFile(PathOf("reused"), internal::EncodeOwnerRecord(other_boot));
+  info = SingleInstance::Holder("reused", options_);
+  ASSERT_TRUE(info.ok() && info->has_value());
+  EXPECT_FALSE((*info)->has_record);
+  release.Send();
+  EXPECT_EQ(flocker.Wait(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Policies.
+
+TEST_F(SingleInstanceTest, WaitPolicyTimesOutNamingTheHolder) {
+  Pipe ready, release;
+  Child holder = HoldInstanceInChild("waited", options_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  InstanceOptions wait = options_;
+  wait.on_conflict = ConflictPolicy::kWait;
+  wait.wait_timeout = absl::Milliseconds(100);
+  absl::StatusOr<SingleInstance> late = SingleInstance::Acquire("waited", wait);
+  ASSERT_TRUE(absl::IsDeadlineExceeded(late.status())) << late.status();
+  EXPECT_THAT(std::string(late.status().message()),
+              HasSubstr(absl::StrCat("waited is already running (pid ",
+                                     holder.pid())));
+  EXPECT_THAT(std::string(late.status().message()), HasSubstr("100ms"));
+  release.Send();
+  EXPECT_EQ(holder.Wait(), 0);
+}
+
+TEST_F(SingleInstanceTest, WaitPolicyTakesOverWhenTheHolderExits) {
+  Pipe ready, release;
+  Child holder = HoldInstanceInChild("handover", options_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  InstanceOptions wait = options_;
+  wait.on_conflict = ConflictPolicy::kWait;
+  wait.wait_timeout = absl::Seconds(30);
+  absl::StatusOr<SingleInstance> next = absl::UnknownError("not run");
+  std::thread waiter([&] { next = SingleInstance::Acquire("handover", wait); });
+  // Release only once the waiter really blocks in the kernel.
+  EXPECT_TRUE(WaitForBlockedWaiters(PathOf("handover")));
+  release.Send();
+  waiter.join();
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(holder.Wait(), 0);
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("handover", options_);
+  ASSERT_TRUE(info.ok() && info->has_value());
+  EXPECT_EQ((*info)->pid, getpid());
+  EXPECT_TRUE((*info)->has_record);
+}
+
+TEST_F(SingleInstanceTest, ReplacePolicyTerminatesTheVerifiedHolder) {
+  Pipe ready, release;
+  Child holder = HoldInstanceInChild("replaced", options_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  InstanceOptions replace = options_;
+  replace.on_conflict = ConflictPolicy::kReplace;
+  replace.grace_period = absl::Seconds(30);
+  absl::StatusOr<SingleInstance> next =
+      SingleInstance::Acquire("replaced", replace);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(holder.Wait(), 128 + SIGTERM);
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("replaced", options_);
+  ASSERT_TRUE(info.ok() && info->has_value());
+  EXPECT_EQ((*info)->pid, getpid());
+}
+
+TEST_F(SingleInstanceTest, ReplacePolicyKillsAHolderThatIgnoresSigterm) {
+  Pipe ready, release;
+  Child holder = Child::Fork([&] {
+    signal(SIGTERM, SIG_IGN);
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire("stubborn", options_);
+    if (!instance.ok()) return 2;
+    ready.Send();
+    release.Receive(absl::Hours(1));
+    return 0;
+  });
+  ASSERT_EQ(ready.Receive(), '.');
+  InstanceOptions replace = options_;
+  replace.on_conflict = ConflictPolicy::kReplace;
+  replace.grace_period = absl::Milliseconds(200);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<SingleInstance> next =
+      SingleInstance::Acquire("stubborn", replace);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+  EXPECT_EQ(holder.Wait(), 128 + SIGKILL);
+}
+
+TEST_F(SingleInstanceTest, ReplacePolicyNeverSignalsAnUnverifiedHolder) {
+  InstanceOptions replace = options_;
+  replace.on_conflict = ConflictPolicy::kReplace;
+  replace.grace_period = absl::Milliseconds(10);
+
+  // A holder that wrote no record.
+  Pipe ready, release;
+  Child flocker = HoldWithRawFlock(PathOf("unverified"), ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  absl::StatusOr<SingleInstance> refused =
+      SingleInstance::Acquire("unverified", replace);
+  ASSERT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr(absl::StrCat("pid ", flocker.pid())));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("wrote no owner record"));
+
+  // A record naming another live process (with its true start time) that
+  // does not hold the lock: neither it nor the holder is signalled.
+  Pipe bystander_release;
+  Child bystander = Bystander(bystander_release);
+  std::optional<uint64_t> ticks = internal::ProcessStartTicks(bystander.pid());
+  ASSERT_TRUE(ticks.has_value());
+  WriteFile(PathOf("unverified"),
+            internal::EncodeOwnerRecord(RecordFor(bystander.pid(), *ticks)));
+  refused = SingleInstance::Acquire("unverified", replace);
+  ASSERT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("not replacing it"));
+
+  // Both are alive and exit normally when told to.
+  bystander_release.Send();
+  EXPECT_EQ(bystander.Wait(), 0);
+  release.Send();
+  EXPECT_EQ(flocker.Wait(), 0);
+}
+
+TEST_F(SingleInstanceTest, InvalidOptionsAreRejected) {
+  InstanceOptions bad = options_;
+  bad.wait_timeout = absl::Seconds(-1);
+  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  bad = options_;
+  bad.grace_period = absl::Seconds(-1);
+  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  bad = options_;
+  bad.on_message = [](const InstanceMessage&) { return std::string(); };
+  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  bad = options_;
+  bad.max_message_bytes = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  bad = options_;
+  bad.message_timeout = absl::ZeroDuration();
+  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+}
+
+// ---------------------------------------------------------------------------
+// Planted files.
+
+TEST_F(SingleInstanceTest, PlantedSymlinkIsRefusedAndItsTargetUntouched) {
+  const std::string target = dir_ + "/precious";
+  WriteFile(target, "precious contents\n");
+  ASSERT_EQ(symlink(target.c_str(), PathOf("planted").c_str()), 0);
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire("planted", options_);
+  ASSERT_TRUE(absl::IsInvalidArgument(instance.status())) << instance.status();
+  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("symbolic link"));
+  EXPECT_EQ(ReadFile(target), "precious contents\n");
+  EXPECT_FALSE(KernelSaysHeld(target));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      SingleInstance::Holder("planted", options_).status()));
+  EXPECT_EQ(ReadFile(target), "precious contents\n");
+}
+
+TEST_F(SingleInstanceTest, PlantedHardLinkIsNeverWrittenThrough) {
+  const std::string target = dir_ + "/precious";
+  WriteFile(target, "precious contents\n");
+  ASSERT_EQ(link(target.c_str(), PathOf("linked").c_str()), 0);
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire("linked", options_);
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status())) << instance.status();
+  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("hard links"));
+  EXPECT_EQ(ReadFile(target), "precious contents\n");
+  EXPECT_FALSE(KernelSaysHeld(target)) << "the refused lock was released";
+}
+
+TEST_F(SingleInstanceTest, PlantedFifoIsRefusedWithoutBlocking) {
+  ASSERT_EQ(mkfifo(PathOf("fifo").c_str(), 0600), 0);
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      SingleInstance::Acquire("fifo", options_).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      SingleInstance::Holder("fifo", options_).status()));
+}
+
+// ---------------------------------------------------------------------------
+// Scopes and directory safety.
+
+// Points XDG_RUNTIME_DIR (and XDG_SESSION_ID) somewhere for one test.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = getenv(name)) old_ = old;
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_.has_value()) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+TEST_F(SingleInstanceTest, UserScopeLivesInAPrivateSubdirectoryOfTheRuntimeDir) {
+  const std::string runtime = MakeTempDir();
+  ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
+  ScopedEnv env("XDG_RUNTIME_DIR", runtime);
+  absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, runtime + "/onlyone/editor.lock");
+  struct stat info;
+  ASSERT_EQ(lstat((runtime + "/onlyone").c_str(), &info), 0);
+  EXPECT_TRUE(S_ISDIR(info.st_mode));
+  EXPECT_EQ(info.st_mode & 07777, 0700u);
+  // The default options are the user scope.
+  absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("editor");
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  EXPECT_EQ(instance->lock().path(), *path);
+  ASSERT_EQ(lstat(path->c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 07777, 0600u) << "private lock files";
+}
+
+TEST_F(SingleInstanceTest, UnsafeRuntimeDirectoryIsNotUsed) {
+  const std::string fallback = absl::StrCat("/tmp/onlyone-", geteuid());
+  const std::string runtime = MakeTempDir();
+  {
+    ASSERT_EQ(chmod(runtime.c_str(), 0777), 0);  // world-writable
+    ScopedEnv env("XDG_RUNTIME_DIR", runtime);
+    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
+    ASSERT_TRUE(path.ok()) << path.status();
+    EXPECT_EQ(*path, fallback + "/editor.lock");
+  }
+  {
+    ASSERT_EQ(chmod(runtime.c_str(), 0770), 0);  // group-writable
+    ScopedEnv env("XDG_RUNTIME_DIR", runtime);
+    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
+    ASSERT_TRUE(path.ok()) << path.status();
+    EXPECT_EQ(*path, fallback + "/editor.lock");
+  }
+  {
+    const std::string link = dir_ + "/runtime-link";
+    ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
+    ASSERT_EQ(symlink(runtime.c_str(), link.c_str()), 0);
+    ScopedEnv env("XDG_RUNTIME_DIR", link);
+    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
+    ASSERT_TRUE(path.ok()) << path.status();
+    EXPECT_EQ(*path, fallback + "/editor.lock");
+  }
+  if (geteuid() == 0) {
+    ASSERT_EQ(chown(runtime.c_str(), kNobody, kNobody), 0);  // someone else's
+    ScopedEnv env("XDG_RUNTIME_DIR", runtime);
+    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
+    ASSERT_TRUE(path.ok()) << path.status();
+    EXPECT_EQ(*path, fallback + "/editor.lock");
+  }
+  // Nothing was created in the refused directory.
+  EXPECT_NE(access((runtime + "/onlyone").c_str(), F_OK), 0);
+  // The fallback is private.
+  struct stat info;
+  ASSERT_EQ(lstat(fallback.c_str(), &info), 0);
+  EXPECT_TRUE(S_ISDIR(info.st_mode));
+  EXPECT_EQ(info.st_uid, geteuid());
+  EXPECT_EQ(info.st_mode & 077, 0u);
+}
+
+TEST_F(SingleInstanceTest, TamperedPrivateDirectoryIsRefused) {
+  const std::string runtime = MakeTempDir();
+  ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
+  ScopedEnv env("XDG_RUNTIME_DIR", runtime);
+  // "onlyone" planted as a symlink to a directory: never followed.
+  const std::string elsewhere = MakeTempDir();
+  ASSERT_EQ(symlink(elsewhere.c_str(), (runtime + "/onlyone").c_str()), 0);
+  absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("editor");
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status())) << instance.status();
+  EXPECT_THAT(std::string(instance.status().message()), HasSubstr(runtime + "/onlyone"));
+  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("symbolic link"));
+  EXPECT_NE(access((elsewhere + "/editor.lock").c_str(), F_OK), 0);
+  // Made writable by others: refused, naming the mode.
+  ASSERT_EQ(unlink((runtime + "/onlyone").c_str()), 0);
+  ASSERT_EQ(mkdir((runtime + "/onlyone").c_str(), 0700), 0);
+  ASSERT_EQ(chmod((runtime + "/onlyone").c_str(), 0777), 0);
+  instance = SingleInstance::Acquire("editor");
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status())) << instance.status();
+  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("0777"));
+}
+
+TEST_F(SingleInstanceTest, ExplicitDirectoryMustBeSafe) {
+  const std::string open_dir = MakeTempDir();
+  ASSERT_EQ(chmod(open_dir.c_str(), 0777), 0);
+  InstanceOptions options;
+  options.directory = open_dir;
+  absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("x", options);
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status())) << instance.status();
+  EXPECT_THAT(std::string(instance.status().message()), HasSubstr(open_dir));
+  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("writable by group or others"));
+
+  options.directory = dir_ + "/missing";
+  EXPECT_TRUE(absl::IsNotFound(SingleInstance::Acquire("x", options).status()));
+
+  if (geteuid() == 0) {
+    const std::string theirs = MakeTempDir();
+    ASSERT_EQ(chown(theirs.c_str(), kNobody, kNobody), 0);
+    options.directory = theirs;
+    instance = SingleInstance::Acquire("x", options);
+    ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()));
+    EXPECT_THAT(std::string(instance.status().message()), HasSubstr("owned by uid 65534"));
+  }
+
+  // Sticky and root-owned, like /run/lock: shared, lock files 0666.
+  if (geteuid() == 0) {
+    const std::string shared = MakeTempDir();
+    ASSERT_EQ(chmod(shared.c_str(), 01777), 0);
+    options.directory = shared;
+    instance = SingleInstance::Acquire("x", options);
+    ASSERT_TRUE(instance.ok()) << instance.status();
+    struct stat info;
+    ASSERT_EQ(stat((shared + "/x.lock").c_str(), &info), 0);
+    EXPECT_EQ(info.st_mode & 07777, 0666u);
+  }
+}
+
+TEST_F(SingleInstanceTest, SessionScopeIsKeyedByTheLoginSession) {
+  const std::string runtime = MakeTempDir();
+  ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
+  ScopedEnv env("XDG_RUNTIME_DIR", runtime);
+  InstanceOptions session;
+  session.scope = Scope::kSession;
+  {
+    ScopedEnv id("XDG_SESSION_ID", "c7");
+    absl::StatusOr<std::string> path = SingleInstance::LockPath("app", session);
+    ASSERT_TRUE(path.ok()) << path.status();
+    EXPECT_EQ(*path, runtime + "/onlyone/session-c7/app.lock");
+    // Both scopes can be held at once: they are different locks.
+    absl::StatusOr<SingleInstance> in_session =
+        SingleInstance::Acquire("app", session);
+    ASSERT_TRUE(in_session.ok()) << in_session.status();
+    EXPECT_TRUE(SingleInstance::Acquire("app").ok());
+  }
+  {
+    ScopedEnv id("XDG_SESSION_ID", "../escape");  // not a valid key: ignored
+    absl::StatusOr<std::string> path = SingleInstance::LockPath("app", session);
+    ASSERT_TRUE(path.ok()) << path.status();
+    EXPECT_THAT(*path, StartsWith(runtime + "/onlyone/session-"));
+    EXPECT_THAT(*path, ::testing::Not(HasSubstr("escape")));
+  }
+}
+
+TEST_F(SingleInstanceTest, MachineScopeUsesARootOwnedStickyDirectory) {
+  if (geteuid() != 0) GTEST_SKIP() << "creating the machine directory needs root";
+  InstanceOptions machine;
+  machine.scope = Scope::kMachine;
+  absl::StatusOr<std::string> path = SingleInstance::LockPath("svc", machine);
+  ASSERT_TRUE(path.ok()) << path.status();
+  const std::string directory = path->substr(0, path->rfind('/'));
+  EXPECT_THAT(directory, ::testing::AnyOf("/run/lock/onlyone",
+                                          "/var/lock/onlyone",
+                                          "/tmp/onlyone-machine"));
+  struct stat info;
+  ASSERT_EQ(lstat(directory.c_str(), &info), 0);
+  EXPECT_TRUE(S_ISDIR(info.st_mode));
+  EXPECT_EQ(info.st_uid, 0u);
+  EXPECT_EQ(info.st_mode & 01777, 01777u);
+}
+
+// ---------------------------------------------------------------------------
+// Listing.
+
+TEST_F(SingleInstanceTest, ListShowsEveryLockAndItsHolder) {
+  absl::StatusOr<SingleInstance> mine = SingleInstance::Acquire("a-mine", options_);
+  ASSERT_TRUE(mine.ok());
+  Pipe ready, release;
+  Child holder = HoldInstanceInChild("b-child", options_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  ASSERT_TRUE(SingleInstance::Acquire("c-free", options_).ok());  // released
+  ASSERT_EQ(symlink("/etc/passwd", PathOf("d-planted").c_str()), 0);
+  WriteFile(dir_ + "/not a name.lock", "");
+  WriteFile(dir_ + "/other.txt", "");
+
+  absl::StatusOr<std::vector<ListedInstance>> listed =
+      SingleInstance::List(options_);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 3u);
+  EXPECT_EQ((*listed)[0].name, "a-mine");
+  EXPECT_EQ((*listed)[0].lock_path, PathOf("a-mine"));
+  ASSERT_TRUE((*listed)[0].holder.has_value());
+  EXPECT_EQ((*listed)[0].holder->pid, getpid());
+  EXPECT_EQ((*listed)[1].name, "b-child");
+  ASSERT_TRUE((*listed)[1].holder.has_value());
+  EXPECT_EQ((*listed)[1].holder->pid, holder.pid());
+  EXPECT_TRUE((*listed)[1].holder->has_record);
+  EXPECT_EQ((*listed)[2].name, "c-free");
+  EXPECT_FALSE((*listed)[2].holder.has_value());
+  release.Send();
+  EXPECT_EQ(holder.Wait(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Fork.
+
+TEST_F(SingleInstanceTest, HandOffOnForkKeepsTheInstanceInTheDaemon) {
+  Pipe ready, release, result;
+  // C1 takes the lock and hands it to C2 across a fork, then exits; C2 (the
+  // "daemon") rewrites the record and holds on.
+  Child first = Child::Fork([&] {
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire("daemon", options_);
+    if (!instance.ok()) return 2;
+    instance->lock().HandOffOnFork();
+    fflush(nullptr);
+    const pid_t daemon = fork();
+    if (daemon < 0) return 3;
+    if (daemon == 0) {
+      result.CloseWrite();  // lets the test read the pid to the end
+      if (!instance->lock().held()) _exit(4);
+      if (!instance->UpdateRecord().ok()) _exit(5);
+      ready.Send();
+      release.Receive(absl::Hours(1));
+      _exit(instance->Release().ok() ? 0 : 6);
+    }
+    // The parent's copy neither releases the lock nor may rewrite the record.
+    if (instance->lock().held()) return 7;
+    if (instance->UpdateRecord().ok()) return 8;
+    if (!instance->Release().ok()) return 9;
+    const std::string pid = absl::StrCat(daemon);
+    if (write(result.write_fd(), pid.data(), pid.size()) < 0) return 10;
+    return 0;
+  });
+  ASSERT_EQ(first.Wait(), 0);  // the lock-taker has exited
+  result.CloseWrite();
+  const std::string daemon_pid = result.ReadAll();
+  ASSERT_EQ(ready.Receive(), '.');
+
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("daemon", options_);
+  ASSERT_TRUE(info.ok() && info->has_value()) << info.status();
+  EXPECT_EQ(absl::StrCat((*info)->pid), daemon_pid);
+  EXPECT_TRUE((*info)->has_record);
+  EXPECT_TRUE(absl::IsUnavailable(
+      SingleInstance::Acquire("daemon", options_).status()));
+  // Replace refuses: the kernel lists the exited lock-taker, not the daemon.
+  InstanceOptions replace = options_;
+  replace.on_conflict = ConflictPolicy::kReplace;
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      SingleInstance::Acquire("daemon", replace).status()));
+
+  release.Send();
+  // The daemon is not our child; wait for its release through the lock.
+  InstanceOptions wait = options_;
+  wait.on_conflict = ConflictPolicy::kWait;
+  wait.wait_timeout = absl::Seconds(30);
+  EXPECT_TRUE(SingleInstance::Acquire("daemon", wait).ok());
+}
+
+TEST_F(SingleInstanceTest, ForkedChildNeitherReleasesNorJoins) {
+  InstanceOptions listening = options_;
+  listening.listen = true;
+  listening.on_message = [](const InstanceMessage& message) {
+    return "pong:" + message.payload;
+  };
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire("parent", listening);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  Child child = Child::Fork([&] {
+    // The child's copy: not the holder, no thread to join.
+    if (instance->lock().held()) return 1;
+    if (!instance->Release().ok()) return 2;
+    return 0;
+  });
+  EXPECT_EQ(child.Wait(), 0);
+  EXPECT_TRUE(instance->lock().held());
+  EXPECT_TRUE(KernelSaysHeld(PathOf("parent")));
+  InstanceMessage ping;
+  ping.payload = "ping";
+  absl::StatusOr<std::string> reply =
+      SingleInstance::Send("parent", ping, options_);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(*reply, "pong:ping");
+}
+
+// ---------------------------------------------------------------------------
+// Two users.
+
+class CrossUserInstanceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to switch to nobody";
+    // Like /run/lock/onlyone: root-owned, sticky, writable by everyone.
+    ASSERT_EQ(chmod(dir_.c_str(), 01777), 0);
+    options_.directory = dir_;
+  }
+  ~CrossUserInstanceTest() override {
+    RunShell(absl::StrCat("rm -rf '", dir_, "'"));
+  }
+
+  std::string dir_ = MakeTempDirOtherUsersCanReach();
+  InstanceOptions options_;
+};
+
+TEST_F(CrossUserInstanceTest, MachineLockIsSharedByTwoUsers) {
+  absl::StatusOr<SingleInstance> root_copy =
+      SingleInstance::Acquire("shared-job", options_);
+  ASSERT_TRUE(root_copy.ok()) << root_copy.status();
+  Pipe refused, release, acquired, done;
+  Child nobody = Child::Fork([&] {
+    if (!BecomeNobody()) return 10;
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire("shared-job", options_);
+    if (!absl::IsUnavailable(instance.status())) return 1;
+    if (!absl::StrContains(instance.status().message(),
+                           absl::StrCat("(pid ", getppid()))) {
+      return 2;
+    }
+    refused.Send();
+    release.Receive(absl::Hours(1));
+    instance = SingleInstance::Acquire("shared-job", options_);
+    if (!instance.ok()) return 3;
+    acquired.Send();
+    done.Receive(absl::Hours(1));
+    return 0;
+  });
+  ASSERT_EQ(refused.Receive(), '.');
+  ASSERT_TRUE(root_copy->Release().ok());
+  release.Send();
+  ASSERT_EQ(acquired.Receive(), '.');
+  // Root's file, nobody's lock and nobody's record in it.
+  absl::StatusOr<std::optional<InstanceInfo>> info =
+      SingleInstance::Holder("shared-job", options_);
+  ASSERT_TRUE(info.ok() && info->has_value()) << info.status();
+  EXPECT_EQ((*info)->pid, nobody.pid());
+  EXPECT_TRUE((*info)->has_record);
+  EXPECT_EQ((*info)->uid, kNobody);
+  EXPECT_EQ((*info)->user, "nobody");
+  struct stat file;
+  ASSERT_EQ(stat((dir_ + "/shared-job.lock").c_str(), &file), 0);
+  EXPECT_EQ(file.st_uid, 0u);
+  EXPECT_EQ(file.st_mode & 07777, 0666u);
+  // Root is refused now.
+  EXPECT_TRUE(absl::IsUnavailable(
+      SingleInstance::Acquire("shared-job", options_).status()));
+  done.Send();
+  EXPECT_EQ(nobody.Wait(), 0);
+}
+
+TEST_F(CrossUserInstanceTest, SymlinkPlantedByAnotherUserIsNotFollowed) {
+  const std::string target = dir_ + "/root-file";
+  WriteFile(target, "root's data\n", 0644);
+  Child planter = Child::Fork([&] {
+    if (!BecomeNobody()) return 10;
+    return symlink(target.c_str(), (dir_ + "/victim.lock").c_str()) == 0 ? 0 : 1;
+  });
+  ASSERT_EQ(planter.Wait(), 0);
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire("victim", options_);
+  ASSERT_TRUE(absl::IsInvalidArgument(instance.status())) << instance.status();
+  EXPECT_EQ(ReadFile(target), "root's data\n");
+  EXPECT_FALSE(KernelSaysHeld(target));
+}
+
+TEST_F(CrossUserInstanceTest, ReplaceRefusesAHolderItMayNotSignal) {
+  Pipe ready, release;
+  Child holder = HoldInstanceInChild("roots", options_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  Pipe message;
+  Child nobody = Child::Fork([&] {
+    if (!BecomeNobody()) return 10;
+    InstanceOptions replace = options_;
+    replace.on_conflict = ConflictPolicy::kReplace;
+    replace.grace_period = absl::Milliseconds(10);
+    absl::Status status = SingleInstance::Acquire("roots", replace).status();
+    const std::string text(status.message());
+    if (write(message.write_fd(), text.data(), text.size()) < 0) return 2;
+    return absl::IsFailedPrecondition(status) ? 0 : 1;
+  });
+  EXPECT_EQ(nobody.Wait(), 0);
+  message.CloseWrite();
+  EXPECT_THAT(message.ReadAll(), HasSubstr("not allowed to signal"));
+  // Root's holder was not signalled.
+  release.Send();
+  EXPECT_EQ(holder.Wait(), 0);
+}
+
+}  // namespace
+}  // namespace onlyone
