@@ -33,6 +33,9 @@ struct OpenedFile {
   int fd;
   dev_t device;
   ino_t inode;
+  nlink_t links;
+  // Whether the first, non-blocking flock(2) already took the lock.
+  bool locked;
 };
 
 // Names what is at `path` when it is not a regular file, from lstat(2).
@@ -69,11 +72,14 @@ absl::Status OpenError(const std::string& path, int error_number) {
   return PosixError(absl::StrCat(path, ": open"), error_number);
 }
 
-// Opens `path` for locking: never through a symlink, never blocking on a FIFO
-// (O_NONBLOCK), never truncating. Creates the file with exactly `file_mode`
-// if it is missing.
-absl::StatusOr<OpenedFile> OpenLockFile(const std::string& path,
-                                        mode_t file_mode) {
+// Opens `path` for locking and tries the lock once: never through a
+// symlink, never blocking on a FIFO (O_NONBLOCK), never truncating. Creates
+// the file with exactly `file_mode` if it is missing. The try comes before
+// fstat(2) because the uncontended path is what callers pay most often and
+// fstat's answers serve both outcomes; a non-regular file is refused (and
+// the lock a try took on it dropped with the descriptor) before any wait.
+absl::StatusOr<OpenedFile> OpenAndTryLock(const std::string& path,
+                                          mode_t file_mode, int operation) {
   constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
   for (;;) {
     int fd = open(path.c_str(), O_RDWR | kFlags);
@@ -93,6 +99,8 @@ absl::StatusOr<OpenedFile> OpenLockFile(const std::string& path,
       return OpenError(path, errno);
     }
     absl::Cleanup close_fd = [fd] { close(fd); };
+    const bool locked = flock(fd, operation | LOCK_NB) == 0;
+    const int lock_error = locked ? 0 : errno;
     struct stat opened;
     if (fstat(fd, &opened) != 0) {
       return PosixError(absl::StrCat(path, ": fstat"), errno);
@@ -100,13 +108,36 @@ absl::StatusOr<OpenedFile> OpenLockFile(const std::string& path,
     if (const char* kind = NonRegularFileKind(opened.st_mode)) {
       return NotARegularFile(path, kind);
     }
+    if (!locked && lock_error != EWOULDBLOCK) {
+      return PosixError(absl::StrCat(path, ": flock"), lock_error);
+    }
     // open(2) applied the umask; the documented mode is the exact one.
     if (created && fchmod(fd, file_mode) != 0) {
       return PosixError(absl::StrCat(path, ": fchmod"), errno);
     }
     std::move(close_fd).Cancel();
-    return OpenedFile{fd, opened.st_dev, opened.st_ino};
+    return OpenedFile{fd, opened.st_dev, opened.st_ino, opened.st_nlink,
+                      locked};
   }
+}
+
+// Whether the path still names the locked file. A holder may remove or
+// replace the file while we wait (or between our open and our lock), and a
+// lock on a file nobody can open any more excludes nobody. Removing or
+// replacing the file drops its link count to 0, which fstat(2) already told
+// us; only a file with further hard links needs the path looked up again.
+absl::StatusOr<bool> PathStillNamesFile(const std::string& path,
+                                        const OpenedFile& file,
+                                        bool waited) {
+  if (!waited && file.links == 1) return true;
+  if (file.links == 0) return false;
+  struct stat now;
+  if (lstat(path.c_str(), &now) != 0) {
+    const int error_number = errno;
+    if (error_number == ENOENT) return false;
+    return PosixError(absl::StrCat(path, ": lstat"), error_number);
+  }
+  return now.st_dev == file.device && now.st_ino == file.inode;
 }
 
 std::string HolderDescription(const OpenedFile& file) {
@@ -125,12 +156,9 @@ std::string HolderDescription(const OpenedFile& file) {
 absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
                             const LockOptions& options, absl::Time deadline,
                             std::unique_ptr<InterruptibleWait>& wait) {
+  if (file.locked) return absl::OkStatus();
   const int operation =
       options.mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH;
-  if (flock(file.fd, operation | LOCK_NB) == 0) return absl::OkStatus();
-  if (errno != EWOULDBLOCK) {
-    return PosixError(absl::StrCat(path, ": flock"), errno);
-  }
   if (options.timeout == absl::ZeroDuration()) {
     return absl::UnavailableError(
         absl::StrCat(path, " is held by ", HolderDescription(file)));
@@ -153,7 +181,10 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
     wait = *std::move(started);
   }
   for (;;) {
-    switch (wait->Check()) {
+    const InterruptibleWait::Outcome outcome = wait->Check();
+    // Stop the interrupt timer before reading /proc for the message.
+    if (outcome != InterruptibleWait::Outcome::kKeepWaiting) wait.reset();
+    switch (outcome) {
       case InterruptibleWait::Outcome::kCancelled:
         return absl::CancelledError(absl::StrCat(
             path, ": cancelled while waiting; held by ",
@@ -204,9 +235,12 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
       options.timeout == absl::InfiniteDuration()
           ? absl::InfiniteFuture()
           : internal::MonotonicNow() + options.timeout;
+  const int operation =
+      options.mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH;
   std::unique_ptr<InterruptibleWait> wait;
   for (;;) {
-    absl::StatusOr<OpenedFile> file = OpenLockFile(path, options.file_mode);
+    absl::StatusOr<OpenedFile> file =
+        OpenAndTryLock(path, options.file_mode, operation);
     if (!file.ok()) return file.status();
 
     if (HeldFile* mine =
@@ -243,17 +277,10 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
       return locked;
     }
 
-    // The path must still name the file we locked: a holder may have
-    // removed or replaced it while we waited, and a lock on a file nobody
-    // can open any more excludes nobody. Take the lock again on the file the
-    // path names now.
-    struct stat now;
-    if (lstat(path.c_str(), &now) != 0) {
-      const int error_number = errno;
-      if (error_number == ENOENT) continue;
-      return PosixError(absl::StrCat(path, ": lstat"), error_number);
-    }
-    if (now.st_dev != file->device || now.st_ino != file->inode) continue;
+    absl::StatusOr<bool> still_named =
+        PathStillNamesFile(path, *file, /*waited=*/!file->locked);
+    if (!still_named.ok()) return still_named.status();
+    if (!*still_named) continue;  // take the lock on the file named now
 
     if (options.inheritable && fcntl(file->fd, F_SETFD, 0) != 0) {
       return PosixError(absl::StrCat(path, ": clearing FD_CLOEXEC"), errno);

@@ -224,6 +224,7 @@ TEST_F(ScopedFileLockTest, ForkedChildDoesNotKeepLockAliveAfterHolderDies) {
     absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_);
     if (!lock.ok()) return 1;
     Child::Fork([&] {
+      release.CloseWrite();  // so the test's CloseWrite() means end of file
       grandchild_alive.Send();
       release.Receive(absl::Hours(1));  // outlives the holder
       return 0;
@@ -284,6 +285,7 @@ TEST_F(ScopedFileLockTest, ChildForkedDuringAWaitDoesNotKeepTheLockAlive) {
       if (!WaitForBlockedWaiters(path_)) return;
       // The child reports once it runs, i.e. after the fork handlers ran.
       Child::Fork([&] {
+        stop_child.CloseWrite();  // so the test's CloseWrite() means EOF
         forked.Send();
         stop_child.Receive(absl::Hours(1));
         return 0;

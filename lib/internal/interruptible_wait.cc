@@ -154,7 +154,10 @@ InterruptibleWait::~InterruptibleWait() {
   // timer; deleting the timer discards a signal it left pending.
   if (registered_) cancellation_->state().Unregister(timer_);
   if (timer_created_) timer_delete(timer_);
-  pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
+  // Start() only unblocked our signal; nothing to undo unless it was blocked.
+  if (sigismember(&saved_mask_, signal_)) {
+    pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
+  }
 }
 
 InterruptibleWait::Outcome InterruptibleWait::Check() const {

@@ -7,8 +7,9 @@
 // timer (timer_create with SIGEV_THREAD_ID) sends a signal to exactly that
 // thread when the deadline passes; Cancel() re-arms the same timer to fire
 // at once. The thread burns no CPU while it waits and, when the holder
-// releases, the kernel wakes it directly: the hand-off costs what raw flock
-// costs.
+// releases, the kernel wakes it directly: the hand-off costs raw flock's
+// wake-up plus the few system calls that end the wait (timer_delete, and
+// restoring the signal mask if the thread had the signal blocked).
 //
 // How the application's signals are left alone:
 //  * The signal is a real-time signal that nobody has a handler for: the

@@ -62,8 +62,8 @@ void LockTableBeforeFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
 void UpdateTableInParent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   LockTable& table = Table();
   for (auto& [key, file] : table.files) {
-    if (file->hand_off_on_fork && file->owner_pid == getpid()) {
-      file->owner_pid = 0;
+    if (file->hand_off_on_fork && file->owned) {
+      file->owned = false;
       file->hand_off_on_fork = false;
     }
   }
@@ -73,16 +73,13 @@ void UpdateTableInParent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
 // Runs in the single-threaded child: only async-signal-safe calls.
 void UpdateTableInChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   LockTable& table = Table();
-  const pid_t child = getpid();
   for (auto& [key, file] : table.files) {
-    const bool parent_owned = file->owner_pid != 0;
-    if (file->hand_off_on_fork && parent_owned) {
-      file->owner_pid = child;
-      file->holder_thread = gettid();
+    if (file->hand_off_on_fork && file->owned) {
+      file->holder_thread = pthread_self();
       file->hand_off_on_fork = false;
       continue;
     }
-    file->owner_pid = 0;
+    file->owned = false;
     if (!file->inheritable && file->fd >= 0) {
       close(file->fd);
       file->fd = -1;
@@ -123,8 +120,8 @@ void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
   file->exclusive = exclusive;
   file->recursive = recursive;
   file->inheritable = inheritable;
-  file->owner_pid = getpid();
-  file->holder_thread = gettid();
+  file->owned = true;
+  file->holder_thread = pthread_self();
 }
 
 bool TracksDescriptor(int fd) {
@@ -137,13 +134,12 @@ bool TracksDescriptor(int fd) {
 }
 
 HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode) {
-  const pid_t self = gettid();
-  const pid_t process = getpid();
+  const pthread_t self = pthread_self();
   LockTable& table = Table();
   TableLock lock(&table.mutex);
   for (auto& [key, file] : table.files) {
-    if (file->device == device && file->inode == inode &&
-        file->holder_thread == self && file->owner_pid == process) {
+    if (file->device == device && file->inode == inode && file->owned &&
+        pthread_equal(file->holder_thread, self)) {
       return key;
     }
   }
@@ -159,7 +155,7 @@ void AddAcquisition(HeldFile* file) {
 bool OwnedHere(const HeldFile* file) {
   LockTable& table = Table();
   TableLock lock(&table.mutex);
-  return file->owner_pid != 0 && file->owner_pid == getpid();
+  return file->owned;
 }
 
 void MarkHandOffOnFork(HeldFile* file) {
@@ -182,7 +178,7 @@ absl::Status ReleaseAcquisition(HeldFile* file) {
   // Unlock explicitly rather than relying on close(): a forked child may
   // still share the open file description, and close() alone would leave
   // the lock held by that child.
-  if (last->owner_pid == getpid() && flock(last->fd, LOCK_UN) != 0) {
+  if (last->owned && flock(last->fd, LOCK_UN) != 0) {
     status = PosixError(absl::StrCat(last->path, ": unlock"), errno);
   }
   if (close(last->fd) != 0 && status.ok()) {

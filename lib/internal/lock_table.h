@@ -28,6 +28,7 @@
 #ifndef ONLYONE_LIB_INTERNAL_LOCK_TABLE_H_
 #define ONLYONE_LIB_INTERNAL_LOCK_TABLE_H_
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <string>
@@ -44,11 +45,13 @@ struct HeldFile {
   dev_t device = 0;
   ino_t inode = 0;
   bool exclusive = true;
-  // The process that may unlock it; 0 when this process does not own it (a
-  // fork child's copy, or the parent after a hand-off).
-  pid_t owner_pid = 0;
+  // Whether this process may unlock it: false until acquired, in a fork
+  // child's copy, and in the parent after a hand-off. A flag flipped by the
+  // fork handlers rather than a pid compared with getpid(), which is a
+  // system call on every use.
+  bool owned = false;
   // The thread that acquired it, for self-deadlock detection.
-  pid_t holder_thread = 0;
+  pthread_t holder_thread{};
   bool recursive = false;
   int acquisitions = 1;
   bool inheritable = false;

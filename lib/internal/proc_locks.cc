@@ -2,9 +2,10 @@
 
 #include <sys/sysmacros.h>
 
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -28,6 +29,24 @@ bool ParseFileId(absl::string_view field, dev_t* device, ino_t* inode) {
   *device = makedev(major_number, minor_number);
   *inode = static_cast<ino_t>(inode_number);
   return true;
+}
+
+// Reads a small /proc file with plain system calls: this runs on the path
+// that reports a refusal, where iostreams' allocations and locale set-up
+// would cost more than the read.
+std::string ReadProcFile(const std::string& path) {
+  std::string text;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buffer[8192];
+  for (;;) {
+    const ssize_t got = read(fd, buffer, sizeof buffer);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    text.append(buffer, static_cast<size_t>(got));
+  }
+  close(fd);
+  return text;
 }
 
 }  // namespace
@@ -56,17 +75,12 @@ std::vector<FlockHolder> ParseFlockHolders(absl::string_view proc_locks_text,
 }
 
 std::vector<FlockHolder> FlockHolders(dev_t device, ino_t inode) {
-  std::ifstream file("/proc/locks");
-  if (!file) return {};
-  std::stringstream text;
-  text << file.rdbuf();
-  return ParseFlockHolders(text.str(), device, inode);
+  return ParseFlockHolders(ReadProcFile("/proc/locks"), device, inode);
 }
 
 std::string ProcessName(pid_t pid) {
-  std::ifstream file(absl::StrCat("/proc/", pid, "/comm"));
-  std::string name;
-  if (!file || !std::getline(file, name)) return "";
+  std::string name = ReadProcFile(absl::StrCat("/proc/", pid, "/comm"));
+  if (!name.empty() && name.back() == '\n') name.pop_back();
   return name;
 }
 
