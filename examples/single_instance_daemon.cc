@@ -5,10 +5,12 @@
 //
 //   single_instance_daemon --name=exampled --run_for=60s
 //
-// prints
-//   exampled: daemon pid 4713 holds /run/user/1000/onlyone/exampled.lock for 1m (or until SIGTERM)
+// prints (each message on one line)
+//   exampled: daemon pid 4713 holds /run/user/1000/onlyone/exampled.lock for 1m
+//   (or until SIGTERM)
 // and returns at once; started again while the daemon runs, it prints
-//   exampled is already running (pid 4713, started ..., ./single_instance_daemon --name=exampled --run_for=60s)
+//   exampled is already running (pid 4713, started ...,
+//   ./single_instance_daemon --name=exampled --run_for=60s)
 // and exits 75. The daemon ends after --run_for or on SIGTERM/SIGINT/SIGHUP.
 //
 // Why the hand-off: a fork()ed child never owns its parent's lock (the

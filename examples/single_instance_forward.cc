@@ -6,6 +6,9 @@
 //   single_instance_forward todo.txt --line=3  # hands over, prints the reply
 //   single_instance_forward --quit             # tells the primary to exit
 //
+// Arguments are forwarded as they are (no flag parsing), except a first
+// --name=NAME, which picks the instance name.
+//
 // The primary prints, for each later launch,
 //   launch from pid 4712 (uid 1000) in /home/alice: todo.txt --line=3
 // and answers "opened by pid 4711"; the later launch prints that answer and
@@ -24,21 +27,18 @@
 #include <string>
 #include <vector>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "lib/single_instance.h"
-
-ABSL_FLAG(std::string, name, "onlyone-forward-example",
-          "Instance name: letters, digits, '.', '_', '-'.");
 
 namespace {
 
 // The primary's loop: returns the exit code.
-int RunPrimary(onlyone::SingleInstance& instance) {
+int RunPrimary(const std::string& name, onlyone::SingleInstance& instance) {
   // Signals are read from a descriptor, so blocking them first.
   sigset_t signals;
   sigemptyset(&signals);
@@ -50,8 +50,7 @@ int RunPrimary(onlyone::SingleInstance& instance) {
     perror("signalfd");
     return 1;
   }
-  std::cout << "pid " << getpid() << " is the primary "
-            << absl::GetFlag(FLAGS_name)
+  std::cout << "pid " << getpid() << " is the primary " << name
             << "; launch me again to hand it arguments (--quit to stop it)"
             << std::endl;
   for (;;) {
@@ -77,11 +76,11 @@ int RunPrimary(onlyone::SingleInstance& instance) {
     std::cout << "launch from pid " << launch.sender_pid << " (uid "
               << launch.sender_uid << ") in " << launch.working_directory
               << ": " << absl::StrJoin(launch.arguments, " ") << std::endl;
-    const bool quit = launch.arguments.size() == 1 &&
-                      launch.arguments[0] == "--quit";
-    absl::Status replied = instance.Reply(
-        quit ? absl::StrCat("pid ", getpid(), " is exiting")
-             : absl::StrCat("opened by pid ", getpid()));
+    const bool quit =
+        launch.arguments.size() == 1 && launch.arguments[0] == "--quit";
+    absl::Status replied =
+        instance.Reply(quit ? absl::StrCat("pid ", getpid(), " is exiting")
+                            : absl::StrCat("opened by pid ", getpid()));
     if (!replied.ok()) std::cerr << replied.message() << "\n";
     if (quit) return 0;  // the destructor stops listening and releases
   }
@@ -90,12 +89,16 @@ int RunPrimary(onlyone::SingleInstance& instance) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  const std::string name = absl::GetFlag(FLAGS_name);
-  onlyone::InstanceMessage launch;
-  for (size_t i = 1; i < positional.size(); ++i) {
-    launch.arguments.push_back(positional[i]);
+  std::string name = "onlyone-forward-example";
+  int first_argument = 1;
+  if (absl::string_view flag = argc > 1 ? argv[1] : "";
+      absl::ConsumePrefix(&flag, "--name=")) {
+    name = std::string(flag);
+    first_argument = 2;
   }
+  onlyone::InstanceMessage launch;
+  for (int i = first_argument; i < argc; ++i)
+    launch.arguments.push_back(argv[i]);
   char cwd[PATH_MAX];
   if (getcwd(cwd, sizeof cwd) != nullptr) launch.working_directory = cwd;
 
@@ -108,7 +111,7 @@ int main(int argc, char** argv) {
       std::cerr << "no primary " << name << " is running\n";
       return 1;
     }
-    return RunPrimary(*instance);
+    return RunPrimary(name, *instance);
   }
   if (!absl::IsUnavailable(instance.status())) {
     std::cerr << instance.status().message() << "\n";

@@ -3,10 +3,12 @@
 //
 //   single_instance_refuse --name=nightly-backup --hold=30s
 //
-// The first copy prints
-//   pid 4711 is the only nightly-backup (lock /run/user/1000/onlyone/nightly-backup.lock); working for 30s
+// The first copy prints (each message on one line)
+//   pid 4711 is the only nightly-backup (lock
+//   /run/user/1000/onlyone/nightly-backup.lock); working for 30s
 // and holds the instance for --hold. Started again meanwhile, it prints
-//   nightly-backup is already running (pid 4711, started 2026-11-22 03:00:01, ./single_instance_refuse --name=nightly-backup --hold=30s)
+//   nightly-backup is already running (pid 4711, started 2026-11-22 03:00:01,
+//   ./single_instance_refuse --name=nightly-backup --hold=30s)
 // and exits 75 (EX_TEMPFAIL: try again later). Any other failure (a bad
 // name, an unsafe lock directory) exits 1.
 //

@@ -103,14 +103,16 @@ absl::Status ValidateOptions(absl::string_view name,
   if (options.grace_period < absl::ZeroDuration() ||
       options.grace_period == absl::InfiniteDuration()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(name, ": grace_period must be finite and not negative, "
-                           "not ",
+        absl::StrCat(name,
+                     ": grace_period must be finite and not negative, "
+                     "not ",
                      absl::FormatDuration(options.grace_period)));
   }
   if (options.on_message && !options.listen) {
     return absl::InvalidArgumentError(absl::StrCat(
-        name, ": on_message is set but listen is not; set listen to receive "
-              "messages"));
+        name,
+        ": on_message is set but listen is not; set listen to receive "
+        "messages"));
   }
   return ValidateMessagingOptions(name, options);
 }
@@ -152,15 +154,15 @@ std::optional<std::string> ReadProcLocks() {
 }
 
 bool Lists(const std::vector<FlockHolder>& holders, pid_t pid) {
-  return std::any_of(holders.begin(), holders.end(),
-                     [pid](const FlockHolder& holder) {
-                       return holder.pid == pid;
-                     });
+  return std::any_of(
+      holders.begin(), holders.end(),
+      [pid](const FlockHolder& holder) { return holder.pid == pid; });
 }
 
 std::string PidList(const std::vector<FlockHolder>& holders) {
   std::vector<std::string> pids;
-  for (const FlockHolder& holder : holders) pids.push_back(absl::StrCat(holder.pid));
+  for (const FlockHolder& holder : holders)
+    pids.push_back(absl::StrCat(holder.pid));
   return absl::StrJoin(pids, ", ");
 }
 
@@ -183,8 +185,7 @@ std::string VerifyRecord(const OwnerRecord& record,
   if (inspection.holders_known && !Lists(inspection.holders, record.pid) &&
       !Lists(inspection.holders, record.locker_pid)) {
     return absl::StrCat("the kernel lists pid ", PidList(inspection.holders),
-                        " as holding the lock, not recorded pid ",
-                        record.pid);
+                        " as holding the lock, not recorded pid ", record.pid);
   }
   return "";
 }
@@ -204,32 +205,45 @@ const char* FileKind(mode_t mode) {
 // released at once (a probe could make a concurrent try-lock fail).
 absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
   Inspection inspection;
-  const int fd =
-      open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  // Refused before opening: opening a device can have effects of its own.
   struct stat file;
-  if (fd < 0) {
+  if (lstat(path.c_str(), &file) != 0) {
     const int error_number = errno;
     if (error_number == ENOENT) return inspection;  // never locked
-    if (error_number != EACCES && error_number != ELOOP) {
+    return PosixError(absl::StrCat(path, ": lstat"), error_number);
+  }
+  if (!S_ISREG(file.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is ", FileKind(file.st_mode),
+                     ", not a lock file; it is never followed or opened"));
+  }
+  int fd = open(path.c_str(),
+                O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    const int error_number = errno;
+    if (error_number == ENOENT) return inspection;  // removed meanwhile
+    // Not readable by us: the kernel can still say who holds it.
+    if (error_number != EACCES) {
       return PosixError(absl::StrCat(path, ": open"), error_number);
     }
-    // Not readable by us: the kernel can still say who holds it.
-    if (lstat(path.c_str(), &file) != 0) {
-      return PosixError(absl::StrCat(path, ": lstat"), errno);
+  } else {
+    struct stat opened;
+    if (fstat(fd, &opened) != 0) {
+      const int error_number = errno;
+      close(fd);
+      return PosixError(absl::StrCat(path, ": fstat"), error_number);
     }
-  } else if (fstat(fd, &file) != 0) {
-    const int error_number = errno;
-    close(fd);
-    return PosixError(absl::StrCat(path, ": fstat"), error_number);
+    if (!S_ISREG(opened.st_mode)) {
+      close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " is ", FileKind(opened.st_mode),
+                       ", not a lock file; it is never followed or opened"));
+    }
+    file = opened;  // the file we read the record from
   }
   absl::Cleanup close_fd = [fd] {
     if (fd >= 0) close(fd);
   };
-  if (!S_ISREG(file.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " is ", FileKind(file.st_mode),
-        ", not a lock file; it is never followed or opened"));
-  }
   if (std::optional<std::string> locks = ReadProcLocks()) {
     inspection.holders_known = true;
     inspection.holders =
@@ -252,7 +266,8 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
   if (inspection.held && fd >= 0) {
     if (std::optional<OwnerRecord> record = internal::ReadOwnerRecord(fd)) {
       inspection.record_rejected = VerifyRecord(*record, inspection);
-      if (inspection.record_rejected.empty()) inspection.record = std::move(record);
+      if (inspection.record_rejected.empty())
+        inspection.record = std::move(record);
     }
   }
   return inspection;
@@ -310,8 +325,7 @@ std::string Printable(absl::string_view text) {
 // ---------------------------------------------------------------------------
 // Acquisition.
 
-OwnerRecord RecordForThisProcess(const InstanceOptions& options,
-                                 uid_t euid) {
+OwnerRecord RecordForThisProcess(const InstanceOptions& options, uid_t euid) {
   OwnerRecord record = internal::SelfRecord(euid);
   if (!options.recorded_command_line.empty()) {
     record.command_line = options.recorded_command_line;
@@ -401,9 +415,9 @@ absl::Status TerminateHolder(const Location& location,
                              const InstanceInfo& holder,
                              const OwnerRecord& record,
                              const InstanceOptions& options) {
-  const std::string refused_prefix =
-      absl::StrCat(SingleInstance::DescribeRunning(location.display_name, holder),
-                   "; not replacing it: ");
+  const std::string refused_prefix = absl::StrCat(
+      SingleInstance::DescribeRunning(location.display_name, holder),
+      "; not replacing it: ");
   absl::StatusOr<int> pidfd = internal::OpenPidfd(record.pid);
   if (absl::IsNotFound(pidfd.status())) return absl::OkStatus();  // gone
   if (!pidfd.ok()) {
@@ -419,9 +433,9 @@ absl::Status TerminateHolder(const Location& location,
   if (absl::Status allowed = internal::SignalPidfd(*pidfd, record.pid, 0);
       !allowed.ok()) {
     if (absl::IsNotFound(allowed)) return absl::OkStatus();
-    return absl::FailedPreconditionError(absl::StrCat(
-        refused_prefix, "not allowed to signal pid ", record.pid, " (uid ",
-        record.uid, "): ", allowed.message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat(refused_prefix, "not allowed to signal pid ", record.pid,
+                     " (uid ", record.uid, "): ", allowed.message()));
   }
   if (absl::Status sent = internal::SignalPidfd(*pidfd, record.pid, SIGTERM);
       !sent.ok() && !absl::IsNotFound(sent)) {
@@ -449,8 +463,7 @@ absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
     absl::StatusOr<ScopedFileLock> lock =
         ScopedFileLock::Acquire(location.lock_path, try_once);
     if (lock.ok() || !absl::IsUnavailable(lock.status())) return lock;
-    absl::StatusOr<Inspection> inspection =
-        InspectLockFile(location.lock_path);
+    absl::StatusOr<Inspection> inspection = InspectLockFile(location.lock_path);
     if (!inspection.ok()) return inspection.status();
     std::optional<InstanceInfo> holder = HolderFrom(*inspection);
     if (!holder.has_value()) continue;  // released meanwhile
@@ -459,8 +472,8 @@ absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
           SingleInstance::DescribeRunning(location.display_name, *holder),
           "; not replacing it: ", why));
     }
-    if (absl::Status terminated = TerminateHolder(
-            location, *holder, *inspection->record, options);
+    if (absl::Status terminated =
+            TerminateHolder(location, *holder, *inspection->record, options);
         !terminated.ok()) {
       return terminated;
     }
@@ -469,10 +482,14 @@ absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
     // got there first and is about to exit too.
     absl::StatusOr<ScopedFileLock> after =
         LockWaiting(location, base, options.grace_period);
-    if (after.ok() || !absl::IsDeadlineExceeded(after.status())) return after;
+    if (after.ok() || (!absl::IsDeadlineExceeded(after.status()) &&
+                       !absl::IsUnavailable(after.status()))) {
+      return after;
+    }
+    absl::Status taken = Conflict(location, after.status());
     return absl::UnavailableError(absl::StrCat(
         "replaced pid ", holder->pid, ", but another copy took the lock: ",
-        after.status().message()));
+        taken.ok() ? after.status().message() : taken.message()));
   }
   return absl::UnavailableError(absl::StrCat(
       location.display_name, " is already running (", location.lock_path,
@@ -595,10 +612,9 @@ absl::StatusOr<SingleInstance> SingleInstance::AcquireAtPath(
       (info.st_mode & S_ISVTX) != 0) {
     location.shared = true;
   }
-  absl::StatusOr<Acquired> acquired =
-      AcquireAt(location, options,
-                location.shared ? internal::kSharedLockFileMode
-                                : kDefaultLockFileMode);
+  absl::StatusOr<Acquired> acquired = AcquireAt(
+      location, options,
+      location.shared ? internal::kSharedLockFileMode : kDefaultLockFileMode);
   if (!acquired.ok()) return acquired.status();
   return SingleInstance(std::make_unique<State>(*std::move(acquired)));
 }
@@ -679,9 +695,9 @@ std::string SingleInstance::DescribeRunning(absl::string_view name,
   }
   if (holder.process_start_time != absl::InfinitePast()) {
     details.push_back(absl::StrCat(
-        "started ", absl::FormatTime("%Y-%m-%d %H:%M:%S",
-                                     holder.process_start_time,
-                                     absl::LocalTimeZone())));
+        "started ",
+        absl::FormatTime("%Y-%m-%d %H:%M:%S", holder.process_start_time,
+                         absl::LocalTimeZone())));
   }
   std::string command = holder.command_line.empty()
                             ? holder.executable
@@ -698,9 +714,9 @@ std::string SingleInstance::DescribeRunning(absl::string_view name,
                       absl::StrJoin(details, ", "), ")");
 }
 
-absl::StatusOr<std::string> SingleInstance::Send(absl::string_view name,
-                                                 const InstanceMessage& message,
-                                                 const InstanceOptions& options) {
+absl::StatusOr<std::string> SingleInstance::Send(
+    absl::string_view name, const InstanceMessage& message,
+    const InstanceOptions& options) {
   if (absl::Status valid = internal::ValidateInstanceName(name); !valid.ok()) {
     return valid;
   }
@@ -755,7 +771,8 @@ absl::Status SingleInstance::Release() {
 }
 
 ScopedFileLock& SingleInstance::lock() {
-  ABSL_RAW_CHECK(state_ != nullptr, "SingleInstance::lock() on a moved-from object");
+  ABSL_RAW_CHECK(state_ != nullptr,
+                 "SingleInstance::lock() on a moved-from object");
   return state_->parts.lock;
 }
 

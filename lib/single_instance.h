@@ -126,6 +126,8 @@ struct InstanceOptions {
   // unix-domain socket beside the lock; on_message runs on a library thread
   // and its return value is sent back as the reply. Without on_message,
   // messages queue for TakeMessage() and message_fd() becomes readable.
+  // (on_message handles one message at a time, with all signals blocked, and
+  // must not call Release() or destroy the instance.)
   bool listen = false;
   std::function<std::string(const InstanceMessage&)> on_message;
   size_t max_message_bytes = 64 * 1024;
@@ -176,8 +178,13 @@ class SingleInstance {
                                      const InstanceInfo& holder);
 
   // Sends a message to the running copy of `name` and returns its reply.
-  // Unavailable if no copy runs or it does not listen; DeadlineExceeded when
-  // it does not answer within options.message_timeout.
+  // Unavailable if no copy runs or it does not listen (or it is exiting);
+  // DeadlineExceeded when it does not answer within options.message_timeout.
+  // Also: PermissionDenied when it refuses a sender of another user, or when
+  // the socket is served by a process of another user that does not hold
+  // the lock; ResourceExhausted when the message is larger than the running
+  // copy's max_message_bytes; InvalidArgument when it is larger than
+  // options.max_message_bytes (then nothing is sent).
   [[nodiscard]] static absl::StatusOr<std::string> Send(
       absl::string_view name, const InstanceMessage& message,
       const InstanceOptions& options = {});

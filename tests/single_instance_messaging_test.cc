@@ -114,7 +114,8 @@ TEST_F(MessagingTest, RoundTripToAPrimaryInAnotherProcess) {
 
   // The primary saw everything, with the sender's identity from the kernel.
   std::string line;
-  for (char c = report.Receive(); c != '\n' && c != '\0'; c = report.Receive()) {
+  for (char c = report.Receive(); c != '\n' && c != '\0';
+       c = report.Receive()) {
     line.push_back(c);
   }
   EXPECT_EQ(line, absl::StrCat("editor,--new-window,file with spaces.txt|"
@@ -131,7 +132,8 @@ TEST_F(MessagingTest, RoundTripToAPrimaryInAnotherProcess) {
   absl::StatusOr<std::string> none =
       SingleInstance::Send("editor", MakeMessage(""), options_);
   EXPECT_TRUE(absl::IsUnavailable(none.status())) << none.status();
-  EXPECT_THAT(std::string(none.status().message()), HasSubstr("no running copy of editor"));
+  EXPECT_THAT(std::string(none.status().message()),
+              HasSubstr("no running copy of editor"));
 }
 
 TEST_F(MessagingTest, PollableModeDeliversThroughMessageFd) {
@@ -143,10 +145,9 @@ TEST_F(MessagingTest, PollableModeDeliversThroughMessageFd) {
         SingleInstance::Send("poller", MakeMessage("one"), options_);
     absl::StatusOr<std::string> second =
         SingleInstance::Send("poller", MakeMessage("two"), options_);
-    const std::string text =
-        absl::StrCat(first.ok() ? *first : std::string(first.status().message()),
-                     "/",
-                     second.ok() ? *second : std::string(second.status().message()));
+    const std::string text = absl::StrCat(
+        first.ok() ? *first : std::string(first.status().message()), "/",
+        second.ok() ? *second : std::string(second.status().message()));
     WriteText(result.write_fd(), text);
     return 0;
   });
@@ -179,11 +180,57 @@ TEST_F(MessagingTest, PollableModeDeliversThroughMessageFd) {
     }
   }
   EXPECT_THAT(payloads, ::testing::ElementsAre("one", "two"));
-  absl::StatusOr<std::optional<InstanceMessage>> after = instance->TakeMessage();
+  absl::StatusOr<std::optional<InstanceMessage>> after =
+      instance->TakeMessage();
   ASSERT_TRUE(after.ok());
   EXPECT_FALSE(after->has_value());
   EXPECT_EQ(sender.Wait(), 0);
   EXPECT_EQ(result.ReadAll(), "got one/");
+}
+
+TEST_F(MessagingTest, AReplyGivenRightBeforeReleaseIsDelivered) {
+  Pipe go, result;
+  Child sender = Child::Fork([&] {
+    std::vector<std::string> outcomes;
+    for (int i = 0; i < 2; ++i) {
+      if (go.Receive() != '.') return 2;
+      absl::StatusOr<std::string> reply =
+          SingleInstance::Send("quitting", MakeMessage("--quit"), options_);
+      outcomes.push_back(
+          reply.ok()
+              ? *reply
+              : absl::StrCat(absl::StatusCodeToString(reply.status().code()),
+                             ": ", reply.status().message()));
+    }
+    WriteText(result.write_fd(), absl::StrJoin(outcomes, "\n"));
+    return 0;
+  });
+  result.CloseWrite();
+  InstanceOptions listening = options_;
+  listening.listen = true;
+  for (const bool reply : {true, false}) {
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire("quitting", listening);
+    ASSERT_TRUE(instance.ok()) << instance.status();
+    go.Send();
+    struct pollfd readable = {instance->message_fd(), POLLIN, 0};
+    ASSERT_EQ(poll(&readable, 1, 10000), 1);
+    absl::StatusOr<std::optional<InstanceMessage>> message =
+        instance->TakeMessage();
+    ASSERT_TRUE(message.ok() && message->has_value());
+    // Replied (or not) and released at once, as a program that exits.
+    if (reply) {
+      ASSERT_TRUE(instance->Reply("bye").ok());
+    }
+    ASSERT_TRUE(instance->Release().ok());
+  }
+  EXPECT_EQ(sender.Wait(), 0);
+  const std::vector<std::string> outcomes =
+      absl::StrSplit(result.ReadAll(), '\n');
+  ASSERT_EQ(outcomes.size(), 2u);
+  EXPECT_EQ(outcomes[0], "bye");
+  EXPECT_THAT(outcomes[1], HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(outcomes[1], HasSubstr("is shutting down"));
 }
 
 TEST_F(MessagingTest, CallbackModeHasNoMessageFd) {
@@ -195,7 +242,8 @@ TEST_F(MessagingTest, CallbackModeHasNoMessageFd) {
   ASSERT_TRUE(instance.ok());
   EXPECT_EQ(instance->message_fd(), -1);
   EXPECT_TRUE(absl::IsFailedPrecondition(instance->TakeMessage().status()));
-  absl::StatusOr<SingleInstance> quiet = SingleInstance::Acquire("quiet", options_);
+  absl::StatusOr<SingleInstance> quiet =
+      SingleInstance::Acquire("quiet", options_);
   ASSERT_TRUE(quiet.ok());
   EXPECT_EQ(quiet->message_fd(), -1);
   // Not listening: a sender is told so.
@@ -209,19 +257,20 @@ TEST_F(MessagingTest, MessagesAreBoundedBySize) {
   Child sender = Child::Fork([&] {
     if (go.Receive() != '.') return 2;
     // Too large for the primary's limit: refused by the primary.
-    absl::StatusOr<std::string> big =
-        SingleInstance::Send("small", MakeMessage(std::string(8000, 'x')), options_);
+    absl::StatusOr<std::string> big = SingleInstance::Send(
+        "small", MakeMessage(std::string(8000, 'x')), options_);
     if (!absl::IsResourceExhausted(big.status())) return 3;
-    if (big.status().message().find("1024") == absl::string_view::npos) return 4;
+    if (big.status().message().find("1024") == absl::string_view::npos)
+      return 4;
     // Too large for the sender's own limit: never sent.
     InstanceOptions tight = options_;
     tight.max_message_bytes = 100;
-    absl::StatusOr<std::string> local =
-        SingleInstance::Send("small", MakeMessage(std::string(200, 'y')), tight);
+    absl::StatusOr<std::string> local = SingleInstance::Send(
+        "small", MakeMessage(std::string(200, 'y')), tight);
     if (!absl::IsInvalidArgument(local.status())) return 5;
     // Within the limit: fine.
-    absl::StatusOr<std::string> fits =
-        SingleInstance::Send("small", MakeMessage(std::string(500, 'z')), options_);
+    absl::StatusOr<std::string> fits = SingleInstance::Send(
+        "small", MakeMessage(std::string(500, 'z')), options_);
     return fits.ok() && *fits == "500" ? 0 : 6;
   });
   InstanceOptions listening = options_;
@@ -291,7 +340,8 @@ TEST_F(MessagingTest, AHungPrimaryThatAcceptsButNeverReadsTimesOut) {
   EXPECT_TRUE(absl::IsDeadlineExceeded(first.status())) << first.status();
   EXPECT_THAT(std::string(first.status().message()),
               HasSubstr("running copy of hung (pid "));
-  EXPECT_THAT(std::string(first.status().message()), HasSubstr("did not answer within 300ms"));
+  EXPECT_THAT(std::string(first.status().message()),
+              HasSubstr("did not answer within 300ms"));
   // Connected (pending in the backlog), never answered.
   absl::StatusOr<std::string> pending =
       SingleInstance::Send("hung", MakeMessage("b"), quick);
@@ -335,7 +385,9 @@ TEST_F(MessagingTest, APrimaryThatDiesMidMessageGivesUnavailable) {
   EXPECT_TRUE(absl::IsUnavailable(reply.status())) << reply.status();
   InstanceOptions listening = options_;
   listening.listen = true;
-  listening.on_message = [](const InstanceMessage&) { return std::string("ok"); };
+  listening.on_message = [](const InstanceMessage&) {
+    return std::string("ok");
+  };
   absl::StatusOr<SingleInstance> next =
       SingleInstance::Acquire("fragile", listening);
   ASSERT_TRUE(next.ok()) << next.status();
@@ -358,11 +410,11 @@ TEST_F(MessagingTest, PeersOfAnotherUserAreRefusedUnlessAccepted) {
       if (go.Receive() != '.') return 2;
       absl::StatusOr<std::string> reply =
           SingleInstance::Send(name, MakeMessage("from nobody"), options_);
-      outcomes.push_back(reply.ok() ? *reply
-                                    : absl::StrCat(absl::StatusCodeToString(
-                                                       reply.status().code()),
-                                                   ": ",
-                                                   reply.status().message()));
+      outcomes.push_back(
+          reply.ok()
+              ? *reply
+              : absl::StrCat(absl::StatusCodeToString(reply.status().code()),
+                             ": ", reply.status().message()));
     }
     const std::string text = absl::StrJoin(outcomes, "\n");
     WriteText(result.write_fd(), text);
@@ -416,7 +468,8 @@ TEST_F(MessagingTest, ASocketPlantedByAnotherUserIsNotTrusted) {
   absl::StatusOr<std::string> reply =
       SingleInstance::Send("target", MakeMessage("secret"), options_);
   EXPECT_TRUE(absl::IsPermissionDenied(reply.status())) << reply.status();
-  EXPECT_THAT(std::string(reply.status().message()), HasSubstr("does not hold the lock"));
+  EXPECT_THAT(std::string(reply.status().message()),
+              HasSubstr("does not hold the lock"));
   quit.Send();
   EXPECT_EQ(impostor.Wait(), 0);
 }
@@ -453,7 +506,8 @@ TEST(MessagingPathTest, LongSocketPathsWorkThroughProcSelfFd) {
   absl::StatusOr<SingleInstance> too_long =
       SingleInstance::Acquire(name, listening);
   ASSERT_TRUE(absl::IsInvalidArgument(too_long.status())) << too_long.status();
-  EXPECT_THAT(std::string(too_long.status().message()), HasSubstr(name + ".sock"));
+  EXPECT_THAT(std::string(too_long.status().message()),
+              HasSubstr(name + ".sock"));
   // The lock was not kept.
   EXPECT_TRUE(SingleInstance::Acquire(name, options).ok());
 }

@@ -43,8 +43,12 @@ OwnerRecord Sample() {
   record.uid = 1000;
   record.user = "alice";
   record.executable = "/usr/bin/back\\up";
-  record.command_line = {"/usr/bin/backup", "--label=a\nb", "tab\there",
-                         "caf\xc3\xa9", std::string("nul\0byte", 8), ""};
+  record.command_line = {"/usr/bin/backup",
+                         "--label=a\nb",
+                         "tab\there",
+                         "caf\xc3\xa9",
+                         std::string("nul\0byte", 8),
+                         ""};
   record.acquired_at = absl::FromUnixMillis(1795316401310);
   record.version = "0.1.0";
   return record;
@@ -102,12 +106,11 @@ TEST(OwnerRecordTest, RejectsDamagedRecords) {
   EXPECT_FALSE(DecodeOwnerRecord("pid=4711\nstart_ticks=1\n").has_value());
   // A body without a required key, though well-formed.
   const std::string body = "pid=1\nboot_id=x\n";
-  EXPECT_FALSE(DecodeOwnerRecord(absl::StrCat("onlyone-owner 1 ", body.size(),
-                                              " ",
-                                              absl::Hex(Fnv1a64(body),
-                                                        absl::kZeroPad16),
-                                              "\n", body))
-                   .has_value());
+  EXPECT_FALSE(
+      DecodeOwnerRecord(absl::StrCat("onlyone-owner 1 ", body.size(), " ",
+                                     absl::Hex(Fnv1a64(body), absl::kZeroPad16),
+                                     "\n", body))
+          .has_value());
   const std::string complete = body + "start_ticks=5\n";
   std::optional<OwnerRecord> minimal = DecodeOwnerRecord(absl::StrCat(
       "onlyone-owner 1 ", complete.size(), " ",
@@ -188,7 +191,8 @@ TEST(OwnerRecordTest, WriteRefusesHardLinksAndSkipsReadOnlyDescriptors) {
   ASSERT_TRUE(WriteOwnerRecord(fd, path, shorter).ok());
   struct stat info;
   ASSERT_EQ(fstat(fd, &info), 0);
-  EXPECT_EQ(static_cast<size_t>(info.st_size), EncodeOwnerRecord(shorter).size());
+  EXPECT_EQ(static_cast<size_t>(info.st_size),
+            EncodeOwnerRecord(shorter).size());
 
   ASSERT_EQ(link(path.c_str(), (dir + "/second-name").c_str()), 0);
   absl::StatusOr<bool> linked = WriteOwnerRecord(fd, path, Sample());
@@ -259,16 +263,19 @@ TEST(DirectoryCheckTest, PrivateAndSharedRules) {
               HasSubstr("symbolic link"));
   info.st_mode = S_IFDIR | 0700;
   info.st_uid = geteuid() + 1;
-  EXPECT_THAT(std::string(CheckPrivateDirectory("/p", info).message()), HasSubstr("owned by"));
+  EXPECT_THAT(std::string(CheckPrivateDirectory("/p", info).message()),
+              HasSubstr("owned by"));
 
   info.st_uid = 0;
   info.st_mode = S_IFDIR | 01777;
   EXPECT_TRUE(CheckSharedDirectory("/s", info).ok());
   info.st_mode = S_IFDIR | 0777;
-  EXPECT_THAT(std::string(CheckSharedDirectory("/s", info).message()), HasSubstr("not sticky"));
+  EXPECT_THAT(std::string(CheckSharedDirectory("/s", info).message()),
+              HasSubstr("not sticky"));
   info.st_mode = S_IFDIR | 01777;
   info.st_uid = 1000;
-  EXPECT_THAT(std::string(CheckSharedDirectory("/s", info).message()), HasSubstr("not root"));
+  EXPECT_THAT(std::string(CheckSharedDirectory("/s", info).message()),
+              HasSubstr("not root"));
 }
 
 TEST(DirectoryCheckTest, SocketPathSitsBesideTheLock) {

@@ -54,8 +54,8 @@ std::string ReadFile(const std::string& path) {
 
 void WriteFile(const std::string& path, const std::string& contents,
                mode_t mode = 0644) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                      mode);
+  const int fd =
+      open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   ASSERT_GE(fd, 0) << path;
   ASSERT_EQ(write(fd, contents.data(), contents.size()),
             static_cast<ssize_t>(contents.size()));
@@ -163,9 +163,11 @@ TEST_F(SingleInstanceTest, RejectsBadNamesSayingWhy) {
       {std::string(201, 'x'), "the limit is 200"},
   };
   for (const Case& c : cases) {
-    absl::StatusOr<std::string> path = SingleInstance::LockPath(c.name, options_);
+    absl::StatusOr<std::string> path =
+        SingleInstance::LockPath(c.name, options_);
     EXPECT_TRUE(absl::IsInvalidArgument(path.status())) << c.name;
-    EXPECT_THAT(std::string(path.status().message()), HasSubstr(c.reason)) << c.name;
+    EXPECT_THAT(std::string(path.status().message()), HasSubstr(c.reason))
+        << c.name;
     EXPECT_TRUE(absl::IsInvalidArgument(
         SingleInstance::Acquire(c.name, options_).status()));
     EXPECT_TRUE(absl::IsInvalidArgument(
@@ -201,7 +203,8 @@ TEST_F(SingleInstanceTest, SecondCopyIsRefusedNamingTheHolder) {
   EXPECT_THAT(std::string(second.status().message()),
               StartsWith(absl::StrCat("nightly-backup is already running (pid ",
                                       holder.pid(), ", started ")));
-  EXPECT_THAT(std::string(second.status().message()), HasSubstr(", /usr/bin/backup --full)"));
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr(", /usr/bin/backup --full)"));
 
   absl::StatusOr<std::optional<InstanceInfo>> info =
       SingleInstance::Holder("nightly-backup", options_);
@@ -232,16 +235,18 @@ TEST_F(SingleInstanceTest, SecondCopyIsRefusedNamingTheHolder) {
 }
 
 TEST_F(SingleInstanceTest, SameProcessTwiceIsRefusedToo) {
-  absl::StatusOr<SingleInstance> first = SingleInstance::Acquire("me", options_);
+  absl::StatusOr<SingleInstance> first =
+      SingleInstance::Acquire("me", options_);
   ASSERT_TRUE(first.ok()) << first.status();
-  absl::StatusOr<SingleInstance> second = SingleInstance::Acquire("me", options_);
+  absl::StatusOr<SingleInstance> second =
+      SingleInstance::Acquire("me", options_);
   ASSERT_TRUE(absl::IsUnavailable(second.status())) << second.status();
   EXPECT_THAT(std::string(second.status().message()),
               HasSubstr(absl::StrCat("(pid ", getpid(), ",")));
   // A thread of this process is refused the same way.
   std::thread other([&] {
-    EXPECT_TRUE(absl::IsUnavailable(
-        SingleInstance::Acquire("me", options_).status()));
+    EXPECT_TRUE(
+        absl::IsUnavailable(SingleInstance::Acquire("me", options_).status()));
   });
   other.join();
 }
@@ -390,9 +395,9 @@ TEST_F(SingleInstanceTest, WaitPolicyTimesOutNamingTheHolder) {
   wait.wait_timeout = absl::Milliseconds(100);
   absl::StatusOr<SingleInstance> late = SingleInstance::Acquire("waited", wait);
   ASSERT_TRUE(absl::IsDeadlineExceeded(late.status())) << late.status();
-  EXPECT_THAT(std::string(late.status().message()),
-              HasSubstr(absl::StrCat("waited is already running (pid ",
-                                     holder.pid())));
+  EXPECT_THAT(
+      std::string(late.status().message()),
+      HasSubstr(absl::StrCat("waited is already running (pid ", holder.pid())));
   EXPECT_THAT(std::string(late.status().message()), HasSubstr("100ms"));
   release.Send();
   EXPECT_EQ(holder.Wait(), 0);
@@ -474,7 +479,8 @@ TEST_F(SingleInstanceTest, ReplacePolicyNeverSignalsAnUnverifiedHolder) {
   ASSERT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr(absl::StrCat("pid ", flocker.pid())));
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("wrote no owner record"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("wrote no owner record"));
 
   // A record naming another live process (with its true start time) that
   // does not hold the lock: neither it nor the holder is signalled.
@@ -486,7 +492,8 @@ TEST_F(SingleInstanceTest, ReplacePolicyNeverSignalsAnUnverifiedHolder) {
             internal::EncodeOwnerRecord(RecordFor(bystander.pid(), *ticks)));
   refused = SingleInstance::Acquire("unverified", replace);
   ASSERT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("not replacing it"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("not replacing it"));
 
   // Both are alive and exit normally when told to.
   bystander_release.Send();
@@ -498,19 +505,24 @@ TEST_F(SingleInstanceTest, ReplacePolicyNeverSignalsAnUnverifiedHolder) {
 TEST_F(SingleInstanceTest, InvalidOptionsAreRejected) {
   InstanceOptions bad = options_;
   bad.wait_timeout = absl::Seconds(-1);
-  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
   bad = options_;
   bad.grace_period = absl::Seconds(-1);
-  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
   bad = options_;
   bad.on_message = [](const InstanceMessage&) { return std::string(); };
-  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
   bad = options_;
   bad.max_message_bytes = 0;
-  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
   bad = options_;
   bad.message_timeout = absl::ZeroDuration();
-  EXPECT_TRUE(absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(SingleInstance::Acquire("x", bad).status()));
 }
 
 // ---------------------------------------------------------------------------
@@ -523,7 +535,8 @@ TEST_F(SingleInstanceTest, PlantedSymlinkIsRefusedAndItsTargetUntouched) {
   absl::StatusOr<SingleInstance> instance =
       SingleInstance::Acquire("planted", options_);
   ASSERT_TRUE(absl::IsInvalidArgument(instance.status())) << instance.status();
-  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("symbolic link"));
+  EXPECT_THAT(std::string(instance.status().message()),
+              HasSubstr("symbolic link"));
   EXPECT_EQ(ReadFile(target), "precious contents\n");
   EXPECT_FALSE(KernelSaysHeld(target));
   EXPECT_TRUE(absl::IsInvalidArgument(
@@ -537,8 +550,10 @@ TEST_F(SingleInstanceTest, PlantedHardLinkIsNeverWrittenThrough) {
   ASSERT_EQ(link(target.c_str(), PathOf("linked").c_str()), 0);
   absl::StatusOr<SingleInstance> instance =
       SingleInstance::Acquire("linked", options_);
-  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status())) << instance.status();
-  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("hard links"));
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()))
+      << instance.status();
+  EXPECT_THAT(std::string(instance.status().message()),
+              HasSubstr("hard links"));
   EXPECT_EQ(ReadFile(target), "precious contents\n");
   EXPECT_FALSE(KernelSaysHeld(target)) << "the refused lock was released";
 }
@@ -574,7 +589,8 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-TEST_F(SingleInstanceTest, UserScopeLivesInAPrivateSubdirectoryOfTheRuntimeDir) {
+TEST_F(SingleInstanceTest,
+       UserScopeLivesInAPrivateSubdirectoryOfTheRuntimeDir) {
   const std::string runtime = MakeTempDir();
   ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
   ScopedEnv env("XDG_RUNTIME_DIR", runtime);
@@ -644,16 +660,20 @@ TEST_F(SingleInstanceTest, TamperedPrivateDirectoryIsRefused) {
   const std::string elsewhere = MakeTempDir();
   ASSERT_EQ(symlink(elsewhere.c_str(), (runtime + "/onlyone").c_str()), 0);
   absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("editor");
-  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status())) << instance.status();
-  EXPECT_THAT(std::string(instance.status().message()), HasSubstr(runtime + "/onlyone"));
-  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("symbolic link"));
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()))
+      << instance.status();
+  EXPECT_THAT(std::string(instance.status().message()),
+              HasSubstr(runtime + "/onlyone"));
+  EXPECT_THAT(std::string(instance.status().message()),
+              HasSubstr("symbolic link"));
   EXPECT_NE(access((elsewhere + "/editor.lock").c_str(), F_OK), 0);
   // Made writable by others: refused, naming the mode.
   ASSERT_EQ(unlink((runtime + "/onlyone").c_str()), 0);
   ASSERT_EQ(mkdir((runtime + "/onlyone").c_str(), 0700), 0);
   ASSERT_EQ(chmod((runtime + "/onlyone").c_str(), 0777), 0);
   instance = SingleInstance::Acquire("editor");
-  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status())) << instance.status();
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()))
+      << instance.status();
   EXPECT_THAT(std::string(instance.status().message()), HasSubstr("0777"));
 }
 
@@ -662,10 +682,13 @@ TEST_F(SingleInstanceTest, ExplicitDirectoryMustBeSafe) {
   ASSERT_EQ(chmod(open_dir.c_str(), 0777), 0);
   InstanceOptions options;
   options.directory = open_dir;
-  absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("x", options);
-  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status())) << instance.status();
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire("x", options);
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()))
+      << instance.status();
   EXPECT_THAT(std::string(instance.status().message()), HasSubstr(open_dir));
-  EXPECT_THAT(std::string(instance.status().message()), HasSubstr("writable by group or others"));
+  EXPECT_THAT(std::string(instance.status().message()),
+              HasSubstr("writable by group or others"));
 
   options.directory = dir_ + "/missing";
   EXPECT_TRUE(absl::IsNotFound(SingleInstance::Acquire("x", options).status()));
@@ -676,7 +699,8 @@ TEST_F(SingleInstanceTest, ExplicitDirectoryMustBeSafe) {
     options.directory = theirs;
     instance = SingleInstance::Acquire("x", options);
     ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()));
-    EXPECT_THAT(std::string(instance.status().message()), HasSubstr("owned by uid 65534"));
+    EXPECT_THAT(std::string(instance.status().message()),
+                HasSubstr("owned by uid 65534"));
   }
 
   // Sticky and root-owned, like /run/lock: shared, lock files 0666.
@@ -719,15 +743,16 @@ TEST_F(SingleInstanceTest, SessionScopeIsKeyedByTheLoginSession) {
 }
 
 TEST_F(SingleInstanceTest, MachineScopeUsesARootOwnedStickyDirectory) {
-  if (geteuid() != 0) GTEST_SKIP() << "creating the machine directory needs root";
+  if (geteuid() != 0)
+    GTEST_SKIP() << "creating the machine directory needs root";
   InstanceOptions machine;
   machine.scope = Scope::kMachine;
   absl::StatusOr<std::string> path = SingleInstance::LockPath("svc", machine);
   ASSERT_TRUE(path.ok()) << path.status();
   const std::string directory = path->substr(0, path->rfind('/'));
-  EXPECT_THAT(directory, ::testing::AnyOf("/run/lock/onlyone",
-                                          "/var/lock/onlyone",
-                                          "/tmp/onlyone-machine"));
+  EXPECT_THAT(directory,
+              ::testing::AnyOf("/run/lock/onlyone", "/var/lock/onlyone",
+                               "/tmp/onlyone-machine"));
   struct stat info;
   ASSERT_EQ(lstat(directory.c_str(), &info), 0);
   EXPECT_TRUE(S_ISDIR(info.st_mode));
@@ -739,7 +764,8 @@ TEST_F(SingleInstanceTest, MachineScopeUsesARootOwnedStickyDirectory) {
 // Listing.
 
 TEST_F(SingleInstanceTest, ListShowsEveryLockAndItsHolder) {
-  absl::StatusOr<SingleInstance> mine = SingleInstance::Acquire("a-mine", options_);
+  absl::StatusOr<SingleInstance> mine =
+      SingleInstance::Acquire("a-mine", options_);
   ASSERT_TRUE(mine.ok());
   Pipe ready, release;
   Child holder = HoldInstanceInChild("b-child", options_, ready, release);
@@ -919,7 +945,8 @@ TEST_F(CrossUserInstanceTest, SymlinkPlantedByAnotherUserIsNotFollowed) {
   WriteFile(target, "root's data\n", 0644);
   Child planter = Child::Fork([&] {
     if (!BecomeNobody()) return 10;
-    return symlink(target.c_str(), (dir_ + "/victim.lock").c_str()) == 0 ? 0 : 1;
+    return symlink(target.c_str(), (dir_ + "/victim.lock").c_str()) == 0 ? 0
+                                                                         : 1;
   });
   ASSERT_EQ(planter.Wait(), 0);
   absl::StatusOr<SingleInstance> instance =

@@ -38,10 +38,9 @@ constexpr size_t kMaxConnections = 32;
 constexpr size_t kMinResponseBytes = 4096;
 
 void PutU32(uint32_t value, std::string* out) {
-  const char bytes[4] = {static_cast<char>(value >> 24),
-                         static_cast<char>(value >> 16),
-                         static_cast<char>(value >> 8),
-                         static_cast<char>(value)};
+  const char bytes[4] = {
+      static_cast<char>(value >> 24), static_cast<char>(value >> 16),
+      static_cast<char>(value >> 8), static_cast<char>(value)};
   out->append(bytes, 4);
 }
 
@@ -108,9 +107,8 @@ void CloseListenersInChild() {
 
 bool RegisterForFork(int fd) {
   static absl::once_flag once;
-  absl::call_once(once, [] {
-    pthread_atfork(nullptr, nullptr, CloseListenersInChild);
-  });
+  absl::call_once(
+      once, [] { pthread_atfork(nullptr, nullptr, CloseListenersInChild); });
   for (std::atomic<int>& slot : listening_fds_plus_one) {
     int expected = 0;
     if (slot.compare_exchange_strong(expected, fd + 1)) return true;
@@ -146,24 +144,24 @@ class UnixAddress {
     if (path.size() >= sizeof address_.sun_path) {
       const size_t slash = path.rfind('/');
       const std::string directory =
-          slash == std::string::npos ? "."
-                                     : (slash == 0 ? "/" : path.substr(0, slash));
+          slash == std::string::npos
+              ? "."
+              : (slash == 0 ? "/" : path.substr(0, slash));
       const std::string base =
           slash == std::string::npos ? path : path.substr(slash + 1);
-      directory_fd_ =
-          open(directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      directory_fd_ = open(directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
       if (directory_fd_ < 0) {
         return PosixError(absl::StrCat(directory, ": open"), errno);
       }
       usable = absl::StrCat("/proc/self/fd/", directory_fd_, "/", base);
       if (usable.size() >= sizeof address_.sun_path) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "message socket path ", path,
-            " is too long for a unix-domain socket (", path.size(),
-            " bytes, and ", usable.size(),
-            " even through /proc/self/fd; the limit is ",
-            sizeof address_.sun_path - 1,
-            "): use a shorter name or directory"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("message socket path ", path,
+                         " is too long for a unix-domain socket (", path.size(),
+                         " bytes, and ", usable.size(),
+                         " even through /proc/self/fd; the limit is ",
+                         sizeof address_.sun_path - 1,
+                         "): use a shorter name or directory"));
       }
     }
     std::memcpy(address_.sun_path, usable.data(), usable.size());
@@ -212,7 +210,8 @@ void PostEvent(int event_fd) {
 std::string EncodeRequest(const InstanceMessage& message) {
   std::string body;
   PutU32(static_cast<uint32_t>(message.arguments.size()), &body);
-  for (const std::string& argument : message.arguments) PutBytes(argument, &body);
+  for (const std::string& argument : message.arguments)
+    PutBytes(argument, &body);
   PutBytes(message.working_directory, &body);
   PutBytes(message.payload, &body);
   return Frame(kRequestMagic, body);
@@ -348,8 +347,9 @@ absl::StatusOr<std::unique_ptr<MessageListener>> MessageListener::Start(
     }
     if (unlink(path.c_str()) != 0 && errno != ENOENT) {
       return PosixError(
-          absl::StrCat(path, ": removing the stale message socket (owned by "
-                             "uid ",
+          absl::StrCat(path,
+                       ": removing the stale message socket (owned by "
+                       "uid ",
                        existing.st_uid, ")"),
           errno);
     }
@@ -457,7 +457,8 @@ absl::Status MessageListener::Stop(bool remove_socket) {
         now.st_dev == socket_device_ && now.st_ino == socket_inode_ &&
         unlink(options_.socket_path.c_str()) != 0 && errno != ENOENT &&
         status.ok()) {
-      status = PosixError(absl::StrCat(options_.socket_path, ": unlink"), errno);
+      status =
+          PosixError(absl::StrCat(options_.socket_path, ": unlink"), errno);
     }
   }
   close(wake_fd_);
@@ -486,7 +487,8 @@ std::optional<InstanceMessage> MessageListener::Take() {
     // The thread drops messages whose sender hung up, but it may not have
     // seen the hang-up yet; the kernel already knows.
     struct pollfd sender = {next.fd, 0, 0};
-    if (poll(&sender, 1, 0) == 1 && (sender.revents & (POLLHUP | POLLERR)) != 0) {
+    if (poll(&sender, 1, 0) == 1 &&
+        (sender.revents & (POLLHUP | POLLERR)) != 0) {
       continue;
     }
     taken_id_ = next.id;
@@ -498,9 +500,10 @@ std::optional<InstanceMessage> MessageListener::Take() {
 absl::Status MessageListener::Reply(absl::string_view reply) {
   absl::MutexLock lock(&mu_);
   if (taken_id_ == 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        options_.name, ": no message to reply to (call TakeMessage() first; "
-                       "each message gets one reply)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(options_.name,
+                     ": no message to reply to (call TakeMessage() first; "
+                     "each message gets one reply)"));
   }
   replies_.emplace_back(taken_id_, std::string(reply));
   taken_id_ = 0;
@@ -545,6 +548,7 @@ void MessageListener::HandleComplete(Connection& connection) {
 
 void MessageListener::Run() {
   BlockSignalsOnThisThread();
+  pthread_setname_np(pthread_self(), "onlyone-listen");  // for ps -L, gdb
   std::vector<std::unique_ptr<Connection>> connections;
   std::vector<pollfd> poll_fds;
   uint64_t next_id = 1;
@@ -552,7 +556,7 @@ void MessageListener::Run() {
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_) break;
+      // Replies first: one given just before Stop() still goes out.
       for (auto& [id, text] : replies_) {
         for (auto& connection : connections) {
           if (connection->id == id &&
@@ -563,6 +567,7 @@ void MessageListener::Run() {
         }
       }
       replies_.clear();
+      if (stopping_) break;
     }
     const absl::Time now = MonotonicNow();
     absl::Time next_deadline = absl::InfiniteFuture();
@@ -571,7 +576,8 @@ void MessageListener::Run() {
     poll_fds.push_back(
         {connections.size() < kMaxConnections ? listen_fd_ : -1, POLLIN, 0});
     for (auto& connection : connections) {
-      if (connection->deadline <= now) connection->state = Connection::State::kDone;
+      if (connection->deadline <= now)
+        connection->state = Connection::State::kDone;
       short events = 0;
       switch (connection->state) {
         case Connection::State::kReading:
@@ -626,28 +632,26 @@ void MessageListener::Run() {
     connections.erase(
         std::remove_if(connections.begin(), connections.end(),
                        [](const std::unique_ptr<Connection>& connection) {
-                         return connection->state ==
-                                Connection::State::kDone;
+                         return connection->state == Connection::State::kDone;
                        }),
         connections.end());
     if (ready > 0 && (poll_fds[1].revents & POLLIN) != 0) {
       while (connections.size() < kMaxConnections) {
-        const int fd = accept4(listen_fd_, nullptr, nullptr,
-                               SOCK_NONBLOCK | SOCK_CLOEXEC);
+        const int fd =
+            accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
           if (errno == EINTR) continue;
           break;  // EAGAIN: none left; EMFILE etc.: retried next round
         }
         struct ucred peer {};
         socklen_t peer_length = sizeof peer;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_length) !=
-            0) {
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_length) != 0) {
           close(fd);
           continue;
         }
-        auto connection = std::make_unique<Connection>(
-            fd, next_id++, peer.pid, peer.uid,
-            MonotonicNow() + options_.io_timeout);
+        auto connection =
+            std::make_unique<Connection>(fd, next_id++, peer.pid, peer.uid,
+                                         MonotonicNow() + options_.io_timeout);
         if (!options_.accept_other_users && peer.uid != self_uid) {
           connection->Respond(
               ResponseCode::kRefused,
@@ -665,8 +669,24 @@ void MessageListener::Run() {
       }
     }
   }
-  // Stopping: queued messages are dropped with their connections, whose
-  // senders see the connection close.
+  // Stopping. Responses are a few bytes into an empty socket buffer, so one
+  // non-blocking attempt delivers them; senders still waiting are told that
+  // this copy is exiting rather than seeing the connection just close.
+  for (auto& connection : connections) {
+    switch (connection->state) {
+      case Connection::State::kWriting:
+        connection->WriteSome();
+        break;
+      case Connection::State::kReading:
+      case Connection::State::kAwaitingReply:
+        connection->Respond(ResponseCode::kShuttingDown,
+                            "it is exiting and answers no more messages",
+                            options_.io_timeout);
+        break;
+      case Connection::State::kDone:
+        break;
+    }
+  }
   absl::MutexLock lock(&mu_);
   while (!queue_.empty()) {
     queue_.pop_front();
@@ -686,8 +706,8 @@ IoResult WriteAll(int fd, absl::string_view bytes, absl::Time deadline,
                   int* error_number) {
   size_t written = 0;
   while (written < bytes.size()) {
-    const ssize_t sent = send(fd, bytes.data() + written,
-                              bytes.size() - written, MSG_NOSIGNAL);
+    const ssize_t sent =
+        send(fd, bytes.data() + written, bytes.size() - written, MSG_NOSIGNAL);
     if (sent >= 0) {
       written += static_cast<size_t>(sent);
       continue;
@@ -714,7 +734,8 @@ IoResult ReadExactly(int fd, size_t count, absl::Time deadline,
   out->resize(start + count);
   size_t filled = 0;
   while (filled < count) {
-    const ssize_t got = recv(fd, out->data() + start + filled, count - filled, 0);
+    const ssize_t got =
+        recv(fd, out->data() + start + filled, count - filled, 0);
     if (got > 0) {
       filled += static_cast<size_t>(got);
       continue;
@@ -749,8 +770,8 @@ absl::Status Connect(int fd, const UnixAddress& address,
           " did not accept the connection within ",
           absl::FormatDuration(target.timeout), " (it is busy or hung)"));
     }
-    struct timeval timeout = absl::ToTimeval(
-        std::max(left, absl::Microseconds(1)));
+    struct timeval timeout =
+        absl::ToTimeval(std::max(left, absl::Microseconds(1)));
     if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout) !=
         0) {
       return PosixError(absl::StrCat(target.socket_path, ": setsockopt"),
@@ -770,10 +791,10 @@ absl::Status Connect(int fd, const UnixAddress& address,
             " did not accept the connection within ",
             absl::FormatDuration(target.timeout), " (it is busy or hung)"));
       case ENOENT:
-        return absl::UnavailableError(absl::StrCat(
-            "no running copy of ", target.name,
-            " is listening for messages (no socket at ", target.socket_path,
-            ")"));
+        return absl::UnavailableError(
+            absl::StrCat("no running copy of ", target.name,
+                         " is listening for messages (no socket at ",
+                         target.socket_path, ")"));
       case ECONNREFUSED:
         return absl::UnavailableError(absl::StrCat(
             "no running copy of ", target.name,
@@ -798,16 +819,16 @@ absl::Status VerifyOtherUsersPrimary(const SendTarget& target,
       if (holder.pid == server.pid) return absl::OkStatus();
     }
   }
-  return absl::PermissionDeniedError(absl::StrCat(
-      "not sending to ", target.socket_path, ": it is served by pid ",
-      server.pid, " (uid ", server.uid, "), which does not hold the lock ",
-      target.lock_path));
+  return absl::PermissionDeniedError(
+      absl::StrCat("not sending to ", target.socket_path,
+                   ": it is served by pid ", server.pid, " (uid ", server.uid,
+                   "), which does not hold the lock ", target.lock_path));
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> SendInstanceMessage(const SendTarget& target,
-                                                const InstanceMessage& message) {
+absl::StatusOr<std::string> SendInstanceMessage(
+    const SendTarget& target, const InstanceMessage& message) {
   const std::string request = EncodeRequest(message);
   const size_t body_bytes = request.size() - kFrameHeaderBytes;
   if (body_bytes > target.max_message_bytes) {
@@ -848,8 +869,8 @@ absl::StatusOr<std::string> SendInstanceMessage(const SendTarget& target,
       return verified;
     }
   }
-  const std::string primary =
-      absl::StrCat("the running copy of ", target.name, " (pid ", server.pid, ")");
+  const std::string primary = absl::StrCat("the running copy of ", target.name,
+                                           " (pid ", server.pid, ")");
   const std::string closed_early = absl::StrCat(
       primary, " closed the connection before answering (it may be exiting)");
 
@@ -889,9 +910,9 @@ absl::StatusOr<std::string> SendInstanceMessage(const SendTarget& target,
     case IoResult::kDone:
       break;
     case IoResult::kTimedOut:
-      return absl::DeadlineExceededError(absl::StrCat(
-          primary, " did not answer within ",
-          absl::FormatDuration(target.timeout)));
+      return absl::DeadlineExceededError(
+          absl::StrCat(primary, " did not answer within ",
+                       absl::FormatDuration(target.timeout)));
     case IoResult::kClosed:
       return absl::UnavailableError(closed_early);
     case IoResult::kFailed:

@@ -31,7 +31,8 @@ bool IsNameCharacter(char c) {
 
 std::string DescribeCharacter(char c) {
   const unsigned char byte = static_cast<unsigned char>(c);
-  if (byte > 0x20 && byte < 0x7f) return absl::StrCat("character '", std::string(1, c), "'");
+  if (byte > 0x20 && byte < 0x7f)
+    return absl::StrCat("character '", std::string(1, c), "'");
   return absl::StrFormat("byte 0x%02x", byte);
 }
 
@@ -62,9 +63,9 @@ absl::Status CheckTrustedParent(const std::string& path, bool allow_own,
   }
   if (!S_ISDIR(info->st_mode)) return Unsafe(path, "not a directory");
   if (info->st_uid != 0 && !(allow_own && info->st_uid == euid)) {
-    return Unsafe(path, absl::StrCat("owned by uid ", info->st_uid,
-                                     allow_own ? ", neither root nor us"
-                                               : ", not root"));
+    return Unsafe(
+        path, absl::StrCat("owned by uid ", info->st_uid,
+                           allow_own ? ", neither root nor us" : ", not root"));
   }
   if ((info->st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
       (info->st_mode & S_ISVTX) == 0) {
@@ -98,7 +99,8 @@ absl::Status EnsurePrivateDirectory(const std::string& path, uid_t euid) {
     if (lstat(path.c_str(), &info) == 0) {
       return CheckPrivateDirectoryOf(path, info, euid);
     }
-    if (errno != ENOENT) return PosixError(absl::StrCat(path, ": lstat"), errno);
+    if (errno != ENOENT)
+      return PosixError(absl::StrCat(path, ": lstat"), errno);
     if (mkdir(path.c_str(), 0700) != 0) {
       if (errno == EEXIST) continue;
       return PosixError(absl::StrCat(path, ": mkdir"), errno);
@@ -127,7 +129,8 @@ absl::Status EnsureSharedDirectory(const std::string& path, uid_t euid) {
     if (lstat(path.c_str(), &info) == 0) {
       return CheckSharedDirectory(path, info);
     }
-    if (errno != ENOENT) return PosixError(absl::StrCat(path, ": lstat"), errno);
+    if (errno != ENOENT)
+      return PosixError(absl::StrCat(path, ": lstat"), errno);
     if (euid != 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "per-machine lock directory ", path,
@@ -161,10 +164,9 @@ absl::Status EnsureSharedDirectory(const std::string& path, uid_t euid) {
 // The runtime directory if it passes the private checks, else "".
 std::string SafeRuntimeDirectory(uid_t euid) {
   const char* from_env = std::getenv("XDG_RUNTIME_DIR");
-  const std::string runtime =
-      from_env != nullptr && from_env[0] == '/'
-          ? WithoutTrailingSlashes(from_env)
-          : absl::StrCat("/run/user/", euid);
+  const std::string runtime = from_env != nullptr && from_env[0] == '/'
+                                  ? WithoutTrailingSlashes(from_env)
+                                  : absl::StrCat("/run/user/", euid);
   struct stat info;
   if (lstat(runtime.c_str(), &info) != 0) return "";
   if (!CheckPrivateDirectoryOf(runtime, info, euid).ok()) return "";
@@ -173,7 +175,8 @@ std::string SafeRuntimeDirectory(uid_t euid) {
 
 absl::StatusOr<std::string> UserDirectory(uid_t euid) {
   if (std::string runtime = SafeRuntimeDirectory(euid); !runtime.empty()) {
-    std::string directory = absl::StrCat(runtime == "/" ? "" : runtime, "/onlyone");
+    std::string directory =
+        absl::StrCat(runtime == "/" ? "" : runtime, "/onlyone");
     if (absl::Status ensured = EnsurePrivateDirectory(directory, euid);
         !ensured.ok()) {
       return ensured;
@@ -216,9 +219,8 @@ absl::StatusOr<std::string> MachineDirectory(uid_t euid) {
     // The first candidate whose parent is acceptable is the directory for
     // everyone: falling through when only the directory is missing or bad
     // would let root and other users pick different directories.
-    if (absl::Status trusted =
-            CheckTrustedParent(candidate.parent, /*allow_own=*/false, euid,
-                               &info);
+    if (absl::Status trusted = CheckTrustedParent(
+            candidate.parent, /*allow_own=*/false, euid, &info);
         !trusted.ok()) {
       rejected.push_back(std::string(trusted.message()));
       continue;
@@ -228,16 +230,14 @@ absl::StatusOr<std::string> MachineDirectory(uid_t euid) {
     for (const auto& earlier : tried) seen = seen || earlier == id;
     if (seen) continue;  // /var/lock -> /run/lock
     tried.push_back(id);
-    if (absl::Status ensured =
-            EnsureSharedDirectory(candidate.directory, euid);
+    if (absl::Status ensured = EnsureSharedDirectory(candidate.directory, euid);
         !ensured.ok()) {
       return ensured;
     }
     return std::string(candidate.directory);
   }
-  return absl::FailedPreconditionError(
-      absl::StrCat("no usable per-machine lock directory: ",
-                   absl::StrJoin(rejected, "; ")));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "no usable per-machine lock directory: ", absl::StrJoin(rejected, "; ")));
 }
 
 absl::StatusOr<InstanceDirectory> ExplicitDirectory(absl::string_view given,
@@ -290,9 +290,9 @@ absl::Status ValidateInstanceName(absl::string_view name) {
   constexpr absl::string_view kAllowed =
       "names may contain only letters, digits, '.', '_' and '-'";
   if (name.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "instance name is empty (1 to ", kMaxInstanceNameLength,
-        " characters; ", kAllowed, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("instance name is empty (1 to ", kMaxInstanceNameLength,
+                     " characters; ", kAllowed, ")"));
   }
   if (name.size() > kMaxInstanceNameLength) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -343,10 +343,9 @@ absl::Status CheckSharedDirectory(absl::string_view path,
   }
   if (!S_ISDIR(info.st_mode)) return Unsafe(path, "not a directory");
   if (info.st_uid != 0) {
-    return Unsafe(path,
-                  absl::StrCat("owned by uid ", info.st_uid,
-                               ", not root; its owner could remove other "
-                               "users' lock files"));
+    return Unsafe(path, absl::StrCat("owned by uid ", info.st_uid,
+                                     ", not root; its owner could remove other "
+                                     "users' lock files"));
   }
   if ((info.st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
       (info.st_mode & S_ISVTX) == 0) {

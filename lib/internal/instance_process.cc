@@ -102,10 +102,9 @@ absl::Time StartTimeFromTicks(uint64_t ticks) {
   const absl::Time now = absl::Now();
   const long ticks_per_second = sysconf(_SC_CLK_TCK);
   const absl::Duration since_boot = absl::DurationFromTimespec(boottime);
-  const absl::Duration start_after_boot =
-      absl::Seconds(static_cast<double>(ticks) /
-                    static_cast<double>(ticks_per_second > 0 ? ticks_per_second
-                                                             : 100));
+  const absl::Duration start_after_boot = absl::Seconds(
+      static_cast<double>(ticks) /
+      static_cast<double>(ticks_per_second > 0 ? ticks_per_second : 100));
   return now - (since_boot - start_after_boot);
 }
 
@@ -136,9 +135,8 @@ OwnerRecord ComputeSelfRecord() {
       !command_line.empty()) {
     if (command_line.back() == '\0') command_line.pop_back();
     record.command_line = absl::StrSplit(command_line, '\0');
-    record.command_line_truncated =
-        TruncateCommandLine(record.command_line) ||
-        command_line.size() > kMaxCommandLineBytes;
+    record.command_line_truncated = TruncateCommandLine(record.command_line) ||
+                                    command_line.size() > kMaxCommandLineBytes;
   }
   record.version = kVersion;
   return record;
@@ -175,7 +173,8 @@ const std::string& BootId() {
 
 OwnerRecord SelfRecord(uid_t euid) {
   static absl::once_flag once;
-  absl::call_once(once, [] { pthread_atfork(nullptr, nullptr, ForgetSelfInChild); });
+  absl::call_once(once,
+                  [] { pthread_atfork(nullptr, nullptr, ForgetSelfInChild); });
   const OwnerRecord* cached = cached_self.load(std::memory_order_acquire);
   if (cached == nullptr) {
     const OwnerRecord* fresh = new OwnerRecord(ComputeSelfRecord());
@@ -206,7 +205,8 @@ absl::StatusOr<int> OpenPidfd(pid_t pid) {
   if (fd < 0) {
     const int error_number = errno;
     if (error_number == ENOSYS) {
-      return absl::UnimplementedError("pidfd_open: not supported by the kernel");
+      return absl::UnimplementedError(
+          "pidfd_open: not supported by the kernel");
     }
     if (error_number == ESRCH) {
       return absl::NotFoundError(absl::StrCat("pid ", pid, " has exited"));
@@ -223,8 +223,8 @@ absl::Status SignalPidfd(int pidfd, pid_t pid, int signal) {
     if (error_number == ESRCH) {
       return absl::NotFoundError(absl::StrCat("pid ", pid, " has exited"));
     }
-    return PosixError(
-        absl::StrCat("pid ", pid, ": sending signal ", signal), error_number);
+    return PosixError(absl::StrCat("pid ", pid, ": sending signal ", signal),
+                      error_number);
   }
   return absl::OkStatus();
 }

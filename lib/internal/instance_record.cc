@@ -169,9 +169,8 @@ std::string EncodeOwnerRecord(const OwnerRecord& record) {
     AddLine("acquired", FormatRecordTime(record.acquired_at), &body);
   }
   AddLine("version", record.version, &body);
-  return absl::StrCat(kRecordMagic, " ", kRecordFormatVersion, " ",
-                      body.size(), " ",
-                      absl::StrFormat("%016x", Fnv1a64(body)), "\n", body);
+  return absl::StrCat(kRecordMagic, " ", kRecordFormatVersion, " ", body.size(),
+                      " ", absl::StrFormat("%016x", Fnv1a64(body)), "\n", body);
 }
 
 std::optional<OwnerRecord> DecodeOwnerRecord(absl::string_view contents) {

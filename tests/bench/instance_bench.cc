@@ -38,6 +38,14 @@
 //     reply (the acknowledgement), close. The raw floor is a unix-socket
 //     client (socket + connect + write + read + close) against a server that
 //     accepts, reads the request and writes a one-byte reply.
+//
+// Targets (on the p50 ratio): warm acquire+release <= 2x the raw floor;
+// program start <= 2x; message round trip <= 2x. The cold row and the
+// lock-layer reference row are for information. The warm figure is bounded
+// below by the checks the design requires at every call: lstat(2) of the
+// runtime directory and of onlyone/, geteuid(2), and fstat(2) of the locked
+// file (hard-link check) before writing the record, i.e. 10 system calls
+// against the floor's 5.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -219,9 +227,11 @@ void AddRows(std::vector<Row>& rows, const std::string& metric,
   const double ours99 = Percentile(ours, 99), raw99 = Percentile(raw, 99);
   rows.push_back({metric + " p50", Us(ours50), Us(raw50), Ratio(ours50, raw50),
                   target > 0 ? absl::StrFormat("ratio <= %.2f", target) : "-",
-                  target <= 0 ? "-" : ours50 <= target * raw50 ? "PASS" : "MISS"});
-  rows.push_back({metric + " p99", Us(ours99), Us(raw99), Ratio(ours99, raw99),
-                  "-", "-"});
+                  target <= 0                ? "-"
+                  : ours50 <= target * raw50 ? "PASS"
+                                             : "MISS"});
+  rows.push_back(
+      {metric + " p99", Us(ours99), Us(raw99), Ratio(ours99, raw99), "-", "-"});
 }
 
 // ---------------------------------------------------------------------------
@@ -238,9 +248,10 @@ void BenchWarm(const Config& cfg, std::vector<Row>& rows) {
   auto run = [&](Variant variant, int n, bool record) {
     for (int i = 0; i < n; ++i) {
       const int64_t start = NowNs();
-      const bool ok = variant == Variant::kOnlyone     ? OnlyoneOnce()
-                      : variant == Variant::kLockLayer ? LockLayerOnce(layer_path)
-                                                       : RawOnce(raw_path);
+      const bool ok = variant == Variant::kOnlyone ? OnlyoneOnce()
+                      : variant == Variant::kLockLayer
+                          ? LockLayerOnce(layer_path)
+                          : RawOnce(raw_path);
       const int64_t took = NowNs() - start;
       if (!ok) Die("warm: acquire/release failed");
       if (record) times[int(variant)].push_back(static_cast<double>(took));
@@ -251,7 +262,8 @@ void BenchWarm(const Config& cfg, std::vector<Row>& rows) {
   // Warm-up: caches, dentries, the process identity.
   for (Variant v : order) run(v, cfg.iterations / 10 + 1, false);
   for (int round = 0; round < cfg.rounds; ++round) {
-    for (int k = 0; k < 3; ++k) run(order[(round + k) % 3], cfg.iterations, true);
+    for (int k = 0; k < 3; ++k)
+      run(order[(round + k) % 3], cfg.iterations, true);
   }
   const auto& raw = times[int(Variant::kRaw)];
   AddRows(rows, "warm acquire+release", times[int(Variant::kOnlyone)], raw,
@@ -305,9 +317,10 @@ void BenchCold(const Config& cfg, std::vector<Row>& rows) {
   }
   munmap(shared, sizeof(ColdResult));
   AddRows(rows, "cold: first call in a forked child", ours, raw, 0);
-  printf("  cold: minor page faults during the call, p50: onlyone %.0f, raw "
-         "%.0f\n",
-         Percentile(ours_faults, 50), Percentile(raw_faults, 50));
+  printf(
+      "  cold: minor page faults during the call, p50: onlyone %.0f, raw "
+      "%.0f\n",
+      Percentile(ours_faults, 50), Percentile(raw_faults, 50));
 }
 
 // ---------------------------------------------------------------------------
@@ -317,7 +330,8 @@ void BenchProgramStart(const Config& cfg, std::vector<Row>& rows) {
   std::vector<double> ours, raw;
   const std::string self = "/proc/self/exe";
   char executable[4096];
-  const ssize_t length = readlink(self.c_str(), executable, sizeof executable - 1);
+  const ssize_t length =
+      readlink(self.c_str(), executable, sizeof executable - 1);
   if (length <= 0) Die("readlink /proc/self/exe");
   executable[length] = '\0';
   for (int i = 0; i < 2 * cfg.starts; ++i) {
@@ -351,7 +365,8 @@ int RawServer(const std::string& path, int ready_fd) {
   address.sun_family = AF_UNIX;
   strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
   unlink(path.c_str());
-  if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+  if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) !=
+          0 ||
       listen(listener, 64) != 0) {
     return 1;
   }
@@ -423,8 +438,9 @@ void BenchMessages(const Config& cfg, std::vector<Row>& rows) {
   for (int i = 0; i < 2 * cfg.messages; ++i) {
     const bool onlyone = (i / 100) % 2 == 0;  // blocks of 100
     const int64_t start = NowNs();
-    const bool ok = onlyone ? SingleInstance::Send("bench-primary", message).ok()
-                            : RawRoundTrip(raw_socket, raw_request);
+    const bool ok = onlyone
+                        ? SingleInstance::Send("bench-primary", message).ok()
+                        : RawRoundTrip(raw_socket, raw_request);
     const int64_t took = NowNs() - start;
     if (!ok) Die("message round trip failed");
     (onlyone ? ours : raw).push_back(static_cast<double>(took));
@@ -486,8 +502,8 @@ int main(int argc, char** argv) {
 
   struct utsname uts {};
   uname(&uts);
-  printf("instance_bench: %ld CPUs, kernel %s\n",
-         sysconf(_SC_NPROCESSORS_ONLN), uts.release);
+  printf("instance_bench: %ld CPUs, kernel %s\n", sysconf(_SC_NPROCESSORS_ONLN),
+         uts.release);
   printf("  iterations=%d rounds=%d starts=%d messages=%d\n", cfg.iterations,
          cfg.rounds, cfg.starts, cfg.messages);
   printf("  load average at start: %s", ReadWholeFile("/proc/loadavg").c_str());
