@@ -710,6 +710,16 @@ std::string SingleInstance::DescribeRunning(absl::string_view name,
   if (!holder.has_record && holder.pid > 0) {
     details.push_back("no owner record");
   }
+  // Names never contain '/', so a label with one is a lock file path (the
+  // AcquireAtPath case), which is held rather than running.
+  if (absl::StrContains(name, '/')) {
+    const std::string who = details.front();
+    details.erase(details.begin());
+    return details.empty()
+               ? absl::StrCat(name, " is held by ", who)
+               : absl::StrCat(name, " is held by ", who, " (",
+                              absl::StrJoin(details, ", "), ")");
+  }
   return absl::StrCat(name, " is already running (",
                       absl::StrJoin(details, ", "), ")");
 }

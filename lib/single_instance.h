@@ -173,7 +173,8 @@ class SingleInstance {
       const InstanceOptions& options = {});
 
   // The one-line refusal: "NAME is already running (pid 4711, started
-  // 2026-11-22 03:00:01, /usr/bin/backup --full)".
+  // 2026-11-22 03:00:01, /usr/bin/backup --full)"; for a lock file path
+  // (AcquireAtPath), "PATH is held by pid 4711 (started ..., ...)".
   static std::string DescribeRunning(absl::string_view name,
                                      const InstanceInfo& holder);
 

@@ -225,6 +225,12 @@ TEST_F(SingleInstanceTest, SecondCopyIsRefusedNamingTheHolder) {
   EXPECT_LT(absl::Now() - who.acquired_at, absl::Minutes(5));
   EXPECT_EQ(SingleInstance::DescribeRunning("nightly-backup", who),
             second.status().message());
+  // A lock file path is described as held, not running.
+  const std::string as_path =
+      SingleInstance::DescribeRunning("/run/lock/x.lock", who);
+  EXPECT_THAT(as_path, StartsWith(absl::StrCat("/run/lock/x.lock is held by pid ",
+                                               holder.pid(), " (started ")));
+  EXPECT_THAT(as_path, HasSubstr("/usr/bin/backup --full)"));
 
   release.Send();
   EXPECT_EQ(holder.Wait(), 0);
