@@ -46,7 +46,7 @@ ChosenSignal ChooseAndInstallSignal() {
 }  // namespace
 
 void CancellationState::Cancel() {
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   if (cancelled_) return;
   cancelled_ = true;
   struct itimerspec now {};
@@ -56,19 +56,19 @@ void CancellationState::Cancel() {
 }
 
 bool CancellationState::IsCancelled() const {
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   return cancelled_;
 }
 
 bool CancellationState::Register(timer_t timer) {
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   if (cancelled_) return false;
   timers_.insert(timer);
   return true;
 }
 
 void CancellationState::Unregister(timer_t timer) {
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   timers_.erase(timer);
 }
 

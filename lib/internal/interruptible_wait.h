@@ -43,9 +43,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/cancellation.h"
+#include "lib/internal/fork_safe_mutex.h"
 
 namespace onlyone::internal {
 
@@ -62,7 +62,8 @@ class CancellationState {
   void Unregister(timer_t timer);
 
  private:
-  mutable absl::Mutex mu_;
+  // A fork()ed child may cancel, or destroy, a token it inherited.
+  mutable ForkSafeMutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<timer_t> timers_ ABSL_GUARDED_BY(mu_);
 };

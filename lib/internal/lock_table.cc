@@ -12,36 +12,14 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "lib/internal/fork_safe_mutex.h"
 #include "lib/internal/posix_error.h"
 
 namespace onlyone::internal {
 namespace {
 
-// A pthread mutex rather than absl::Mutex because the fork handlers lock it
-// in the parent and unlock it in the child, which POSIX defines for a plain
-// pthread mutex; absl::Mutex keeps waiter lists that would name threads the
-// child does not have.
-class ABSL_LOCKABLE ForkSafeMutex {
- public:
-  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { pthread_mutex_lock(&mutex_); }
-  void Unlock() ABSL_UNLOCK_FUNCTION() { pthread_mutex_unlock(&mutex_); }
-
- private:
-  pthread_mutex_t mutex_ = PTHREAD_MUTEX_INITIALIZER;
-};
-
-class ABSL_SCOPED_LOCKABLE TableLock {
- public:
-  explicit TableLock(ForkSafeMutex* mutex) ABSL_EXCLUSIVE_LOCK_FUNCTION(mutex)
-      : mutex_(mutex) {
-    mutex_->Lock();
-  }
-  ~TableLock() ABSL_UNLOCK_FUNCTION() { mutex_->Unlock(); }
-
- private:
-  ForkSafeMutex* const mutex_;
-};
-
+// The fork handlers lock the table in the parent and unlock it in the child,
+// hence a ForkSafeMutex.
 struct LockTable {
   ForkSafeMutex mutex;
   absl::flat_hash_map<HeldFile*, std::unique_ptr<HeldFile>> files
@@ -108,7 +86,7 @@ HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
   file->inode = inode;
   HeldFile* key = file.get();
   LockTable& table = Table();
-  TableLock lock(&table.mutex);
+  ForkSafeLock lock(&table.mutex);
   table.files.emplace(key, std::move(file));
   return key;
 }
@@ -116,7 +94,7 @@ HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
 void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
                   bool inheritable) {
   LockTable& table = Table();
-  TableLock lock(&table.mutex);
+  ForkSafeLock lock(&table.mutex);
   file->exclusive = exclusive;
   file->recursive = recursive;
   file->inheritable = inheritable;
@@ -126,7 +104,7 @@ void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
 
 bool TracksDescriptor(int fd) {
   LockTable& table = Table();
-  TableLock lock(&table.mutex);
+  ForkSafeLock lock(&table.mutex);
   for (const auto& [key, file] : table.files) {
     if (file->fd == fd) return true;
   }
@@ -136,7 +114,7 @@ bool TracksDescriptor(int fd) {
 HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode) {
   const pthread_t self = pthread_self();
   LockTable& table = Table();
-  TableLock lock(&table.mutex);
+  ForkSafeLock lock(&table.mutex);
   for (auto& [key, file] : table.files) {
     if (file->device == device && file->inode == inode && file->owned &&
         pthread_equal(file->holder_thread, self)) {
@@ -148,19 +126,19 @@ HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode) {
 
 void AddAcquisition(HeldFile* file) {
   LockTable& table = Table();
-  TableLock lock(&table.mutex);
+  ForkSafeLock lock(&table.mutex);
   ++file->acquisitions;
 }
 
 bool OwnedHere(const HeldFile* file) {
   LockTable& table = Table();
-  TableLock lock(&table.mutex);
+  ForkSafeLock lock(&table.mutex);
   return file->owned;
 }
 
 void MarkHandOffOnFork(HeldFile* file) {
   LockTable& table = Table();
-  TableLock lock(&table.mutex);
+  ForkSafeLock lock(&table.mutex);
   file->hand_off_on_fork = true;
 }
 
@@ -168,7 +146,7 @@ absl::Status ReleaseAcquisition(HeldFile* file) {
   std::unique_ptr<HeldFile> last;
   {
     LockTable& table = Table();
-    TableLock lock(&table.mutex);
+    ForkSafeLock lock(&table.mutex);
     if (--file->acquisitions > 0) return absl::OkStatus();
     auto node = table.files.extract(file);
     last = std::move(node.mapped());
