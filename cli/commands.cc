@@ -172,27 +172,10 @@ int Refuse(const RunRequest& request, const std::string& lock_path,
 }  // namespace
 
 absl::Status ValidateName(absl::string_view name) {
-  if (name.empty()) return absl::InvalidArgumentError("the name is empty");
-  const std::string quoted = absl::StrCat("\"", absl::CEscape(name), "\"");
-  if (name.size() > kMaxNameLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid name ", quoted, ": longer than ",
-                     kMaxNameLength, " characters"));
-  }
-  if (name == "." || name == "..") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid name ", quoted, ": not a file name"));
-  }
-  for (char c : name) {
-    if (!NameCharacter(c)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "invalid name ", quoted, ": it contains \"",
-          absl::CEscape(absl::string_view(&c, 1)),
-          "\"; a name has only letters, digits, '.', '_' and '-' (use "
-          "--lock PATH for a lock file elsewhere)"));
-    }
-  }
-  return absl::OkStatus();
+  absl::Status valid = SingleInstance::ValidateName(name);
+  if (valid.ok()) return valid;
+  return absl::InvalidArgumentError(absl::StrCat(
+      valid.message(), " (use --lock PATH for a lock file elsewhere)"));
 }
 
 std::string NameFromCommand(absl::string_view program) {

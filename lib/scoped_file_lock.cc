@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "lib/internal/file_kind.h"
 #include "lib/internal/interruptible_wait.h"
 #include "lib/internal/lock_table.h"
 #include "lib/internal/posix_error.h"
@@ -27,6 +28,7 @@ namespace {
 
 using internal::HeldFile;
 using internal::InterruptibleWait;
+using internal::NonRegularFileKind;
 using internal::PosixError;
 
 struct OpenedFile {
@@ -37,17 +39,6 @@ struct OpenedFile {
   // Whether the first, non-blocking flock(2) already took the lock.
   bool locked;
 };
-
-// Names what is at `path` when it is not a regular file, from lstat(2).
-const char* NonRegularFileKind(mode_t mode) {
-  if (S_ISLNK(mode)) return "a symbolic link";
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISSOCK(mode)) return "a socket";
-  return nullptr;
-}
 
 absl::Status NotARegularFile(const std::string& path, const char* kind) {
   return absl::InvalidArgumentError(absl::StrCat(

@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "lib/internal/file_kind.h"
 #include "lib/internal/instance_channel.h"
 #include "lib/internal/instance_paths.h"
 #include "lib/internal/instance_process.h"
@@ -190,16 +191,6 @@ std::string VerifyRecord(const OwnerRecord& record,
   return "";
 }
 
-const char* FileKind(mode_t mode) {
-  if (S_ISLNK(mode)) return "a symbolic link";
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
-}
-
 // Looks at a lock file without locking it: /proc/locks for the holders, and
 // only when /proc/locks cannot be read, a non-blocking shared probe that is
 // released at once (a probe could make a concurrent try-lock fail).
@@ -214,7 +205,7 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
   }
   if (!S_ISREG(file.st_mode)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, " is ", FileKind(file.st_mode),
+        absl::StrCat(path, " is ", internal::NonRegularFileKind(file.st_mode),
                      ", not a lock file; it is never followed or opened"));
   }
   int fd = open(path.c_str(),
@@ -236,7 +227,7 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
     if (!S_ISREG(opened.st_mode)) {
       close(fd);
       return absl::InvalidArgumentError(
-          absl::StrCat(path, " is ", FileKind(opened.st_mode),
+          absl::StrCat(path, " is ", internal::NonRegularFileKind(opened.st_mode),
                        ", not a lock file; it is never followed or opened"));
     }
     file = opened;  // the file we read the record from
@@ -683,6 +674,10 @@ absl::StatusOr<std::vector<ListedInstance>> SingleInstance::List(
               return a.name < b.name;
             });
   return instances;
+}
+
+absl::Status SingleInstance::ValidateName(absl::string_view name) {
+  return internal::ValidateInstanceName(name);
 }
 
 std::string SingleInstance::DescribeRunning(absl::string_view name,

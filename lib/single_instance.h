@@ -157,6 +157,10 @@ class SingleInstance {
   [[nodiscard]] static absl::StatusOr<SingleInstance> AcquireAtPath(
       absl::string_view lock_path, const InstanceOptions& options = {});
 
+  // OK if `name` is a valid instance name; otherwise InvalidArgument saying
+  // which character (and where) or which limit is wrong.
+  [[nodiscard]] static absl::Status ValidateName(absl::string_view name);
+
   // Who holds the lock for `name`: nullopt when nothing holds it.
   [[nodiscard]] static absl::StatusOr<std::optional<InstanceInfo>> Holder(
       absl::string_view name, const InstanceOptions& options = {});

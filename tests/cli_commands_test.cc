@@ -28,12 +28,12 @@ TEST(CliValidateNameTest, AcceptsNames) {
 
 TEST(CliValidateNameTest, RefusesWithAReason) {
   EXPECT_THAT(ValidateName("").message(), HasSubstr("empty"));
-  EXPECT_THAT(ValidateName(".").message(), HasSubstr("not a file name"));
-  EXPECT_THAT(ValidateName("..").message(), HasSubstr("not a file name"));
+  EXPECT_THAT(ValidateName(".").message(), HasSubstr("names a directory"));
+  EXPECT_THAT(ValidateName("..").message(), HasSubstr("names a directory"));
   EXPECT_THAT(ValidateName(std::string(201, 'n')).message(),
-              HasSubstr("longer than 200"));
+              HasSubstr("the limit is 200"));
   EXPECT_THAT(ValidateName("a/b").message(),
-              HasSubstr("invalid name \"a/b\": it contains \"/\""));
+              HasSubstr("\"a/b\" has character '/' at position 2"));
   EXPECT_THAT(ValidateName("a b").message(), HasSubstr("--lock PATH"));
   EXPECT_TRUE(absl::IsInvalidArgument(ValidateName("caf\xc3\xa9")));
   EXPECT_TRUE(absl::IsInvalidArgument(ValidateName("a\nb")));
