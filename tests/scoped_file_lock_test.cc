@@ -308,21 +308,29 @@ TEST_F(ScopedFileLockTest, ChildForkedDuringAWaitDoesNotKeepTheLockAlive) {
   stop_child.CloseWrite();
 }
 
-TEST_F(ScopedFileLockTest, ExecdProgramInheritsNoLockByDefault) {
-  Pipe ready, stop_program;
-  Child holder = Child::Fork([&] {
-    absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_);
+// A child that takes the lock with `options`, starts a program that outlives
+// it (cat reading `stop_program`, which reports on `ready` once exec'd, so
+// the test goes on after the exec) and waits to be killed, as `onlyone run`
+// would be.
+Child HoldAndRunProgram(const std::string& path, LockOptions options,
+                        Pipe& ready, Pipe& stop_program) {
+  return Child::Fork([&path, options, &ready, &stop_program] {
+    absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path, options);
     if (!lock.ok()) return 1;
     Child::Fork([&] {
       dup2(stop_program.read_fd(), STDIN_FILENO);
       dup2(ready.write_fd(), STDOUT_FILENO);
-      // Reports from the exec'd program, so the test goes on after exec.
       execl("/bin/sh", "sh", "-c", "echo .; exec cat", nullptr);
       return 127;
     }).Detach();
     pause();
     return 0;
   });
+}
+
+TEST_F(ScopedFileLockTest, ExecdProgramInheritsNoLockByDefault) {
+  Pipe ready, stop_program;
+  Child holder = HoldAndRunProgram(path_, {}, ready, stop_program);
   ASSERT_EQ(ready.Receive(), '.');
   holder.Kill(SIGKILL);
   holder.Wait();
@@ -333,21 +341,9 @@ TEST_F(ScopedFileLockTest, ExecdProgramInheritsNoLockByDefault) {
 
 TEST_F(ScopedFileLockTest, InheritableLockIsHeldByExecdProgramForItsLife) {
   Pipe ready, stop_program;
-  Child holder = Child::Fork([&] {
-    LockOptions options;
-    options.inheritable = true;
-    absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_, options);
-    if (!lock.ok()) return 1;
-    Child::Fork([&] {
-      dup2(stop_program.read_fd(), STDIN_FILENO);
-      dup2(ready.write_fd(), STDOUT_FILENO);
-      // Reports from the exec'd program, so the test goes on after exec.
-      execl("/bin/sh", "sh", "-c", "echo .; exec cat", nullptr);
-      return 127;
-    }).Detach();
-    pause();
-    return 0;
-  });
+  LockOptions inheritable;
+  inheritable.inheritable = true;
+  Child holder = HoldAndRunProgram(path_, inheritable, ready, stop_program);
   ASSERT_EQ(ready.Receive(), '.');
   holder.Kill(SIGKILL);  // as if `onlyone run` were killed
   holder.Wait();
