@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "lib/scoped_file_lock.h"
 #include "lib/single_instance.h"
+#include "tests/single_instance_test_util.h"
 #include "tests/test_util.h"
 
 namespace onlyone {
@@ -28,13 +29,12 @@ namespace {
 
 using ::onlyone::testing::BecomeNobody;
 using ::onlyone::testing::Child;
+using ::onlyone::testing::HoldInstanceInChild;
+using ::onlyone::testing::InstanceDirectoryTest;
+using ::onlyone::testing::kNobodyUid;
 using ::onlyone::testing::MakeTempDir;
-using ::onlyone::testing::MakeTempDirOtherUsersCanReach;
 using ::onlyone::testing::Pipe;
-using ::onlyone::testing::RunShell;
 using ::testing::HasSubstr;
-
-constexpr uid_t kNobody = 65534;
 
 void WriteText(int fd, const std::string& text) {
   ASSERT_EQ(write(fd, text.data(), text.size()),
@@ -46,6 +46,15 @@ std::string Describe(const InstanceMessage& message) {
   return absl::StrCat(absl::StrJoin(message.arguments, ","), "|",
                       message.working_directory, "|", message.payload, "|",
                       message.sender_pid, "|", message.sender_uid);
+}
+
+// A sender's view of a reply: the reply itself, or the error's code and
+// message.
+std::string ReplyOrError(const absl::StatusOr<std::string>& reply) {
+  return reply.ok()
+             ? *reply
+             : absl::StrCat(absl::StatusCodeToString(reply.status().code()),
+                            ": ", reply.status().message());
 }
 
 InstanceMessage MakeMessage(std::string payload) {
@@ -70,38 +79,22 @@ int ListenRaw(const std::string& path, int backlog) {
   return fd;
 }
 
-class MessagingTest : public ::testing::Test {
+class MessagingTest : public InstanceDirectoryTest {
  protected:
-  MessagingTest() { options_.directory = dir_; }
-
-  std::string SocketOf(const std::string& name) {
-    return absl::StrCat(dir_, "/", name, ".sock");
-  }
-
   // /tmp keeps socket paths short and reachable by `nobody`.
-  std::string dir_ = MakeTempDirOtherUsersCanReach();
-  InstanceOptions options_;
-
-  ~MessagingTest() override { RunShell(absl::StrCat("rm -rf '", dir_, "'")); }
+  MessagingTest() : InstanceDirectoryTest(Reach::kOtherUsers) {}
 };
 
 TEST_F(MessagingTest, RoundTripToAPrimaryInAnotherProcess) {
   Pipe ready, report, quit;
-  Child primary = Child::Fork([&] {
-    InstanceOptions listening = options_;
-    listening.listen = true;
-    listening.on_message = [&](const InstanceMessage& message) {
-      const std::string line = Describe(message) + "\n";
-      WriteText(report.write_fd(), line);
-      return "opened " + message.arguments.back();
-    };
-    absl::StatusOr<SingleInstance> instance =
-        SingleInstance::Acquire("editor", listening);
-    if (!instance.ok()) return 2;
-    ready.Send();
-    quit.Receive(absl::Hours(1));
-    return instance->Release().ok() ? 0 : 3;
-  });
+  InstanceOptions listening = options_;
+  listening.listen = true;
+  listening.on_message = [&](const InstanceMessage& message) {
+    const std::string line = Describe(message) + "\n";
+    WriteText(report.write_fd(), line);
+    return "opened " + message.arguments.back();
+  };
+  Child primary = HoldInstanceInChild("editor", listening, ready, quit);
   ASSERT_EQ(ready.Receive(), '.');
 
   // A second copy is refused, then hands over its command line.
@@ -194,13 +187,8 @@ TEST_F(MessagingTest, AReplyGivenRightBeforeReleaseIsDelivered) {
     std::vector<std::string> outcomes;
     for (int i = 0; i < 2; ++i) {
       if (go.Receive() != '.') return 2;
-      absl::StatusOr<std::string> reply =
-          SingleInstance::Send("quitting", MakeMessage("--quit"), options_);
-      outcomes.push_back(
-          reply.ok()
-              ? *reply
-              : absl::StrCat(absl::StatusCodeToString(reply.status().code()),
-                             ": ", reply.status().message()));
+      outcomes.push_back(ReplyOrError(
+          SingleInstance::Send("quitting", MakeMessage("--quit"), options_)));
     }
     WriteText(result.write_fd(), absl::StrJoin(outcomes, "\n"));
     return 0;
@@ -408,13 +396,8 @@ TEST_F(MessagingTest, PeersOfAnotherUserAreRefusedUnlessAccepted) {
     std::vector<std::string> outcomes;
     for (const char* name : {"strict", "welcoming"}) {
       if (go.Receive() != '.') return 2;
-      absl::StatusOr<std::string> reply =
-          SingleInstance::Send(name, MakeMessage("from nobody"), options_);
-      outcomes.push_back(
-          reply.ok()
-              ? *reply
-              : absl::StrCat(absl::StatusCodeToString(reply.status().code()),
-                             ": ", reply.status().message()));
+      outcomes.push_back(ReplyOrError(
+          SingleInstance::Send(name, MakeMessage("from nobody"), options_)));
     }
     const std::string text = absl::StrJoin(outcomes, "\n");
     WriteText(result.write_fd(), text);
@@ -443,8 +426,8 @@ TEST_F(MessagingTest, PeersOfAnotherUserAreRefusedUnlessAccepted) {
   ASSERT_EQ(outcomes.size(), 2u);
   EXPECT_THAT(outcomes[0], HasSubstr("PERMISSION_DENIED"));
   EXPECT_THAT(outcomes[0], HasSubstr("refused the message"));
-  EXPECT_THAT(outcomes[0], HasSubstr(absl::StrCat("uid ", kNobody)));
-  EXPECT_EQ(outcomes[1], absl::StrCat("welcome uid ", kNobody));
+  EXPECT_THAT(outcomes[0], HasSubstr(absl::StrCat("uid ", kNobodyUid)));
+  EXPECT_EQ(outcomes[1], absl::StrCat("welcome uid ", kNobodyUid));
 }
 
 TEST_F(MessagingTest, ASocketPlantedByAnotherUserIsNotTrusted) {

@@ -70,6 +70,13 @@ void ExpectSame(const OwnerRecord& a, const OwnerRecord& b) {
   EXPECT_EQ(a.version, b.version);
 }
 
+// `body` behind a well-formed header (magic, version, length, checksum), as
+// EncodeOwnerRecord frames a record: for bodies it would never write.
+std::string WithValidHeader(const std::string& body) {
+  return absl::StrCat("onlyone-owner 1 ", body.size(), " ",
+                      absl::Hex(Fnv1a64(body), absl::kZeroPad16), "\n", body);
+}
+
 TEST(OwnerRecordTest, RoundTripsEveryFieldThroughTheTextFormat) {
   const std::string encoded = EncodeOwnerRecord(Sample());
   // Readable text: a header line, then key=value lines with escapes.
@@ -106,15 +113,10 @@ TEST(OwnerRecordTest, RejectsDamagedRecords) {
   EXPECT_FALSE(DecodeOwnerRecord("pid=4711\nstart_ticks=1\n").has_value());
   // A body without a required key, though well-formed.
   const std::string body = "pid=1\nboot_id=x\n";
-  EXPECT_FALSE(
-      DecodeOwnerRecord(absl::StrCat("onlyone-owner 1 ", body.size(), " ",
-                                     absl::Hex(Fnv1a64(body), absl::kZeroPad16),
-                                     "\n", body))
-          .has_value());
+  EXPECT_FALSE(DecodeOwnerRecord(WithValidHeader(body)).has_value());
   const std::string complete = body + "start_ticks=5\n";
-  std::optional<OwnerRecord> minimal = DecodeOwnerRecord(absl::StrCat(
-      "onlyone-owner 1 ", complete.size(), " ",
-      absl::Hex(Fnv1a64(complete), absl::kZeroPad16), "\n", complete));
+  std::optional<OwnerRecord> minimal =
+      DecodeOwnerRecord(WithValidHeader(complete));
   ASSERT_TRUE(minimal.has_value());
   EXPECT_EQ(minimal->locker_pid, 1) << "defaults to pid";
   EXPECT_TRUE(minimal->command_line.empty());

@@ -27,6 +27,7 @@
 #include "lib/internal/instance_record.h"
 #include "lib/internal/proc_locks.h"
 #include "lib/version.h"
+#include "tests/single_instance_test_util.h"
 #include "tests/test_util.h"
 
 namespace onlyone {
@@ -34,16 +35,16 @@ namespace {
 
 using ::onlyone::testing::BecomeNobody;
 using ::onlyone::testing::Child;
+using ::onlyone::testing::HoldInstanceInChild;
+using ::onlyone::testing::InstanceDirectoryTest;
+using ::onlyone::testing::kNobodyUid;
 using ::onlyone::testing::MakeTempDir;
-using ::onlyone::testing::MakeTempDirOtherUsersCanReach;
 using ::onlyone::testing::Pipe;
 using ::onlyone::testing::RunShell;
 using ::onlyone::testing::WaitForBlockedWaiters;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-constexpr uid_t kNobody = 65534;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream file(path);
@@ -67,20 +68,6 @@ bool KernelSaysHeld(const std::string& path) {
   struct stat file;
   if (stat(path.c_str(), &file) != 0) return false;
   return !internal::FlockHolders(file.st_dev, file.st_ino).empty();
-}
-
-// A child that holds the instance until `release` is written to.
-Child HoldInstanceInChild(const std::string& name,
-                          const InstanceOptions& options, Pipe& ready,
-                          Pipe& release) {
-  return Child::Fork([&, options] {
-    absl::StatusOr<SingleInstance> instance =
-        SingleInstance::Acquire(name, options);
-    if (!instance.ok()) return 2;
-    ready.Send();
-    release.Receive(absl::Hours(1));
-    return instance->Release().ok() ? 0 : 3;
-  });
 }
 
 // A child that locks `path` with plain flock(2) and writes no record, like
@@ -120,17 +107,25 @@ internal::OwnerRecord RecordFor(pid_t pid, uint64_t start_ticks) {
   return record;
 }
 
-class SingleInstanceTest : public ::testing::Test {
- protected:
-  SingleInstanceTest() { options_.directory = dir_; }
+// `options` with the wait policy: wait at most `timeout` for the holder.
+InstanceOptions WithWaitPolicy(InstanceOptions options,
+                               absl::Duration timeout) {
+  options.on_conflict = ConflictPolicy::kWait;
+  options.wait_timeout = timeout;
+  return options;
+}
 
-  std::string PathOf(const std::string& name) {
-    return absl::StrCat(dir_, "/", name, ".lock");
-  }
+// `options` with the replace policy: SIGTERM to the holder, SIGKILL after
+// `grace_period`.
+InstanceOptions WithReplacePolicy(
+    InstanceOptions options,
+    absl::Duration grace_period = InstanceOptions().grace_period) {
+  options.on_conflict = ConflictPolicy::kReplace;
+  options.grace_period = grace_period;
+  return options;
+}
 
-  std::string dir_ = MakeTempDir();
-  InstanceOptions options_;
-};
+class SingleInstanceTest : public InstanceDirectoryTest {};
 
 // ---------------------------------------------------------------------------
 // Names.
@@ -396,9 +391,8 @@ TEST_F(SingleInstanceTest, WaitPolicyTimesOutNamingTheHolder) {
   Pipe ready, release;
   Child holder = HoldInstanceInChild("waited", options_, ready, release);
   ASSERT_EQ(ready.Receive(), '.');
-  InstanceOptions wait = options_;
-  wait.on_conflict = ConflictPolicy::kWait;
-  wait.wait_timeout = absl::Milliseconds(100);
+  const InstanceOptions wait =
+      WithWaitPolicy(options_, absl::Milliseconds(100));
   absl::StatusOr<SingleInstance> late = SingleInstance::Acquire("waited", wait);
   ASSERT_TRUE(absl::IsDeadlineExceeded(late.status())) << late.status();
   EXPECT_THAT(
@@ -413,9 +407,7 @@ TEST_F(SingleInstanceTest, WaitPolicyTakesOverWhenTheHolderExits) {
   Pipe ready, release;
   Child holder = HoldInstanceInChild("handover", options_, ready, release);
   ASSERT_EQ(ready.Receive(), '.');
-  InstanceOptions wait = options_;
-  wait.on_conflict = ConflictPolicy::kWait;
-  wait.wait_timeout = absl::Seconds(30);
+  const InstanceOptions wait = WithWaitPolicy(options_, absl::Seconds(30));
   absl::StatusOr<SingleInstance> next = absl::UnknownError("not run");
   std::thread waiter([&] { next = SingleInstance::Acquire("handover", wait); });
   // Release only once the waiter really blocks in the kernel.
@@ -435,9 +427,8 @@ TEST_F(SingleInstanceTest, ReplacePolicyTerminatesTheVerifiedHolder) {
   Pipe ready, release;
   Child holder = HoldInstanceInChild("replaced", options_, ready, release);
   ASSERT_EQ(ready.Receive(), '.');
-  InstanceOptions replace = options_;
-  replace.on_conflict = ConflictPolicy::kReplace;
-  replace.grace_period = absl::Seconds(30);
+  const InstanceOptions replace =
+      WithReplacePolicy(options_, absl::Seconds(30));
   absl::StatusOr<SingleInstance> next =
       SingleInstance::Acquire("replaced", replace);
   ASSERT_TRUE(next.ok()) << next.status();
@@ -460,9 +451,8 @@ TEST_F(SingleInstanceTest, ReplacePolicyKillsAHolderThatIgnoresSigterm) {
     return 0;
   });
   ASSERT_EQ(ready.Receive(), '.');
-  InstanceOptions replace = options_;
-  replace.on_conflict = ConflictPolicy::kReplace;
-  replace.grace_period = absl::Milliseconds(200);
+  const InstanceOptions replace =
+      WithReplacePolicy(options_, absl::Milliseconds(200));
   const absl::Time start = absl::Now();
   absl::StatusOr<SingleInstance> next =
       SingleInstance::Acquire("stubborn", replace);
@@ -472,9 +462,8 @@ TEST_F(SingleInstanceTest, ReplacePolicyKillsAHolderThatIgnoresSigterm) {
 }
 
 TEST_F(SingleInstanceTest, ReplacePolicyNeverSignalsAnUnverifiedHolder) {
-  InstanceOptions replace = options_;
-  replace.on_conflict = ConflictPolicy::kReplace;
-  replace.grace_period = absl::Milliseconds(10);
+  const InstanceOptions replace =
+      WithReplacePolicy(options_, absl::Milliseconds(10));
 
   // A holder that wrote no record.
   Pipe ready, release;
@@ -642,7 +631,8 @@ TEST_F(SingleInstanceTest, UnsafeRuntimeDirectoryIsNotUsed) {
     EXPECT_EQ(*path, fallback + "/editor.lock");
   }
   if (geteuid() == 0) {
-    ASSERT_EQ(chown(runtime.c_str(), kNobody, kNobody), 0);  // someone else's
+    // Someone else's.
+    ASSERT_EQ(chown(runtime.c_str(), kNobodyUid, kNobodyUid), 0);
     ScopedEnv env("XDG_RUNTIME_DIR", runtime);
     absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
     ASSERT_TRUE(path.ok()) << path.status();
@@ -701,7 +691,7 @@ TEST_F(SingleInstanceTest, ExplicitDirectoryMustBeSafe) {
 
   if (geteuid() == 0) {
     const std::string theirs = MakeTempDir();
-    ASSERT_EQ(chown(theirs.c_str(), kNobody, kNobody), 0);
+    ASSERT_EQ(chown(theirs.c_str(), kNobodyUid, kNobodyUid), 0);
     options.directory = theirs;
     instance = SingleInstance::Acquire("x", options);
     ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()));
@@ -843,16 +833,13 @@ TEST_F(SingleInstanceTest, HandOffOnForkKeepsTheInstanceInTheDaemon) {
   EXPECT_TRUE(absl::IsUnavailable(
       SingleInstance::Acquire("daemon", options_).status()));
   // Replace refuses: the kernel lists the exited lock-taker, not the daemon.
-  InstanceOptions replace = options_;
-  replace.on_conflict = ConflictPolicy::kReplace;
+  const InstanceOptions replace = WithReplacePolicy(options_);
   EXPECT_TRUE(absl::IsFailedPrecondition(
       SingleInstance::Acquire("daemon", replace).status()));
 
   release.Send();
   // The daemon is not our child; wait for its release through the lock.
-  InstanceOptions wait = options_;
-  wait.on_conflict = ConflictPolicy::kWait;
-  wait.wait_timeout = absl::Seconds(30);
+  const InstanceOptions wait = WithWaitPolicy(options_, absl::Seconds(30));
   EXPECT_TRUE(SingleInstance::Acquire("daemon", wait).ok());
 }
 
@@ -885,20 +872,15 @@ TEST_F(SingleInstanceTest, ForkedChildNeitherReleasesNorJoins) {
 // ---------------------------------------------------------------------------
 // Two users.
 
-class CrossUserInstanceTest : public ::testing::Test {
+class CrossUserInstanceTest : public InstanceDirectoryTest {
  protected:
+  CrossUserInstanceTest() : InstanceDirectoryTest(Reach::kOtherUsers) {}
+
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root to switch to nobody";
     // Like /run/lock/onlyone: root-owned, sticky, writable by everyone.
     ASSERT_EQ(chmod(dir_.c_str(), 01777), 0);
-    options_.directory = dir_;
   }
-  ~CrossUserInstanceTest() override {
-    RunShell(absl::StrCat("rm -rf '", dir_, "'"));
-  }
-
-  std::string dir_ = MakeTempDirOtherUsersCanReach();
-  InstanceOptions options_;
 };
 
 TEST_F(CrossUserInstanceTest, MachineLockIsSharedByTwoUsers) {
@@ -933,7 +915,7 @@ TEST_F(CrossUserInstanceTest, MachineLockIsSharedByTwoUsers) {
   ASSERT_TRUE(info.ok() && info->has_value()) << info.status();
   EXPECT_EQ((*info)->pid, nobody.pid());
   EXPECT_TRUE((*info)->has_record);
-  EXPECT_EQ((*info)->uid, kNobody);
+  EXPECT_EQ((*info)->uid, kNobodyUid);
   EXPECT_EQ((*info)->user, "nobody");
   struct stat file;
   ASSERT_EQ(stat((dir_ + "/shared-job.lock").c_str(), &file), 0);
@@ -969,9 +951,8 @@ TEST_F(CrossUserInstanceTest, ReplaceRefusesAHolderItMayNotSignal) {
   Pipe message;
   Child nobody = Child::Fork([&] {
     if (!BecomeNobody()) return 10;
-    InstanceOptions replace = options_;
-    replace.on_conflict = ConflictPolicy::kReplace;
-    replace.grace_period = absl::Milliseconds(10);
+    const InstanceOptions replace =
+        WithReplacePolicy(options_, absl::Milliseconds(10));
     absl::Status status = SingleInstance::Acquire("roots", replace).status();
     const std::string text(status.message());
     if (write(message.write_fd(), text.data(), text.size()) < 0) return 2;

@@ -199,9 +199,8 @@ std::string MakeTempDirOtherUsersCanReach() {
 }
 
 bool BecomeNobody() {
-  constexpr uid_t kNobody = 65534;
-  return setgroups(0, nullptr) == 0 && setgid(kNobody) == 0 &&
-         setuid(kNobody) == 0;
+  return setgroups(0, nullptr) == 0 && setgid(kNobodyUid) == 0 &&
+         setuid(kNobodyUid) == 0;
 }
 
 void ForgetTestRunnerFiles() {

@@ -86,6 +86,9 @@ std::string MakeTempDir();
 // The caller removes it.
 std::string MakeTempDirOtherUsersCanReach();
 
+// The uid and gid of `nobody` (Debian), the other user of cross-user tests.
+inline constexpr uid_t kNobodyUid = 65534;
+
 // Switches the calling (forked) process to the `nobody` user; false if that
 // is not possible (not root, or a user namespace without it).
 bool BecomeNobody();

@@ -25,10 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -37,6 +37,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tests/bench/bench_util.h"
 
 ABSL_FLAG(int, runs, 2000, "Timed runs of each command.");
 ABSL_FLAG(int, warmup, 100, "Untimed runs of each command first.");
@@ -47,15 +48,10 @@ ABSL_FLAG(bool, fail_on_miss, false, "Exit 1 when the target is missed.");
 
 extern char** environ;
 
+namespace onlyone::bench {
 namespace {
 
 constexpr double kTarget = 1.2;
-
-double NowMicros() {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return now.tv_sec * 1e6 + now.tv_nsec / 1e3;
-}
 
 std::string FindOnlyone(const char* argv0) {
   std::vector<std::string> candidates;
@@ -80,7 +76,7 @@ double TimeOnce(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  const double start = NowMicros();
+  const int64_t start = NowNs();
   pid_t pid;
   const int error =
       posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
@@ -89,7 +85,7 @@ double TimeOnce(const std::vector<std::string>& argv) {
   int status;
   while (waitpid(pid, &status, 0) < 0) {
   }
-  const double elapsed = NowMicros() - start;
+  const double elapsed = (NowNs() - start) / 1e3;
   return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? elapsed : -1;
 }
 
@@ -106,22 +102,16 @@ Summary Summarize(std::vector<double> times) {
 }
 
 }  // namespace
+}  // namespace onlyone::bench
 
 int main(int argc, char** argv) {
+  using namespace onlyone::bench;  // NOLINT
   absl::ParseCommandLine(argc, argv);
   std::string onlyone = absl::GetFlag(FLAGS_onlyone);
   if (onlyone.empty()) onlyone = FindOnlyone(argv[0]);
-  if (onlyone.empty()) {
-    fprintf(stderr, "cli_bench: onlyone not found; pass --onlyone=PATH\n");
-    return 2;
-  }
-  const char* tmp = getenv("TMPDIR");
-  std::string dir = absl::StrCat(tmp ? tmp : "/tmp", "/cli_bench.XXXXXX");
-  if (mkdtemp(dir.data()) == nullptr) {
-    perror("mkdtemp");
-    return 2;
-  }
-  const std::string lock = dir + "/bench.lock";
+  if (onlyone.empty()) Die("onlyone not found; pass --onlyone=PATH");
+  TempDir dir("cli_bench");
+  const std::string lock = dir.File("bench.lock");
   const std::vector<std::string> onlyone_run = {onlyone, "run", "--lock",
                                                 lock,    "--",  "true"};
   const std::vector<std::string> flock_run = {absl::GetFlag(FLAGS_flock), "-n",
@@ -129,8 +119,7 @@ int main(int argc, char** argv) {
 
   for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) {
     if (TimeOnce(onlyone_run) < 0 || TimeOnce(flock_run) < 0) {
-      fprintf(stderr, "cli_bench: a warm-up run failed\n");
-      return 2;
+      Die("a warm-up run failed");
     }
   }
   const int runs = absl::GetFlag(FLAGS_runs);
@@ -145,15 +134,12 @@ int main(int argc, char** argv) {
       a = TimeOnce(onlyone_run);
     }
     if (a < 0 || b < 0) {
-      fprintf(stderr, "cli_bench: run %d failed (onlyone %s, flock %s)\n", i,
-              a < 0 ? "failed" : "ok", b < 0 ? "failed" : "ok");
-      return 2;
+      Die(absl::StrFormat("run %d failed (onlyone %s, flock %s)", i,
+                          a < 0 ? "failed" : "ok", b < 0 ? "failed" : "ok"));
     }
     onlyone_times.push_back(a);
     flock_times.push_back(b);
   }
-  unlink(lock.c_str());
-  rmdir(dir.c_str());
 
   const Summary o = Summarize(onlyone_times);
   const Summary f = Summarize(flock_times);
@@ -169,6 +155,6 @@ int main(int argc, char** argv) {
   const double mean_ratio = o.mean / f.mean;
   const bool pass = median_ratio <= kTarget && mean_ratio <= kTarget;
   printf("ratio onlyone/flock: median %.2f, mean %.2f (target <= %.1f): %s\n",
-         median_ratio, mean_ratio, kTarget, pass ? "PASS" : "MISS");
+         median_ratio, mean_ratio, kTarget, Verdict(pass).c_str());
   return !pass && absl::GetFlag(FLAGS_fail_on_miss) ? 1 : 0;
 }

@@ -53,33 +53,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
-#include <fstream>
-#include <functional>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "lib/single_instance.h"
+#include "tests/bench/bench_util.h"
 
-namespace onlyone {
+namespace onlyone::bench {
 namespace {
 
 constexpr char kName[] = "bench-instance";
@@ -94,33 +84,6 @@ struct Config {
   int messages = 3000;
   bool fail_on_miss = false;
 };
-
-[[noreturn]] void Die(const std::string& what) {
-  fprintf(stderr, "instance_bench: %s\n", what.c_str());
-  exit(2);
-}
-
-int64_t NowNs() {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
-}
-
-std::string ReadWholeFile(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
-
-// Nearest-rank percentile, p in (0, 100].
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * v.size()));
-  rank = std::clamp<size_t>(rank, 1, v.size());
-  return v[rank - 1];
-}
 
 // ---------------------------------------------------------------------------
 // The two things being compared, as a child mode too.
@@ -170,68 +133,12 @@ int RunChildMode(absl::string_view mode) {
   return 2;
 }
 
-// ---------------------------------------------------------------------------
-// Results table.
-
-struct Row {
-  std::string metric;
-  std::string onlyone;
-  std::string raw;
-  std::string ratio;
-  std::string target;
-  std::string verdict;  // PASS, MISS or "-"
-};
-
-std::string Us(double ns) { return absl::StrFormat("%.1f", ns / 1000.0); }
-
-std::string Ratio(double a, double b) {
-  return b <= 0 ? "n/a" : absl::StrFormat("%.2f", a / b);
-}
-
-void PrintTable(const std::vector<Row>& rows) {
-  const std::vector<std::string> header = {"metric (us)", "onlyone", "raw",
-                                           "ratio",       "target",  "result"};
-  std::vector<size_t> width(header.size());
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const Row& r : rows) {
-    const std::string* cells[] = {&r.metric, &r.onlyone, &r.raw,
-                                  &r.ratio,  &r.target,  &r.verdict};
-    for (size_t i = 0; i < header.size(); ++i) {
-      width[i] = std::max(width[i], cells[i]->size());
-    }
-  }
-  auto print_row = [&](const std::vector<std::string>& cells) {
-    std::string line = "|";
-    for (size_t i = 0; i < cells.size(); ++i) {
-      const std::string pad(width[i] - cells[i].size(), ' ');
-      absl::StrAppend(&line, " ", i == 0 ? cells[i] + pad : pad + cells[i],
-                      " |");
-    }
-    printf("%s\n", line.c_str());
-  };
-  print_row(header);
-  std::string rule = "|";
-  for (size_t w : width) absl::StrAppend(&rule, std::string(w + 2, '-'), "|");
-  printf("%s\n", rule.c_str());
-  for (const Row& r : rows) {
-    print_row({r.metric, r.onlyone, r.raw, r.ratio, r.target, r.verdict});
-  }
-}
-
-// Adds a p50 and a p99 row; the target (0: none, for information) applies
-// to the p50 ratio.
+// Adds the "METRIC p50" and "METRIC p99" rows; the target (0: none, for
+// information) applies to the p50 ratio.
 void AddRows(std::vector<Row>& rows, const std::string& metric,
              const std::vector<double>& ours, const std::vector<double>& raw,
              double target) {
-  const double ours50 = Percentile(ours, 50), raw50 = Percentile(raw, 50);
-  const double ours99 = Percentile(ours, 99), raw99 = Percentile(raw, 99);
-  rows.push_back({metric + " p50", Us(ours50), Us(raw50), Ratio(ours50, raw50),
-                  target > 0 ? absl::StrFormat("ratio <= %.2f", target) : "-",
-                  target <= 0                ? "-"
-                  : ours50 <= target * raw50 ? "PASS"
-                                             : "MISS"});
-  rows.push_back(
-      {metric + " p99", Us(ours99), Us(raw99), Ratio(ours99, raw99), "-", "-"});
+  AddLatencyRows(rows, metric + " p50", metric + " p99", ours, raw, target);
 }
 
 // ---------------------------------------------------------------------------
@@ -280,42 +187,26 @@ struct ColdResult {
   std::atomic<int64_t> faults{0};
 };
 
-int64_t MinorFaults() {
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_minflt;
-}
-
 void BenchCold(const Config& cfg, std::vector<Row>& rows) {
-  auto* shared = static_cast<ColdResult*>(
-      mmap(nullptr, sizeof(ColdResult), PROT_READ | PROT_WRITE,
-           MAP_SHARED | MAP_ANONYMOUS, -1, 0));
-  if (shared == MAP_FAILED) Die("mmap");
+  auto* shared = MapShared<ColdResult>();
   const std::string raw_path = RawPath();
   std::vector<double> ours, raw, ours_faults, raw_faults;
   for (int i = 0; i < 2 * cfg.starts; ++i) {
     const bool onlyone = i % 2 == 0;
-    fflush(nullptr);
-    const pid_t child = fork();
-    if (child < 0) Die("fork");
-    if (child == 0) {
+    const pid_t child = ForkChild([&] {
       const int64_t faults = MinorFaults();
       const int64_t start = NowNs();
       const bool ok = onlyone ? OnlyoneOnce() : RawOnce(raw_path);
       shared->ns.store(NowNs() - start);
       shared->faults.store(MinorFaults() - faults);
-      _exit(ok ? 0 : 1);
-    }
-    int status = 0;
-    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) ||
-        WEXITSTATUS(status) != 0) {
-      Die("cold: child failed");
-    }
+      return ok ? 0 : 1;
+    });
+    WaitChild(child, "cold: child");
     (onlyone ? ours : raw).push_back(static_cast<double>(shared->ns.load()));
     (onlyone ? ours_faults : raw_faults)
         .push_back(static_cast<double>(shared->faults.load()));
   }
-  munmap(shared, sizeof(ColdResult));
+  UnmapShared(shared);
   AddRows(rows, "cold: first call in a forked child", ours, raw, 0);
   printf(
       "  cold: minor page faults during the call, p50: onlyone %.0f, raw "
@@ -340,17 +231,15 @@ void BenchProgramStart(const Config& cfg, std::vector<Row>& rows) {
         absl::StrCat(kChildModeFlag, onlyone ? "onlyone" : "raw");
     fflush(nullptr);
     const int64_t start = NowNs();
+    // fork(2) itself, not ForkChild: the child only execs, as a program
+    // being started would, and all of it is timed.
     const pid_t child = fork();
-    if (child < 0) Die("fork");
+    if (child < 0) DieErrno("fork");
     if (child == 0) {
       execl(executable, executable, flag.c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
-    int status = 0;
-    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) ||
-        WEXITSTATUS(status) != 0) {
-      Die("program start: child failed");
-    }
+    WaitChild(child, "program start: child");
     (onlyone ? ours : raw).push_back(static_cast<double>(NowNs() - start));
   }
   AddRows(rows, "program start (fork+exec+call+exit)", ours, raw, 2.0);
@@ -370,7 +259,8 @@ int RawServer(const std::string& path, int ready_fd) {
       listen(listener, 64) != 0) {
     return 1;
   }
-  if (write(ready_fd, "r", 1) != 1) return 1;
+  WriteByte(ready_fd, 'r');
+  close(ready_fd);
   char buffer[4096];
   for (;;) {
     const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
@@ -397,29 +287,27 @@ bool RawRoundTrip(const std::string& path, const std::string& request) {
 }
 
 void BenchMessages(const Config& cfg, std::vector<Row>& rows) {
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) != 0) Die("pipe2");
+  Pipe ready = MakePipe();  // one byte from each server once it listens
   const std::string raw_socket =
       absl::StrCat(getenv("XDG_RUNTIME_DIR"), "/raw-floor.sock");
-  fflush(nullptr);
-  const pid_t primary = fork();
-  if (primary < 0) Die("fork");
-  if (primary == 0) {
+  const pid_t primary = ForkChild([&] {
     InstanceOptions options;
     options.listen = true;
     options.on_message = [](const InstanceMessage&) { return std::string(); };
     absl::StatusOr<SingleInstance> instance =
         SingleInstance::Acquire("bench-primary", options);
-    if (!instance.ok()) _exit(1);
-    if (write(ready[1], "p", 1) != 1) _exit(1);
+    if (!instance.ok()) return 1;
+    WriteByte(ready.write_end, 'p');
+    close(ready.write_end);
     pause();
-    _exit(0);
-  }
-  const pid_t server = fork();
-  if (server < 0) Die("fork");
-  if (server == 0) _exit(RawServer(raw_socket, ready[1]));
-  char byte;
-  if (read(ready[0], &byte, 1) != 1 || read(ready[0], &byte, 1) != 1) {
+    return 0;
+  });
+  const pid_t server =
+      ForkChild([&] { return RawServer(raw_socket, ready.write_end); });
+  // Each server closes the write end once it has said it is ready, so one
+  // that fails shows as end of file rather than as a wait for ever.
+  close(ready.write_end);
+  if (ReadByte(ready.read_end) == 0 || ReadByte(ready.read_end) == 0) {
     Die("message servers did not start");
   }
 
@@ -449,45 +337,27 @@ void BenchMessages(const Config& cfg, std::vector<Row>& rows) {
   kill(server, SIGKILL);
   waitpid(primary, nullptr, 0);
   waitpid(server, nullptr, 0);
-  close(ready[0]);
-  close(ready[1]);
+  close(ready.read_end);
   AddRows(rows, "message round trip", ours, raw, 2.0);
 }
 
 Config ParseFlags(int argc, char** argv) {
   Config cfg;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--fail_on_miss") {
-      cfg.fail_on_miss = true;
-      continue;
-    }
-    std::pair<absl::string_view, int*> flags[] = {
-        {"--iterations=", &cfg.iterations},
-        {"--rounds=", &cfg.rounds},
-        {"--starts=", &cfg.starts},
-        {"--messages=", &cfg.messages},
-    };
-    bool known = false;
-    for (auto& [prefix, value] : flags) {
-      absl::string_view rest = arg;
-      if (absl::ConsumePrefix(&rest, prefix)) {
-        if (!absl::SimpleAtoi(rest, value) || *value <= 0) {
-          Die(absl::StrCat("bad value in ", arg));
-        }
-        known = true;
-      }
-    }
-    if (!known) Die(absl::StrCat("unknown flag ", arg, " (see the source)"));
-  }
+  ParseCommandLine(argc, argv, cfg.fail_on_miss,
+                   {
+                       {"--iterations=", &cfg.iterations},
+                       {"--rounds=", &cfg.rounds},
+                       {"--starts=", &cfg.starts},
+                       {"--messages=", &cfg.messages},
+                   });
   return cfg;
 }
 
 }  // namespace
-}  // namespace onlyone
+}  // namespace onlyone::bench
 
 int main(int argc, char** argv) {
-  using namespace onlyone;  // NOLINT
+  using namespace onlyone::bench;  // NOLINT
   if (argc == 2) {
     absl::string_view mode = argv[1];
     if (absl::ConsumePrefix(&mode, kChildModeFlag)) return RunChildMode(mode);
@@ -496,17 +366,15 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   // A fresh private runtime directory, inherited by the exec'd children.
-  char dir[] = "/tmp/instance_bench.XXXXXX";
-  if (mkdtemp(dir) == nullptr) Die("mkdtemp");
-  setenv("XDG_RUNTIME_DIR", dir, 1);
+  // Under /tmp rather than $TMPDIR, which may be long: the raw server's
+  // socket path must fit in sun_path.
+  TempDir dir("instance_bench", "/tmp");
+  setenv("XDG_RUNTIME_DIR", dir.path().c_str(), 1);
 
-  struct utsname uts {};
-  uname(&uts);
-  printf("instance_bench: %ld CPUs, kernel %s\n", sysconf(_SC_NPROCESSORS_ONLN),
-         uts.release);
+  printf("instance_bench: %s\n", MachineSummary().c_str());
   printf("  iterations=%d rounds=%d starts=%d messages=%d\n", cfg.iterations,
          cfg.rounds, cfg.starts, cfg.messages);
-  printf("  load average at start: %s", ReadWholeFile("/proc/loadavg").c_str());
+  printf("  load average at start: %s", LoadAverage().c_str());
   const int64_t start = NowNs();
   std::vector<Row> rows;
   BenchWarm(cfg, rows);
@@ -514,13 +382,9 @@ int main(int argc, char** argv) {
   BenchProgramStart(cfg, rows);
   BenchMessages(cfg, rows);
   printf("\n");
-  PrintTable(rows);
-  int missed = 0;
-  for (const Row& r : rows) missed += r.verdict == "MISS";
+  PrintTable("metric (us)", rows);
+  const int missed = CountMisses(rows);
   printf("\n%d target(s) missed; took %.1f s; load average at end: %s", missed,
-         (NowNs() - start) / 1e9, ReadWholeFile("/proc/loadavg").c_str());
-  if (std::system(absl::StrCat("rm -rf '", dir, "'").c_str()) != 0) {
-    fprintf(stderr, "instance_bench: could not remove %s\n", dir);
-  }
+         (NowNs() - start) / 1e9, LoadAverage().c_str());
   return missed > 0 && cfg.fail_on_miss ? 1 : 0;
 }

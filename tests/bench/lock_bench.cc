@@ -51,26 +51,17 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/utsname.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cmath>
 #include <cstdint>
 #include <functional>
-#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -79,7 +70,6 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -89,15 +79,10 @@
 #include "absl/time/time.h"
 #include "lib/cancellation.h"
 #include "lib/scoped_file_lock.h"
+#include "tests/bench/bench_util.h"
 
+namespace onlyone::bench {
 namespace {
-
-using onlyone::CancellationToken;
-using onlyone::LockOptions;
-using onlyone::ScopedFileLock;
-
-// ---------------------------------------------------------------------------
-// Small helpers.
 
 struct Config {
   int iterations = 200000;
@@ -114,132 +99,8 @@ struct Config {
   bool uncontended = true, handoff = true, cpu = true, counter = true;
 };
 
-// Removes the run's temporary directory (in the process that made it).
-void RemoveTempDir();
-
-[[noreturn]] void Die(absl::string_view what) {
-  absl::FPrintF(stderr, "lock_bench: %s\n", what);
-  fflush(stderr);
-  RemoveTempDir();
-  _exit(2);
-}
-
-[[noreturn]] void DieErrno(absl::string_view what) {
-  Die(absl::StrCat(what, ": ", strerror(errno)));
-}
-
-int64_t NowNs(clockid_t clock = CLOCK_MONOTONIC) {
-  struct timespec ts;
-  clock_gettime(clock, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-
-int64_t ThreadCpuNs() { return NowNs(CLOCK_THREAD_CPUTIME_ID); }
-
-// Anonymous shared memory, visible to fork()ed children.
-template <typename T>
-T* MapShared() {
-  void* p = mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE,
-                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) DieErrno("mmap");
-  return new (p) T();
-}
-
-template <typename T>
-void UnmapShared(T* p) {
-  p->~T();
-  munmap(p, sizeof(T));
-}
-
-void WriteByte(int fd, char c) {
-  for (;;) {
-    ssize_t n = write(fd, &c, 1);
-    if (n == 1) return;
-    if (n < 0 && errno == EINTR) continue;
-    DieErrno("pipe write");
-  }
-}
-
-// Returns the byte read, or 0 at end of file.
-char ReadByte(int fd) {
-  for (;;) {
-    char c;
-    ssize_t n = read(fd, &c, 1);
-    if (n == 1) return c;
-    if (n == 0) return 0;
-    if (errno == EINTR) continue;
-    DieErrno("pipe read");
-  }
-}
-
-void ExpectByte(int fd, char expected, absl::string_view context) {
-  char got = ReadByte(fd);
-  if (got != expected) {
-    Die(absl::StrFormat("%s: expected '%c' from the peer, got %d", context,
-                        expected, got));
-  }
-}
-
-struct Pipe {
-  int read_end = -1;
-  int write_end = -1;
-};
-
-Pipe MakePipe() {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) DieErrno("pipe2");
-  return Pipe{fds[0], fds[1]};
-}
-
-// Forks a child that runs `body` and _exit()s with its result. The child dies
-// with the parent, so an aborted run leaves no waiters behind.
-pid_t ForkChild(const std::function<int()>& body) {
-  fflush(stdout);
-  fflush(stderr);
-  pid_t pid = fork();
-  if (pid < 0) DieErrno("fork");
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    _exit(body());
-  }
-  return pid;
-}
-
-// Waits for `pid`; dies unless it exited with status 0.
-struct rusage WaitChild(pid_t pid, absl::string_view what) {
-  struct rusage usage {};
-  int status = 0;
-  while (wait4(pid, &status, 0, &usage) < 0) {
-    if (errno != EINTR) DieErrno("wait4");
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    Die(absl::StrFormat("%s (pid %d) failed: status 0x%x", what, pid, status));
-  }
-  return usage;
-}
-
-int64_t RusageCpuNs(const struct rusage& u) {
-  return (int64_t{u.ru_utime.tv_sec} + u.ru_stime.tv_sec) * 1000000000 +
-         (int64_t{u.ru_utime.tv_usec} + u.ru_stime.tv_usec) * 1000;
-}
-
-std::string ReadWholeFile(const char* path) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "";
-  std::string text;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n > 0) {
-      text.append(buf, static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    break;
-  }
-  close(fd);
-  return text;
-}
+// ---------------------------------------------------------------------------
+// Seeing a waiter block.
 
 // Whether /proc/locks lists `pid` as blocked ("->") on a flock(2) lock.
 bool ListedAsFlockWaiter(pid_t pid) {
@@ -259,8 +120,7 @@ bool ListedAsFlockWaiter(pid_t pid) {
 
 // The state letter from /proc/PID/stat ('R', 'S', 'D', ...), or '?'.
 char ProcessState(pid_t pid) {
-  const std::string stat =
-      ReadWholeFile(absl::StrCat("/proc/", pid, "/stat").c_str());
+  const std::string stat = ReadWholeFile(absl::StrCat("/proc/", pid, "/stat"));
   size_t paren = stat.rfind(')');
   if (paren == std::string::npos || paren + 2 >= stat.size()) return '?';
   return stat[paren + 2];
@@ -279,53 +139,6 @@ void WaitUntilBlockedInFlock(pid_t pid) {
     sched_yield();
   }
 }
-
-// A fresh directory under $TMPDIR (or /tmp), removed with its files by the
-// process that made it, at the end or when the run dies.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = getenv("TMPDIR");
-    if (base == nullptr || *base == '\0') base = "/tmp";
-    std::string templ = absl::StrCat(base, "/onlyone_bench.XXXXXX");
-    if (mkdtemp(templ.data()) == nullptr) DieErrno("mkdtemp");
-    path_ = templ;
-    owner_ = getpid();
-    current_ = this;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    Remove();
-    current_ = nullptr;
-  }
-  // A path in the directory, remembered for clean-up.
-  std::string File(absl::string_view name) {
-    files_.push_back(absl::StrCat(path_, "/", name));
-    return files_.back();
-  }
-  const std::string& path() const { return path_; }
-
-  static void RemoveCurrent() {
-    if (current_ != nullptr) current_->Remove();
-  }
-
- private:
-  void Remove() {
-    if (getpid() != owner_ || removed_) return;  // a fork()ed child's copy
-    removed_ = true;
-    for (const std::string& f : files_) unlink(f.c_str());
-    rmdir(path_.c_str());
-  }
-
-  static inline TempDir* current_ = nullptr;
-  std::string path_;
-  pid_t owner_;
-  bool removed_ = false;
-  std::vector<std::string> files_;
-};
-
-void RemoveTempDir() { TempDir::RemoveCurrent(); }
 
 void CreateFile(const std::string& path) {
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -362,75 +175,10 @@ void OnlyoneUnlock(ScopedFileLock& lock) {
   if (!released.ok()) Die(released.ToString());
 }
 
-// ---------------------------------------------------------------------------
-// Results table.
-
 // Printed under the table: signs that the machine was busy during the run.
 std::vector<std::string>& Warnings() {
   static auto* warnings = new std::vector<std::string>();
   return *warnings;
-}
-
-struct Row {
-  std::string metric;
-  std::string onlyone;
-  std::string raw;
-  std::string ratio;
-  std::string target;
-  std::string verdict;  // PASS, MISS or "-"
-};
-
-std::string Ratio(double a, double b) {
-  if (b <= 0) return "n/a";
-  return absl::StrFormat("%.2f", a / b);
-}
-
-std::string Verdict(bool pass) { return pass ? "PASS" : "MISS"; }
-
-void PrintTable(const std::vector<Row>& rows) {
-  const std::vector<std::string> header = {"metric", "onlyone", "raw",
-                                           "ratio",  "target",  "result"};
-  std::vector<size_t> width(header.size());
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const Row& r : rows) {
-    const std::string* cells[] = {&r.metric, &r.onlyone, &r.raw,
-                                  &r.ratio,  &r.target,  &r.verdict};
-    for (size_t i = 0; i < header.size(); ++i) {
-      width[i] = std::max(width[i], cells[i]->size());
-    }
-  }
-  auto print_row = [&](const std::vector<std::string>& cells) {
-    std::string line = "|";
-    for (size_t i = 0; i < cells.size(); ++i) {
-      // The metric column is left-aligned, the figures right-aligned.
-      std::string cell = cells[i];
-      std::string pad(width[i] - cell.size(), ' ');
-      absl::StrAppend(&line, " ", i == 0 ? cell + pad : pad + cell, " |");
-    }
-    absl::PrintF("%s\n", line);
-  };
-  print_row(header);
-  std::string rule = "|";
-  for (size_t i = 0; i < header.size(); ++i) {
-    absl::StrAppend(&rule, std::string(width[i] + 2, '-'), "|");
-  }
-  absl::PrintF("%s\n", rule);
-  for (const Row& r : rows) {
-    print_row({r.metric, r.onlyone, r.raw, r.ratio, r.target, r.verdict});
-  }
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-// Nearest-rank percentile of sorted `v`, p in (0, 100].
-double Percentile(const std::vector<double>& sorted, double p) {
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * sorted.size()));
-  rank = std::clamp<size_t>(rank, 1, sorted.size());
-  return sorted[rank - 1];
 }
 
 // ---------------------------------------------------------------------------
@@ -489,10 +237,9 @@ void BenchUncontended(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
           r == &raw_rounds ? "raw" : "onlyone", (*hi / *lo - 1) * 100));
     }
   }
-  rows.push_back({"uncontended acquire+release (ns/op, median round)",
-                  absl::StrFormat("%.0f", ours), absl::StrFormat("%.0f", raw),
-                  Ratio(ours, raw), "ratio <= 1.30",
-                  Verdict(ours / raw <= 1.3)});
+  rows.push_back(RatioRow("uncontended acquire+release (ns/op, median round)",
+                          absl::StrFormat("%.0f", ours),
+                          absl::StrFormat("%.0f", raw), ours, raw, 1.3));
 }
 
 // ---------------------------------------------------------------------------
@@ -661,16 +408,9 @@ void BenchHandoff(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
                Percentile(latency[1], 50) / 1000 - raw_p50);
   const char* names[] = {"blocking Acquire", "timed Acquire (10 s)"};
   for (int v = 0; v < 2; ++v) {
-    const double p50 = Percentile(latency[v], 50) / 1000;
-    const double p99 = Percentile(latency[v], 99) / 1000;
-    rows.push_back({absl::StrFormat("hand-off p50, %s (us)", names[v]),
-                    absl::StrFormat("%.1f", p50),
-                    absl::StrFormat("%.1f", raw_p50), Ratio(p50, raw_p50),
-                    "ratio <= 1.50", Verdict(p50 / raw_p50 <= 1.5)});
-    rows.push_back({absl::StrFormat("hand-off p99, %s (us)", names[v]),
-                    absl::StrFormat("%.1f", p99),
-                    absl::StrFormat("%.1f", raw_p99), Ratio(p99, raw_p99), "-",
-                    "-"});
+    AddLatencyRows(rows, absl::StrFormat("hand-off p50, %s (us)", names[v]),
+                   absl::StrFormat("hand-off p99, %s (us)", names[v]),
+                   latency[v], latency[2], 1.5);
   }
 }
 
@@ -693,21 +433,23 @@ struct CpuShared {
   WaitReport timed[kCpuRounds], cancellable[kCpuRounds], raw[kCpuRounds];
 };
 
-int64_t ThreadMinorFaults() {
-  struct rusage u {};
-  getrusage(RUSAGE_THREAD, &u);
-  return u.ru_minflt;
+int64_t ThreadCpuNs() { return NowNs(CLOCK_THREAD_CPUTIME_ID); }
+
+// User plus system CPU time of a whole process, from wait4(2).
+int64_t RusageCpuNs(const struct rusage& u) {
+  return (int64_t{u.ru_utime.tv_sec} + u.ru_stime.tv_sec) * 1000000000 +
+         (int64_t{u.ru_utime.tv_usec} + u.ru_stime.tv_usec) * 1000;
 }
 
 // Measures the calling thread while `wait` runs.
 template <typename Fn>
 void MeasureWait(WaitReport& report, Fn wait) {
-  const int64_t faults = ThreadMinorFaults();
+  const int64_t faults = MinorFaults(RUSAGE_THREAD);
   const int64_t wall = NowNs(), cpu = ThreadCpuNs();
   const absl::StatusCode code = wait();
   report.thread_cpu_ns = ThreadCpuNs() - cpu;
   report.wall_ns = NowNs() - wall;
-  report.minor_faults = ThreadMinorFaults() - faults;
+  report.minor_faults = MinorFaults(RUSAGE_THREAD) - faults;
   report.status_code = static_cast<int>(code);
 }
 
@@ -783,10 +525,10 @@ void BenchWaiterCpu(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
     for (int i = 0; i < 3; ++i) ExpectByte(done.read_end, 'd', "cpu waiter");
     OnlyoneUnlock(cancelled_hold);
   }
-  const struct rusage timed_usage = WaitChild(timed, "timed waiter");
-  const struct rusage cancellable_usage =
-      WaitChild(cancellable, "cancellable waiter");
-  const struct rusage raw_usage = WaitChild(raw, "raw waiter");
+  struct rusage timed_usage, cancellable_usage, raw_usage;
+  WaitChild(timed, "timed waiter", &timed_usage);
+  WaitChild(cancellable, "cancellable waiter", &cancellable_usage);
+  WaitChild(raw, "raw waiter", &raw_usage);
 
   const double hold_s = cfg.hold_ms / 1000.0;
   for (int round = 0; round < kCpuRounds; ++round) {
@@ -923,103 +665,82 @@ bool BenchCounter(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
     }
   }
   const double ours = Median(ours_rate), raw = Median(raw_rate);
-  rows.push_back({absl::StrFormat("%d procs x %d sections/s (median of 3)",
-                                  cfg.workers, cfg.sections),
-                  absl::StrFormat("%.0f", ours), absl::StrFormat("%.0f", raw),
-                  Ratio(ours, raw), "-", "-"});
+  rows.push_back(
+      RatioRow(absl::StrFormat("%d procs x %d sections/s (median of 3)",
+                               cfg.workers, cfg.sections),
+               absl::StrFormat("%.0f", ours), absl::StrFormat("%.0f", raw),
+               ours, raw, 0));
   rows.push_back({"final counter (every round)", absl::StrCat(ours_count),
-                  absl::StrCat(raw_count), "-",
-                  absl::StrCat("== ", expected), exact ? "PASS" : "FAIL"});
+                  absl::StrCat(raw_count), "-", absl::StrCat("== ", expected),
+                  exact ? "PASS" : "FAIL"});
   return exact;
 }
 
 // ---------------------------------------------------------------------------
 
+// Takes --handoff_cpus and --only; false for any other argument.
+bool TakeOwnFlag(absl::string_view arg, Config& cfg) {
+  if (absl::string_view cpus = arg;
+      absl::ConsumePrefix(&cpus, "--handoff_cpus=")) {
+    if (cpus != "free" && cpus != "same" && cpus != "split") {
+      Die(absl::StrCat("bad value in ", arg));
+    }
+    cfg.handoff_cpus = std::string(cpus);
+    return true;
+  }
+  if (absl::string_view only = arg; absl::ConsumePrefix(&only, "--only=")) {
+    cfg.uncontended = cfg.handoff = cfg.cpu = cfg.counter = false;
+    for (absl::string_view part : absl::StrSplit(only, ',')) {
+      if (part == "uncontended") {
+        cfg.uncontended = true;
+      } else if (part == "handoff") {
+        cfg.handoff = true;
+      } else if (part == "cpu") {
+        cfg.cpu = true;
+      } else if (part == "counter") {
+        cfg.counter = true;
+      } else {
+        Die(absl::StrCat("unknown part in ", arg));
+      }
+    }
+    return true;
+  }
+  return false;
+}
+
 Config ParseFlags(int argc, char** argv) {
   Config cfg;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--fail_on_miss") {
-      cfg.fail_on_miss = true;
-      continue;
-    }
-    if (absl::string_view cpus = arg;
-        absl::ConsumePrefix(&cpus, "--handoff_cpus=")) {
-      if (cpus != "free" && cpus != "same" && cpus != "split") {
-        Die(absl::StrCat("bad value in ", arg));
-      }
-      cfg.handoff_cpus = std::string(cpus);
-      continue;
-    }
-    if (absl::string_view only = arg; absl::ConsumePrefix(&only, "--only=")) {
-      cfg.uncontended = cfg.handoff = cfg.cpu = cfg.counter = false;
-      for (absl::string_view part : absl::StrSplit(only, ',')) {
-        if (part == "uncontended") {
-          cfg.uncontended = true;
-        } else if (part == "handoff") {
-          cfg.handoff = true;
-        } else if (part == "cpu") {
-          cfg.cpu = true;
-        } else if (part == "counter") {
-          cfg.counter = true;
-        } else {
-          Die(absl::StrCat("unknown part in ", arg));
-        }
-      }
-      continue;
-    }
-    std::pair<absl::string_view, int*> flags[] = {
-        {"--iterations=", &cfg.iterations}, {"--rounds=", &cfg.rounds},
-        {"--handoffs=", &cfg.handoffs},     {"--hold_ms=", &cfg.hold_ms},
-        {"--workers=", &cfg.workers},       {"--sections=", &cfg.sections},
-    };
-    bool known = false;
-    for (auto& [prefix, value] : flags) {
-      absl::string_view rest = arg;
-      if (absl::ConsumePrefix(&rest, prefix)) {
-        if (!absl::SimpleAtoi(rest, value) || *value <= 0) {
-          Die(absl::StrCat("bad value in ", arg));
-        }
-        known = true;
-      }
-    }
-    if (!known) Die(absl::StrCat("unknown flag ", arg, " (see the source)"));
-  }
+  ParseCommandLine(
+      argc, argv, cfg.fail_on_miss,
+      {
+          {"--iterations=", &cfg.iterations},
+          {"--rounds=", &cfg.rounds},
+          {"--handoffs=", &cfg.handoffs},
+          {"--hold_ms=", &cfg.hold_ms},
+          {"--workers=", &cfg.workers},
+          {"--sections=", &cfg.sections},
+      },
+      [&cfg](absl::string_view arg) { return TakeOwnFlag(arg, cfg); });
   return cfg;
 }
 
-std::string CpuModel() {
-  for (absl::string_view line :
-       absl::StrSplit(ReadWholeFile("/proc/cpuinfo"), '\n')) {
-    if (absl::ConsumePrefix(&line, "model name")) {
-      size_t colon = line.find(':');
-      if (colon != absl::string_view::npos) {
-        return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-      }
-    }
-  }
-  return "unknown";
-}
-
 }  // namespace
+}  // namespace onlyone::bench
 
 int main(int argc, char** argv) {
+  using namespace onlyone::bench;  // NOLINT
   const Config cfg = ParseFlags(argc, argv);
   signal(SIGPIPE, SIG_IGN);  // a dead peer shows up as a write error
-  struct utsname uts {};
-  uname(&uts);
-  absl::PrintF("lock_bench: %ld CPUs (%s), kernel %s\n",
-               sysconf(_SC_NPROCESSORS_ONLN), CpuModel(), uts.release);
+  absl::PrintF("lock_bench: %s\n", MachineSummary());
   absl::PrintF(
       "  iterations=%d rounds=%d handoffs=%d hold_ms=%d workers=%d "
       "sections=%d handoff_cpus=%s\n",
       cfg.iterations, cfg.rounds, cfg.handoffs, cfg.hold_ms, cfg.workers,
       cfg.sections, cfg.handoff_cpus);
-  absl::PrintF("  load average at start: %s",
-               ReadWholeFile("/proc/loadavg"));
+  absl::PrintF("  load average at start: %s", LoadAverage());
   const int64_t start = NowNs();
 
-  TempDir dir;
+  TempDir dir("onlyone_bench");
   std::vector<Row> rows;
   if (cfg.uncontended) BenchUncontended(cfg, dir, rows);
   if (cfg.handoff) BenchHandoff(cfg, dir, rows);
@@ -1027,14 +748,13 @@ int main(int argc, char** argv) {
   const bool exact = !cfg.counter || BenchCounter(cfg, dir, rows);
 
   absl::PrintF("\n");
-  PrintTable(rows);
+  PrintTable("metric", rows);
   for (const std::string& w : Warnings()) absl::PrintF("WARNING: %s\n", w);
-  int missed = 0;
-  for (const Row& r : rows) missed += r.verdict == "MISS";
+  const int missed = CountMisses(rows);
   absl::PrintF("\n%d target(s) missed; counter %s; took %.1f s; load average "
                "at end: %s",
                missed, exact ? "exact" : "WRONG", (NowNs() - start) / 1e9,
-               ReadWholeFile("/proc/loadavg"));
+               LoadAverage());
   if (!exact) return 1;
   if (missed > 0 && cfg.fail_on_miss) return 1;
   return 0;

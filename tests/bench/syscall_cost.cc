@@ -11,26 +11,20 @@
 
 #include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace {
+#include "tests/bench/bench_util.h"
 
-int64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
+namespace onlyone::bench {
+namespace {
 
 template <typename Fn>
 double MedianNsPerCall(Fn fn) {
@@ -41,28 +35,19 @@ double MedianNsPerCall(Fn fn) {
     for (int i = 0; i < kCalls; ++i) fn();
     rounds.push_back(static_cast<double>(NowNs() - start) / kCalls);
   }
-  std::sort(rounds.begin(), rounds.end());
-  return rounds[2];
-}
-
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    perror(what);
-    exit(2);
-  }
+  return Median(rounds);
 }
 
 }  // namespace
+}  // namespace onlyone::bench
 
 int main() {
-  const char* tmp = getenv("TMPDIR");
-  std::string dir = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") +
-                    "/onlyone_syscall_cost.XXXXXX";
-  Check(mkdtemp(dir.data()) != nullptr, "mkdtemp");
-  const std::string path = dir + "/cost.lock";
+  using namespace onlyone::bench;  // NOLINT
+  TempDir dir("onlyone_syscall_cost");
+  const std::string path = dir.File("cost.lock");
   const char* p = path.c_str();
   int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  Check(fd >= 0, "open");
+  if (fd < 0) DieErrno("open");
   struct stat st;
   constexpr int kOnlyoneFlags =
       O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
@@ -112,7 +97,7 @@ int main() {
     char* mem = static_cast<char*>(mmap(nullptr, kPages * page,
                                         PROT_READ | PROT_WRITE,
                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    Check(mem != MAP_FAILED, "mmap");
+    if (mem == MAP_FAILED) DieErrno("mmap");
     const int64_t start = NowNs();
     for (int i = 0; i < kPages; ++i) mem[i * page] = 1;
     lines.push_back({"minor page fault (first write to an anonymous page)",
@@ -121,8 +106,6 @@ int main() {
   }
 
   close(fd);
-  unlink(p);
-  rmdir(dir.c_str());
   for (const Line& line : lines) printf("%-55s %8.0f ns\n", line.name, line.ns);
   return 0;
 }
