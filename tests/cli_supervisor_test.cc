@@ -21,9 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <functional>
-#include <sstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -43,14 +41,8 @@ namespace {
 
 using ::onlyone::testing::Child;
 using ::onlyone::testing::Pipe;
+using ::onlyone::testing::ReadFileOrEmpty;
 using ::testing::HasSubstr;
-
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
 
 // Whether `fd` reaches end of file (every writer gone) within `timeout`.
 bool ReachesEndOfFile(int fd, absl::Duration timeout) {

@@ -7,8 +7,6 @@
 
 #include <atomic>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -101,13 +99,6 @@ Result RunOnlyone(const std::vector<std::string>& args,
   result.out = process->out();
   result.err = process->err();
   return result;
-}
-
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
 }
 
 bool LockedElsewhere(const std::string& path) {

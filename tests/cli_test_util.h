@@ -76,9 +76,6 @@ Result RunOnlyone(const std::vector<std::string>& args,
                   const std::vector<PassFd>& fds = {},
                   const std::vector<std::string>& env = {});
 
-// Reads a whole file; "" if it cannot be read.
-std::string ReadFileOrEmpty(const std::string& path);
-
 // Whether an exclusive flock(2) on `path` would be refused right now (tried
 // with LOCK_NB on a new descriptor, released at once). The test's own view,
 // independent of onlyone's code.

@@ -12,8 +12,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,18 +38,12 @@ using ::onlyone::testing::InstanceDirectoryTest;
 using ::onlyone::testing::kNobodyUid;
 using ::onlyone::testing::MakeTempDir;
 using ::onlyone::testing::Pipe;
+using ::onlyone::testing::ReadFileOrEmpty;
 using ::onlyone::testing::RunShell;
 using ::onlyone::testing::WaitForBlockedWaiters;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
 
 void WriteFile(const std::string& path, const std::string& contents,
                mode_t mode = 0644) {
@@ -532,11 +524,11 @@ TEST_F(SingleInstanceTest, PlantedSymlinkIsRefusedAndItsTargetUntouched) {
   ASSERT_TRUE(absl::IsInvalidArgument(instance.status())) << instance.status();
   EXPECT_THAT(std::string(instance.status().message()),
               HasSubstr("symbolic link"));
-  EXPECT_EQ(ReadFile(target), "precious contents\n");
+  EXPECT_EQ(ReadFileOrEmpty(target), "precious contents\n");
   EXPECT_FALSE(KernelSaysHeld(target));
   EXPECT_TRUE(absl::IsInvalidArgument(
       SingleInstance::Holder("planted", options_).status()));
-  EXPECT_EQ(ReadFile(target), "precious contents\n");
+  EXPECT_EQ(ReadFileOrEmpty(target), "precious contents\n");
 }
 
 TEST_F(SingleInstanceTest, PlantedHardLinkIsNeverWrittenThrough) {
@@ -549,7 +541,7 @@ TEST_F(SingleInstanceTest, PlantedHardLinkIsNeverWrittenThrough) {
       << instance.status();
   EXPECT_THAT(std::string(instance.status().message()),
               HasSubstr("hard links"));
-  EXPECT_EQ(ReadFile(target), "precious contents\n");
+  EXPECT_EQ(ReadFileOrEmpty(target), "precious contents\n");
   EXPECT_FALSE(KernelSaysHeld(target)) << "the refused lock was released";
 }
 
@@ -940,7 +932,7 @@ TEST_F(CrossUserInstanceTest, SymlinkPlantedByAnotherUserIsNotFollowed) {
   absl::StatusOr<SingleInstance> instance =
       SingleInstance::Acquire("victim", options_);
   ASSERT_TRUE(absl::IsInvalidArgument(instance.status())) << instance.status();
-  EXPECT_EQ(ReadFile(target), "root's data\n");
+  EXPECT_EQ(ReadFileOrEmpty(target), "root's data\n");
   EXPECT_FALSE(KernelSaysHeld(target));
 }
 

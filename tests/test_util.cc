@@ -211,6 +211,13 @@ void ForgetTestRunnerFiles() {
   }
 }
 
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
 int RunShell(const std::string& command_line) {
   const int status = system(command_line.c_str());
   if (status < 0) return -1;

@@ -97,6 +97,9 @@ bool BecomeNobody();
 // tracks the test process, so a re-executed test binary does not touch them.
 void ForgetTestRunnerFiles();
 
+// Reads a whole file; "" if it cannot be read.
+std::string ReadFileOrEmpty(const std::string& path);
+
 // Runs a shell command line with /bin/sh and returns its exit code.
 int RunShell(const std::string& command_line);
 
