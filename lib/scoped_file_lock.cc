@@ -277,7 +277,8 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
       return PosixError(absl::StrCat(path, ": clearing FD_CLOEXEC"), errno);
     }
     internal::MarkAcquired(tracked, options.mode == LockMode::kExclusive,
-                           options.recursive, options.inheritable);
+                           options.recursive, options.inheritable,
+                           /*adopted=*/false);
     std::move(forget).Cancel();
     return ScopedFileLock(tracked, path, options.mode);
   }
@@ -338,7 +339,7 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::AdoptInherited(
     HeldFile* adopted =
         internal::TrackOpenedFile(fd, path, named.st_dev, named.st_ino);
     internal::MarkAcquired(adopted, exclusive, /*recursive=*/false,
-                           /*inheritable=*/false);
+                           /*inheritable=*/false, /*adopted=*/true);
     return ScopedFileLock(adopted, path,
                           exclusive ? LockMode::kExclusive : LockMode::kShared);
   }

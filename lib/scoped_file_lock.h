@@ -138,7 +138,8 @@ class ScopedFileLock {
   LockMode mode() const { return mode_; }
 
   // The locked descriptor (-1 when not held), for reading or writing the
-  // lock file's contents. Do not close it or flock(2) it.
+  // lock file's contents. Do not close, dup or flock(2) it: a duplicate
+  // would keep the lock held after Release().
   int fd() const;
 
   // Makes the next fork() hand the lock to the child: the child owns it and

@@ -275,6 +275,19 @@ TEST_F(ScopedFileLockTest, DaemonHandOffKeepsLockAfterParentExits) {
   EXPECT_TRUE(ScopedFileLock::Acquire(path_, options).ok());
 }
 
+TEST_F(ScopedFileLockTest, HandedOffLockIsReleasedWhileTheParentLives) {
+  absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_);
+  ASSERT_TRUE(lock.ok());
+  lock->HandOffOnFork();
+  Child heir = Child::Fork([&] {
+    return lock->held() && lock->Release().ok() ? 0 : 1;
+  });
+  EXPECT_EQ(heir.Wait(), 0);
+  // This process still has its descriptor open, but no longer owns the lock.
+  EXPECT_FALSE(lock->held());
+  EXPECT_TRUE(FreeForOtherProcess(path_));
+}
+
 TEST_F(ScopedFileLockTest, ChildForkedDuringAWaitDoesNotKeepTheLockAlive) {
   Pipe ready, release, forked, stop_child;
   Child holder = HoldInChild(path_, ready, release);
@@ -366,7 +379,12 @@ TEST(ExecChild, AdoptInherited) {
   // A second adoption of the same descriptor would make two owners.
   const bool adopted_once =
       absl::IsFailedPrecondition(ScopedFileLock::AdoptInherited(path).status());
-  const char verdict = lock.ok() && lock->held() && adopted_once ? 'y' : 'n';
+  const bool held = lock.ok() && lock->held();
+  // The parent still has the descriptor open; releasing must free the lock
+  // all the same.
+  const bool released = lock.ok() && lock->Release().ok() &&
+                        FreeForOtherProcess(path);
+  const char verdict = held && adopted_once && released ? 'y' : 'n';
   ASSERT_EQ(write(atoi(report), &verdict, 1), 1);
   ASSERT_TRUE(lock.ok()) << lock.status();
 }

@@ -56,6 +56,12 @@ struct HeldFile {
   int acquisitions = 1;
   bool inheritable = false;
   bool hand_off_on_fork = false;
+  // Whether another process may hold this open file description: inherited
+  // by exec'd or forked children (inheritable), received by a fork hand-off
+  // (the parent may still have it open), or adopted after exec (the
+  // parent that passed it has it). Only then does releasing need an
+  // explicit unlock; otherwise closing the last descriptor releases it.
+  bool description_shared = false;
 };
 
 // Starts tracking a freshly opened, not yet locked descriptor; the table
@@ -64,9 +70,10 @@ struct HeldFile {
 HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
                           ino_t inode);
 
-// Records that the calling thread now holds the tracked file's lock.
+// Records that the calling thread now holds the tracked file's lock;
+// `adopted` when the descriptor was inherited across exec.
 void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
-                  bool inheritable);
+                  bool inheritable, bool adopted);
 
 // Whether some entry tracks descriptor `fd` (AdoptInherited must not adopt a
 // descriptor twice).
@@ -79,8 +86,9 @@ HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode);
 // Counts one more acquisition of a recursive entry.
 void AddAcquisition(HeldFile* file);
 
-// Undoes one acquisition; the last one unlocks (if owned), closes and
-// forgets the entry (also for an entry never marked acquired). Errors from flock(2) and close(2) are returned.
+// Undoes one acquisition; the last one closes the descriptor, unlocking
+// first if another process may share the description, and forgets the entry
+// (also for an entry never marked acquired). Errors from flock(2) and close(2) are returned.
 absl::Status ReleaseAcquisition(HeldFile* file);
 
 // Whether this process owns the entry's kernel lock.
