@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -90,17 +91,23 @@ absl::StatusOr<int> OpenCreatedDirectory(const std::string& path,
   return fd;
 }
 
-// Makes sure `path` is a private directory, creating it (0700) if missing.
-absl::Status EnsurePrivateDirectory(const std::string& path, uid_t euid) {
-  // Two rounds: a directory created concurrently by another process of ours
+// Makes sure `path` is a directory that passes `check`, creating it if
+// missing: mkdir 0700, re-check through a descriptor that cannot follow a
+// symlink, and only then fchmod to `mode` if the new directory is ours.
+// `refuse_creation`, when not empty, is the error for a missing directory
+// we may not create.
+absl::Status EnsureDirectory(
+    const std::string& path, uid_t euid, mode_t mode,
+    const absl::Status& refuse_creation,
+    absl::FunctionRef<absl::Status(const struct stat&)> check) {
+  // Two rounds: a directory created concurrently by another process
   // (EEXIST) is checked like any existing one.
   for (int round = 0; round < 2; ++round) {
     struct stat info;
-    if (lstat(path.c_str(), &info) == 0) {
-      return CheckPrivateDirectoryOf(path, info, euid);
-    }
+    if (lstat(path.c_str(), &info) == 0) return check(info);
     if (errno != ENOENT)
       return PosixError(absl::StrCat(path, ": lstat"), errno);
+    if (!refuse_creation.ok()) return refuse_creation;
     if (mkdir(path.c_str(), 0700) != 0) {
       if (errno == EEXIST) continue;
       return PosixError(absl::StrCat(path, ": mkdir"), errno);
@@ -108,57 +115,44 @@ absl::Status EnsurePrivateDirectory(const std::string& path, uid_t euid) {
     absl::StatusOr<int> fd = OpenCreatedDirectory(path, &info);
     if (!fd.ok()) return fd.status();
     absl::Cleanup close_fd = [fd = *fd] { close(fd); };
-    // The umask may have narrowed 0700; we need all three owner bits.
-    if (info.st_uid == euid && (info.st_mode & 07777) != 0700) {
-      if (fchmod(*fd, 0700) != 0) {
+    // The umask may have narrowed mkdir's mode, and a shared directory is
+    // made writable by others only now, after the re-check showed it is ours.
+    if (info.st_uid == euid && (info.st_mode & 07777) != mode) {
+      if (fchmod(*fd, mode) != 0) {
         return PosixError(absl::StrCat(path, ": fchmod"), errno);
       }
-      info.st_mode = (info.st_mode & ~07777) | 0700;
+      info.st_mode = (info.st_mode & ~07777) | mode;
     }
-    return CheckPrivateDirectoryOf(path, info, euid);
+    return check(info);
   }
   return absl::FailedPreconditionError(
       absl::StrCat(path, ": appeared and disappeared while being created"));
 }
 
-// Makes sure `path` is a shared directory, creating it (01777) if missing
-// and we are root. Only root creates it: see the header.
+// Makes sure `path` is a private directory, creating it (0700) if missing.
+absl::Status EnsurePrivateDirectory(const std::string& path, uid_t euid) {
+  return EnsureDirectory(path, euid, 0700, absl::OkStatus(),
+                         [&](const struct stat& info) {
+                           return CheckPrivateDirectoryOf(path, info, euid);
+                         });
+}
+
+// Makes sure `path` is a shared directory, creating it (01777, like /tmp:
+// everyone may create lock files, nobody may remove another user's) if
+// missing and we are root. Only root creates it: see the header.
 absl::Status EnsureSharedDirectory(const std::string& path, uid_t euid) {
-  for (int round = 0; round < 2; ++round) {
-    struct stat info;
-    if (lstat(path.c_str(), &info) == 0) {
-      return CheckSharedDirectory(path, info);
-    }
-    if (errno != ENOENT)
-      return PosixError(absl::StrCat(path, ": lstat"), errno);
-    if (euid != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "per-machine lock directory ", path,
-          " does not exist, and only root may create it (one owned by an "
-          "ordinary user would let that user remove other users' locks): "
-          "run a per-machine onlyone command as root once, or `install -d -m "
-          "1777 ",
-          path, "`"));
-    }
-    if (mkdir(path.c_str(), 0700) != 0) {
-      if (errno == EEXIST) continue;
-      return PosixError(absl::StrCat(path, ": mkdir"), errno);
-    }
-    absl::StatusOr<int> fd = OpenCreatedDirectory(path, &info);
-    if (!fd.ok()) return fd.status();
-    absl::Cleanup close_fd = [fd = *fd] { close(fd); };
-    // Like /tmp: everyone may create lock files, nobody may remove another
-    // user's. Made writable only after the re-check showed it is ours.
-    if (info.st_uid == 0) {
-      if (fchmod(*fd, 01777) != 0) {
-        return PosixError(absl::StrCat(path, ": fchmod"), errno);
-      }
-      info.st_mode = (info.st_mode & ~07777) | 01777;
-    }
-    return CheckSharedDirectory(path, info);
-  }
-  return absl::FailedPreconditionError(
-      absl::StrCat(path, ": appeared and disappeared while being created"));
+  const absl::Status refuse_creation =
+      euid == 0 ? absl::OkStatus()
+                : absl::FailedPreconditionError(absl::StrCat(
+                      "per-machine lock directory ", path,
+                      " does not exist, and only root may create it (one "
+                      "owned by an ordinary user would let that user remove "
+                      "other users' locks): run a per-machine onlyone command "
+                      "as root once, or `install -d -m 1777 ",
+                      path, "`"));
+  return EnsureDirectory(
+      path, euid, 01777, refuse_creation,
+      [&](const struct stat& info) { return CheckSharedDirectory(path, info); });
 }
 
 // The runtime directory if it passes the private checks, else "".
