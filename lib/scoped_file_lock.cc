@@ -145,11 +145,10 @@ std::string HolderDescription(const OpenedFile& file) {
 // armed on the first blocking wait and kept across retries so that they
 // share one deadline.
 absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
-                            const LockOptions& options, absl::Time deadline,
+                            int operation, const LockOptions& options,
+                            absl::Time deadline,
                             std::unique_ptr<InterruptibleWait>& wait) {
   if (file.locked) return absl::OkStatus();
-  const int operation =
-      options.mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH;
   if (options.timeout == absl::ZeroDuration()) {
     return absl::UnavailableError(
         absl::StrCat(path, " is held by ", HolderDescription(file)));
@@ -263,7 +262,7 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
     };
 
     if (absl::Status locked =
-            LockOpenedFile(*file, path, options, deadline, wait);
+            LockOpenedFile(*file, path, operation, options, deadline, wait);
         !locked.ok()) {
       return locked;
     }
