@@ -33,9 +33,9 @@ using internal::PosixError;
 
 struct OpenedFile {
   int fd;
-  dev_t device;
-  ino_t inode;
-  nlink_t links;
+  // fstat(2) right after the first flock(2) try; refreshed by
+  // PathStillNamesFile() after a wait.
+  struct stat status;
   // Whether the first, non-blocking flock(2) already took the lock.
   bool locked;
 };
@@ -107,8 +107,7 @@ absl::StatusOr<OpenedFile> OpenAndTryLock(const std::string& path,
       return PosixError(absl::StrCat(path, ": fchmod"), errno);
     }
     std::move(close_fd).Cancel();
-    return OpenedFile{fd, opened.st_dev, opened.st_ino, opened.st_nlink,
-                      locked};
+    return OpenedFile{fd, opened, locked};
   }
 }
 
@@ -118,22 +117,25 @@ absl::StatusOr<OpenedFile> OpenAndTryLock(const std::string& path,
 // replacing the file drops its link count to 0, which fstat(2) already told
 // us; only a file with further hard links needs the path looked up again.
 absl::StatusOr<bool> PathStillNamesFile(const std::string& path,
-                                        const OpenedFile& file,
-                                        bool waited) {
-  if (!waited && file.links == 1) return true;
-  if (file.links == 0) return false;
+                                        OpenedFile& file, bool waited) {
+  if (!waited && file.status.st_nlink == 1) return true;
+  if (file.status.st_nlink == 0) return false;
   struct stat now;
   if (lstat(path.c_str(), &now) != 0) {
     const int error_number = errno;
     if (error_number == ENOENT) return false;
     return PosixError(absl::StrCat(path, ": lstat"), error_number);
   }
-  return now.st_dev == file.device && now.st_ino == file.inode;
+  if (now.st_dev != file.status.st_dev || now.st_ino != file.status.st_ino) {
+    return false;
+  }
+  file.status = now;  // the same file, as it is now that we hold it
+  return true;
 }
 
 std::string HolderDescription(const OpenedFile& file) {
   std::vector<internal::FlockHolder> holders =
-      internal::FlockHolders(file.device, file.inode);
+      internal::FlockHolders(file.status.st_dev, file.status.st_ino);
   if (holders.size() == 1 && holders[0].pid == getpid()) {
     return "this process (another ScopedFileLock or thread)";
   }
@@ -234,7 +236,8 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
     if (!file.ok()) return file.status();
 
     if (HeldFile* mine =
-            internal::FindHeldByCallingThread(file->device, file->inode)) {
+            internal::FindHeldByCallingThread(file->status.st_dev,
+                                              file->status.st_ino)) {
       close(file->fd);
       if (!options.recursive) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -249,12 +252,13 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
       }
       internal::AddAcquisition(mine);
       return ScopedFileLock(
-          mine, path, mine->exclusive ? LockMode::kExclusive : LockMode::kShared);
+          mine, path, mine->exclusive ? LockMode::kExclusive : LockMode::kShared,
+          file->status);
     }
 
     // Tracked before the wait, so a child forked meanwhile closes its copy.
-    HeldFile* tracked = internal::TrackOpenedFile(file->fd, path, file->device,
-                                                  file->inode);
+    HeldFile* tracked = internal::TrackOpenedFile(
+        file->fd, path, file->status.st_dev, file->status.st_ino);
     // On every early return the descriptor is closed, which also drops a
     // lock taken on a file the path no longer names.
     absl::Cleanup forget = [tracked] {
@@ -279,7 +283,7 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
                            options.recursive, options.inheritable,
                            /*adopted=*/false);
     std::move(forget).Cancel();
-    return ScopedFileLock(tracked, path, options.mode);
+    return ScopedFileLock(tracked, path, options.mode, file->status);
   }
 }
 
@@ -340,20 +344,26 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::AdoptInherited(
     internal::MarkAcquired(adopted, exclusive, /*recursive=*/false,
                            /*inheritable=*/false, /*adopted=*/true);
     return ScopedFileLock(adopted, path,
-                          exclusive ? LockMode::kExclusive : LockMode::kShared);
+                          exclusive ? LockMode::kExclusive : LockMode::kShared,
+                          open_file);
   }
   return absl::NotFoundError(absl::StrCat(path, ": no inherited lock in ",
                                           kInheritedLocksEnvVar,
                                           " is for this file"));
 }
 
-ScopedFileLock::ScopedFileLock(HeldFile* file, std::string path, LockMode mode)
-    : file_(file), path_(std::move(path)), mode_(mode) {}
+ScopedFileLock::ScopedFileLock(HeldFile* file, std::string path, LockMode mode,
+                               const struct stat& status_when_locked)
+    : file_(file),
+      path_(std::move(path)),
+      mode_(mode),
+      status_when_locked_(status_when_locked) {}
 
 ScopedFileLock::ScopedFileLock(ScopedFileLock&& other) noexcept
     : file_(std::exchange(other.file_, nullptr)),
       path_(std::move(other.path_)),
-      mode_(other.mode_) {}
+      mode_(other.mode_),
+      status_when_locked_(other.status_when_locked_) {}
 
 ScopedFileLock& ScopedFileLock::operator=(ScopedFileLock&& other) noexcept {
   if (this != &other) {
@@ -361,6 +371,7 @@ ScopedFileLock& ScopedFileLock::operator=(ScopedFileLock&& other) noexcept {
     file_ = std::exchange(other.file_, nullptr);
     path_ = std::move(other.path_);
     mode_ = other.mode_;
+    status_when_locked_ = other.status_when_locked_;
   }
   return *this;
 }

@@ -41,6 +41,7 @@
 #ifndef ONLYONE_LIB_SCOPED_FILE_LOCK_H_
 #define ONLYONE_LIB_SCOPED_FILE_LOCK_H_
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <optional>
@@ -142,6 +143,13 @@ class ScopedFileLock {
   // would keep the lock held after Release().
   int fd() const;
 
+  // The lock file's status as the kernel gave it when the lock was taken:
+  // fstat(2) of the descriptor, or after a wait lstat(2) of the path (the
+  // check that it still names the locked file). Lets a holder that writes
+  // into the file check its link count or size without a system call of its
+  // own. Not updated afterwards.
+  const struct stat& status_when_locked() const { return status_when_locked_; }
+
   // Makes the next fork() hand the lock to the child: the child owns it and
   // the parent's copy only closes its descriptor on release. It happens once:
   // later forks of the new owner hand nothing over, so for a double fork call
@@ -155,11 +163,13 @@ class ScopedFileLock {
   std::string InheritedLocksEnvValue() const;
 
  private:
-  ScopedFileLock(internal::HeldFile* file, std::string path, LockMode mode);
+  ScopedFileLock(internal::HeldFile* file, std::string path, LockMode mode,
+                 const struct stat& status_when_locked);
 
   internal::HeldFile* file_;  // nullptr once released or moved from
   std::string path_;
   LockMode mode_;
+  struct stat status_when_locked_;
 };
 
 }  // namespace onlyone

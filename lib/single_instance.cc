@@ -17,7 +17,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "lib/internal/file_kind.h"
 #include "lib/internal/instance_channel.h"
@@ -73,8 +72,7 @@ absl::StatusOr<Location> Locate(absl::string_view name,
   absl::StatusOr<internal::InstanceDirectory> directory =
       internal::ResolveInstanceDirectory(KindFor(options), options.directory);
   if (!directory.ok()) return directory.status();
-  return Location{std::string(name),
-                  absl::StrCat(directory->path, "/", name, ".lock"),
+  return Location{std::string(name), internal::LockPathIn(*directory, name),
                   directory->shared, directory->euid};
 }
 
@@ -316,14 +314,34 @@ std::string Printable(absl::string_view text) {
 // ---------------------------------------------------------------------------
 // Acquisition.
 
-OwnerRecord RecordForThisProcess(const InstanceOptions& options, uid_t euid) {
+// This process's record without acquired_at: `recorded_command_line` (when
+// not empty) stands for its own.
+OwnerRecord RecordForThisProcess(
+    uid_t euid, const std::vector<std::string>& recorded_command_line) {
   OwnerRecord record = internal::SelfRecord(euid);
-  if (!options.recorded_command_line.empty()) {
-    record.command_line = options.recorded_command_line;
+  if (!recorded_command_line.empty()) {
+    record.command_line = recorded_command_line;
     record.command_line_truncated =
         internal::TruncateCommandLine(record.command_line);
   }
   return record;
+}
+
+// The owner record to write now, for a lock taken at `acquired_at`. The
+// common case (no command line given, the same effective uid as when the
+// identity was cached) reuses the encoded identity and costs one line.
+std::string OwnerRecordFor(const internal::SelfIdentity& self,
+                           const Location& location,
+                           const InstanceOptions& options,
+                           absl::Time acquired_at) {
+  if (options.recorded_command_line.empty() &&
+      self.record.uid == location.euid) {
+    return internal::EncodeOwnerRecord(self.encoded, acquired_at);
+  }
+  return internal::EncodeOwnerRecord(
+      internal::EncodeIdentity(RecordForThisProcess(
+          location.euid, options.recorded_command_line)),
+      acquired_at);
 }
 
 absl::Status Conflict(const Location& location, absl::Status lock_status) {
@@ -393,7 +411,7 @@ std::string WhyNotReplaceable(const Inspection& inspection) {
                         " as holding the lock, not recorded pid ", record.pid,
                         " (the lock was handed to it across a fork)");
   }
-  if (record.hostname != internal::SelfRecord(geteuid()).hostname) {
+  if (record.hostname != internal::CachedSelfIdentity().record.hostname) {
     return absl::StrCat("it was recorded on host ", record.hostname);
   }
   if (record.pid == getpid()) return "it is this process";
@@ -494,7 +512,10 @@ struct Acquired {
 
   std::string name;  // the instance name, or the lock path
   ScopedFileLock lock;
-  OwnerRecord record;  // as written
+  // What UpdateRecord() keeps from the first record.
+  std::vector<std::string> recorded_command_line;  // empty: our own
+  pid_t locker_pid = 0;
+  absl::Time acquired_at;
   std::unique_ptr<internal::MessageListener> listener;
   bool callback_mode = false;
 };
@@ -533,14 +554,18 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
   if (!lock.ok()) return lock.status();
 
   // Only now, holding the lock, does this process say who it is.
-  OwnerRecord record = RecordForThisProcess(options, location.euid);
-  record.acquired_at = absl::Now();
-  absl::StatusOr<bool> written =
-      internal::WriteOwnerRecord(lock->fd(), location.lock_path, record);
+  const internal::SelfIdentity& self = internal::CachedSelfIdentity();
+  const absl::Time acquired_at = absl::Now();
+  absl::StatusOr<bool> written = internal::WriteOwnerRecord(
+      lock->fd(), location.lock_path,
+      OwnerRecordFor(self, location, options, acquired_at),
+      lock->status_when_locked());
   if (!written.ok()) return written.status();  // lock's destructor releases
 
   Acquired acquired(location.display_name, *std::move(lock));
-  acquired.record = std::move(record);
+  acquired.recorded_command_line = options.recorded_command_line;
+  acquired.locker_pid = self.record.pid;
+  acquired.acquired_at = acquired_at;
   if (options.listen) {
     // After the lock and the record: only the holder creates the socket.
     absl::StatusOr<std::unique_ptr<internal::MessageListener>> listener =
@@ -655,13 +680,11 @@ absl::StatusOr<std::vector<ListedInstance>> SingleInstance::List(
       }
       break;
     }
-    absl::string_view file = entry->d_name;
-    if (!absl::ConsumeSuffix(&file, ".lock") ||
-        !internal::ValidateInstanceName(file).ok()) {
-      continue;
-    }
+    std::optional<std::string> name =
+        internal::InstanceNameOf(*directory, entry->d_name);
+    if (!name.has_value()) continue;
     ListedInstance listed;
-    listed.name = std::string(file);
+    listed.name = *std::move(name);
     listed.lock_path = absl::StrCat(directory->path, "/", entry->d_name);
     absl::StatusOr<Inspection> inspection = InspectLockFile(listed.lock_path);
     // Not a regular file (something planted), or unreadable: not a lock.
@@ -788,16 +811,15 @@ absl::Status SingleInstance::UpdateRecord() {
         ": this process does not hold the lock, so it may not write its "
         "owner record"));
   }
-  OwnerRecord record = internal::SelfRecord(geteuid());
-  record.command_line = state_->parts.record.command_line;
-  record.command_line_truncated = state_->parts.record.command_line_truncated;
+  const Acquired& parts = state_->parts;
+  OwnerRecord record =
+      RecordForThisProcess(geteuid(), parts.recorded_command_line);
   // The kernel keeps listing the process that took the lock.
-  record.locker_pid = state_->parts.record.locker_pid;
-  record.acquired_at = state_->parts.record.acquired_at;
-  absl::StatusOr<bool> written = internal::WriteOwnerRecord(
-      state_->parts.lock.fd(), state_->parts.lock.path(), record);
+  record.locker_pid = parts.locker_pid;
+  record.acquired_at = parts.acquired_at;
+  absl::StatusOr<bool> written =
+      internal::WriteOwnerRecord(parts.lock.fd(), parts.lock.path(), record);
   if (!written.ok()) return written.status();
-  state_->parts.record = std::move(record);
   return absl::OkStatus();
 }
 

@@ -178,6 +178,42 @@ TEST_F(ScopedFileLockTest, TimedWaitReturnsAsSoonAsTheHolderReleases) {
   EXPECT_EQ(holder.Wait(), 0);
 }
 
+TEST_F(ScopedFileLockTest, StatusWhenLockedDescribesTheFileAsLocked) {
+  {
+    std::ofstream(path_) << "12345";
+    absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_);
+    ASSERT_TRUE(lock.ok()) << lock.status();
+    EXPECT_EQ(lock->status_when_locked().st_ino, InodeOf(path_));
+    EXPECT_EQ(lock->status_when_locked().st_nlink, 1u);
+    EXPECT_EQ(lock->status_when_locked().st_size, 5);
+  }
+  // After a wait it shows what the previous holder left, not what the file
+  // was when the wait began.
+  Pipe ready, release;
+  Child holder = Child::Fork([&] {
+    absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_);
+    if (!lock.ok()) return 2;
+    ready.Send();
+    release.Receive(absl::Hours(1));
+    const std::string more(100, 'x');
+    if (pwrite(lock->fd(), more.data(), more.size(), 5) != 100) return 3;
+    return lock->Release().ok() ? 0 : 4;
+  });
+  ASSERT_EQ(ready.Receive(), '.');
+  std::thread releaser([&] {
+    ASSERT_TRUE(WaitForBlockedWaiters(path_));
+    release.Send();
+  });
+  absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path_);
+  releaser.join();
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  EXPECT_EQ(holder.Wait(), 0);
+  EXPECT_EQ(lock->status_when_locked().st_size, 105);
+  // Moves carry it along.
+  ScopedFileLock moved = *std::move(lock);
+  EXPECT_EQ(moved.status_when_locked().st_size, 105);
+}
+
 TEST_F(ScopedFileLockTest, KilledHolderFreesTheLockForABlockedWaiterAtOnce) {
   Pipe ready, release, acquired;
   Child holder = HoldInChild(path_, ready, release);

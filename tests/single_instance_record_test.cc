@@ -91,6 +91,27 @@ TEST(OwnerRecordTest, RoundTripsEveryFieldThroughTheTextFormat) {
   ExpectSame(*decoded, Sample());
 }
 
+TEST(OwnerRecordTest, IdentityEncodedOnceFramesTheSameRecord) {
+  OwnerRecord record = Sample();
+  const EncodedIdentity identity = EncodeIdentity(record);
+  EXPECT_EQ(identity.hash, Fnv1a64(identity.lines));
+  EXPECT_THAT(identity.lines, ::testing::Not(HasSubstr("acquired=")));
+  // The identity with the acquisition time appended is the whole record,
+  // and the checksum continued from the identity's hash is the body's.
+  const std::string framed = EncodeOwnerRecord(identity, record.acquired_at);
+  EXPECT_EQ(framed, EncodeOwnerRecord(record));
+  EXPECT_THAT(framed, ::testing::EndsWith("\nacquired=2026-11-22T03:00:01."
+                                          "310000+00:00\n"));
+  std::optional<OwnerRecord> decoded = DecodeOwnerRecord(framed);
+  ASSERT_TRUE(decoded.has_value());
+  ExpectSame(*decoded, record);
+  // Without an acquisition time there is no such line.
+  record.acquired_at = absl::InfinitePast();
+  decoded = DecodeOwnerRecord(EncodeOwnerRecord(identity, absl::InfinitePast()));
+  ASSERT_TRUE(decoded.has_value());
+  ExpectSame(*decoded, record);
+}
+
 TEST(OwnerRecordTest, IgnoresWhatFollowsTheRecord) {
   // A longer old record not yet truncated away.
   const std::string encoded = EncodeOwnerRecord(Sample());
@@ -281,9 +302,30 @@ TEST(DirectoryCheckTest, PrivateAndSharedRules) {
 }
 
 TEST(DirectoryCheckTest, SocketPathSitsBesideTheLock) {
-  EXPECT_EQ(SocketPathFor("/run/user/1000/onlyone/editor.lock"),
-            "/run/user/1000/onlyone/editor.sock");
+  EXPECT_EQ(SocketPathFor("/run/user/1000/onlyone-editor.lock"),
+            "/run/user/1000/onlyone-editor.sock");
   EXPECT_EQ(SocketPathFor("/var/lock/job"), "/var/lock/job.sock");
+}
+
+TEST(DirectoryCheckTest, LockFileNamesCarryTheirDirectorysPrefix) {
+  const InstanceDirectory runtime{"/run/user/1000", "onlyone-",
+                                  /*shared=*/false, 1000};
+  EXPECT_EQ(LockPathIn(runtime, "com.example.Editor"),
+            "/run/user/1000/onlyone-com.example.Editor.lock");
+  EXPECT_EQ(InstanceNameOf(runtime, "onlyone-com.example.Editor.lock"),
+            "com.example.Editor");
+  // Other programs' files, our sockets and session directories, and files
+  // whose name part is not a valid name are not instances.
+  EXPECT_EQ(InstanceNameOf(runtime, "editor.lock"), std::nullopt);
+  EXPECT_EQ(InstanceNameOf(runtime, "onlyone-editor.sock"), std::nullopt);
+  EXPECT_EQ(InstanceNameOf(runtime, "onlyone-session-c7"), std::nullopt);
+  EXPECT_EQ(InstanceNameOf(runtime, "onlyone-..lock"), std::nullopt);
+  EXPECT_EQ(InstanceNameOf(runtime, "onlyone-.lock"), std::nullopt);
+
+  const InstanceDirectory own{"/tmp/onlyone-1000", "", /*shared=*/false,
+                              1000};
+  EXPECT_EQ(LockPathIn(own, "editor"), "/tmp/onlyone-1000/editor.lock");
+  EXPECT_EQ(InstanceNameOf(own, "editor.lock"), "editor");
 }
 
 TEST(WireFormatTest, RequestsRoundTripAndMalformedOnesAreRejected) {

@@ -576,24 +576,29 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-TEST_F(SingleInstanceTest,
-       UserScopeLivesInAPrivateSubdirectoryOfTheRuntimeDir) {
+TEST_F(SingleInstanceTest, UserScopeLocksLiveInThePrivateRuntimeDir) {
   const std::string runtime = MakeTempDir();
   ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
   ScopedEnv env("XDG_RUNTIME_DIR", runtime);
   absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
   ASSERT_TRUE(path.ok()) << path.status();
-  EXPECT_EQ(*path, runtime + "/onlyone/editor.lock");
-  struct stat info;
-  ASSERT_EQ(lstat((runtime + "/onlyone").c_str(), &info), 0);
-  EXPECT_TRUE(S_ISDIR(info.st_mode));
-  EXPECT_EQ(info.st_mode & 07777, 0700u);
+  EXPECT_EQ(*path, runtime + "/onlyone-editor.lock");
   // The default options are the user scope.
   absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("editor");
   ASSERT_TRUE(instance.ok()) << instance.status();
   EXPECT_EQ(instance->lock().path(), *path);
+  struct stat info;
   ASSERT_EQ(lstat(path->c_str(), &info), 0);
   EXPECT_EQ(info.st_mode & 07777, 0600u) << "private lock files";
+  // Listing the runtime directory shows our locks, not other programs'
+  // files.
+  WriteFile(runtime + "/wayland-0.lock", "");
+  absl::StatusOr<std::vector<ListedInstance>> listed = SingleInstance::List();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].name, "editor");
+  ASSERT_TRUE((*listed)[0].holder.has_value());
+  EXPECT_EQ((*listed)[0].holder->pid, getpid());
 }
 
 TEST_F(SingleInstanceTest, UnsafeRuntimeDirectoryIsNotUsed) {
@@ -605,6 +610,11 @@ TEST_F(SingleInstanceTest, UnsafeRuntimeDirectoryIsNotUsed) {
     absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
     ASSERT_TRUE(path.ok()) << path.status();
     EXPECT_EQ(*path, fallback + "/editor.lock");
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire("unsafe-runtime-dir-test");
+    ASSERT_TRUE(instance.ok()) << instance.status();
+    EXPECT_EQ(instance->lock().path(),
+              fallback + "/unsafe-runtime-dir-test.lock");
   }
   {
     ASSERT_EQ(chmod(runtime.c_str(), 0770), 0);  // group-writable
@@ -631,7 +641,8 @@ TEST_F(SingleInstanceTest, UnsafeRuntimeDirectoryIsNotUsed) {
     EXPECT_EQ(*path, fallback + "/editor.lock");
   }
   // Nothing was created in the refused directory.
-  EXPECT_NE(access((runtime + "/onlyone").c_str(), F_OK), 0);
+  EXPECT_EQ(RunShell(absl::StrCat("test -z \"$(ls -A '", runtime, "')\"")),
+            0);
   // The fallback is private.
   struct stat info;
   ASSERT_EQ(lstat(fallback.c_str(), &info), 0);
@@ -644,22 +655,28 @@ TEST_F(SingleInstanceTest, TamperedPrivateDirectoryIsRefused) {
   const std::string runtime = MakeTempDir();
   ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
   ScopedEnv env("XDG_RUNTIME_DIR", runtime);
-  // "onlyone" planted as a symlink to a directory: never followed.
+  ScopedEnv id("XDG_SESSION_ID", "t1");
+  InstanceOptions session;
+  session.scope = Scope::kSession;
+  const std::string session_dir = runtime + "/onlyone-session-t1";
+  // The session directory planted as a symlink to a directory: never
+  // followed.
   const std::string elsewhere = MakeTempDir();
-  ASSERT_EQ(symlink(elsewhere.c_str(), (runtime + "/onlyone").c_str()), 0);
-  absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("editor");
+  ASSERT_EQ(symlink(elsewhere.c_str(), session_dir.c_str()), 0);
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire("editor", session);
   ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()))
       << instance.status();
   EXPECT_THAT(std::string(instance.status().message()),
-              HasSubstr(runtime + "/onlyone"));
+              HasSubstr(session_dir));
   EXPECT_THAT(std::string(instance.status().message()),
               HasSubstr("symbolic link"));
   EXPECT_NE(access((elsewhere + "/editor.lock").c_str(), F_OK), 0);
   // Made writable by others: refused, naming the mode.
-  ASSERT_EQ(unlink((runtime + "/onlyone").c_str()), 0);
-  ASSERT_EQ(mkdir((runtime + "/onlyone").c_str(), 0700), 0);
-  ASSERT_EQ(chmod((runtime + "/onlyone").c_str(), 0777), 0);
-  instance = SingleInstance::Acquire("editor");
+  ASSERT_EQ(unlink(session_dir.c_str()), 0);
+  ASSERT_EQ(mkdir(session_dir.c_str(), 0700), 0);
+  ASSERT_EQ(chmod(session_dir.c_str(), 0777), 0);
+  instance = SingleInstance::Acquire("editor", session);
   ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()))
       << instance.status();
   EXPECT_THAT(std::string(instance.status().message()), HasSubstr("0777"));
@@ -714,7 +731,7 @@ TEST_F(SingleInstanceTest, SessionScopeIsKeyedByTheLoginSession) {
     ScopedEnv id("XDG_SESSION_ID", "c7");
     absl::StatusOr<std::string> path = SingleInstance::LockPath("app", session);
     ASSERT_TRUE(path.ok()) << path.status();
-    EXPECT_EQ(*path, runtime + "/onlyone/session-c7/app.lock");
+    EXPECT_EQ(*path, runtime + "/onlyone-session-c7/app.lock");
     // Both scopes can be held at once: they are different locks.
     absl::StatusOr<SingleInstance> in_session =
         SingleInstance::Acquire("app", session);
@@ -725,7 +742,7 @@ TEST_F(SingleInstanceTest, SessionScopeIsKeyedByTheLoginSession) {
     ScopedEnv id("XDG_SESSION_ID", "../escape");  // not a valid key: ignored
     absl::StatusOr<std::string> path = SingleInstance::LockPath("app", session);
     ASSERT_TRUE(path.ok()) << path.status();
-    EXPECT_THAT(*path, StartsWith(runtime + "/onlyone/session-"));
+    EXPECT_THAT(*path, StartsWith(runtime + "/onlyone-session-"));
     EXPECT_THAT(*path, ::testing::Not(HasSubstr("escape")));
   }
 }

@@ -25,6 +25,10 @@
 namespace onlyone::internal {
 namespace {
 
+// Lock files directly in a runtime directory are "onlyone-NAME.lock".
+constexpr absl::string_view kRuntimeFilePrefix = "onlyone-";
+constexpr absl::string_view kLockFileSuffix = ".lock";
+
 bool IsNameCharacter(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
          c == '_' || c == '-';
@@ -167,15 +171,13 @@ std::string SafeRuntimeDirectory(uid_t euid) {
   return runtime;
 }
 
-absl::StatusOr<std::string> UserDirectory(uid_t euid) {
+// The runtime directory itself when it is safe (file names prefixed, since
+// other programs keep files there too), else our own directory under /tmp.
+absl::StatusOr<InstanceDirectory> UserDirectory(uid_t euid) {
   if (std::string runtime = SafeRuntimeDirectory(euid); !runtime.empty()) {
-    std::string directory =
-        absl::StrCat(runtime == "/" ? "" : runtime, "/onlyone");
-    if (absl::Status ensured = EnsurePrivateDirectory(directory, euid);
-        !ensured.ok()) {
-      return ensured;
-    }
-    return directory;
+    return InstanceDirectory{std::move(runtime),
+                             std::string(kRuntimeFilePrefix),
+                             /*shared=*/false, euid};
   }
   // Not $TMPDIR: it differs between a user's processes (build tools and
   // test runners set it), and two copies must always find the same lock.
@@ -193,7 +195,7 @@ absl::StatusOr<std::string> UserDirectory(uid_t euid) {
       !ensured.ok()) {
     return ensured;
   }
-  return directory;
+  return InstanceDirectory{std::move(directory), "", /*shared=*/false, euid};
 }
 
 absl::StatusOr<std::string> MachineDirectory(uid_t euid) {
@@ -256,10 +258,10 @@ absl::StatusOr<InstanceDirectory> ExplicitDirectory(absl::string_view given,
   }
   const bool others_write = (info.st_mode & (S_IWGRP | S_IWOTH)) != 0;
   if (info.st_uid == euid && !others_write) {
-    return InstanceDirectory{path, false, euid};
+    return InstanceDirectory{path, "", /*shared=*/false, euid};
   }
   if (info.st_uid == 0 && (!others_write || (info.st_mode & S_ISVTX) != 0)) {
-    return InstanceDirectory{path, others_write, euid};
+    return InstanceDirectory{path, "", /*shared=*/others_write, euid};
   }
   if (info.st_uid != 0 && info.st_uid != euid) {
     return Unsafe(path, absl::StrCat("owned by uid ", info.st_uid,
@@ -371,32 +373,46 @@ absl::StatusOr<InstanceDirectory> ResolveInstanceDirectory(
   switch (kind) {
     case DirectoryKind::kExplicit:
       return ExplicitDirectory(explicit_directory, euid);
-    case DirectoryKind::kUser: {
-      absl::StatusOr<std::string> user = UserDirectory(euid);
-      if (!user.ok()) return user.status();
-      return InstanceDirectory{*std::move(user), false, euid};
-    }
+    case DirectoryKind::kUser:
+      return UserDirectory(euid);
     case DirectoryKind::kSession: {
-      absl::StatusOr<std::string> user = UserDirectory(euid);
+      absl::StatusOr<InstanceDirectory> user = UserDirectory(euid);
       if (!user.ok()) return user.status();
-      std::string session = absl::StrCat(*user, "/session-", SessionKey());
+      std::string session = absl::StrCat(user->path, "/", user->file_prefix,
+                                         "session-", SessionKey());
       if (absl::Status ensured = EnsurePrivateDirectory(session, euid);
           !ensured.ok()) {
         return ensured;
       }
-      return InstanceDirectory{std::move(session), false, euid};
+      return InstanceDirectory{std::move(session), "", /*shared=*/false, euid};
     }
     case DirectoryKind::kMachine: {
       absl::StatusOr<std::string> machine = MachineDirectory(euid);
       if (!machine.ok()) return machine.status();
-      return InstanceDirectory{*std::move(machine), true, euid};
+      return InstanceDirectory{*std::move(machine), "", /*shared=*/true, euid};
     }
   }
   return absl::InvalidArgumentError("unknown instance scope");
 }
 
+std::string LockPathIn(const InstanceDirectory& directory,
+                       absl::string_view name) {
+  return absl::StrCat(directory.path == "/" ? "" : directory.path, "/",
+                      directory.file_prefix, name, kLockFileSuffix);
+}
+
+std::optional<std::string> InstanceNameOf(const InstanceDirectory& directory,
+                                          absl::string_view file_name) {
+  if (!absl::ConsumePrefix(&file_name, directory.file_prefix) ||
+      !absl::ConsumeSuffix(&file_name, kLockFileSuffix) ||
+      !ValidateInstanceName(file_name).ok()) {
+    return std::nullopt;
+  }
+  return std::string(file_name);
+}
+
 std::string SocketPathFor(absl::string_view lock_path) {
-  if (absl::ConsumeSuffix(&lock_path, ".lock")) {
+  if (absl::ConsumeSuffix(&lock_path, kLockFileSuffix)) {
     return absl::StrCat(lock_path, ".sock");
   }
   return absl::StrCat(lock_path, ".sock");

@@ -12,12 +12,15 @@
 //    O_DIRECTORY|O_NOFOLLOW descriptor. Nobody but the owner (and root) can
 //    replace a directory that passed the checks, because its parent is
 //    either private too or sticky.
-//  * User scope: "$XDG_RUNTIME_DIR/onlyone", or "/run/user/UID/onlyone"
-//    when XDG_RUNTIME_DIR is unset; the runtime directory itself must pass
-//    the private checks. Otherwise "/tmp/onlyone-UID" (never $TMPDIR, which
-//    differs between one user's processes), /tmp being owned by root or the
-//    user and sticky when others may write to it.
-//  * Session scope: the user directory + "/session-ID", where ID is
+//  * User scope: the runtime directory ($XDG_RUNTIME_DIR, or /run/user/UID
+//    when XDG_RUNTIME_DIR is unset) when it passes the private checks, with
+//    lock files in it directly, named "onlyone-NAME.lock": the one lstat(2)
+//    per call then checks the directory that holds them. Otherwise
+//    "/tmp/onlyone-UID" (never $TMPDIR, which differs between one user's
+//    processes), with files named "NAME.lock", /tmp being owned by root or
+//    the user and sticky when others may write to it.
+//  * Session scope: the private directory "onlyone-session-ID" in the
+//    runtime directory, or "session-ID" in /tmp/onlyone-UID, where ID is
 //    $XDG_SESSION_ID when set (and made only of name characters), else the
 //    kernel's audit login session from /proc/self/sessionid when set (logind
 //    uses that same number as the session id when auditing is on), else
@@ -43,6 +46,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -68,6 +72,9 @@ enum class DirectoryKind { kUser, kSession, kMachine, kExplicit };
 
 struct InstanceDirectory {
   std::string path;
+  // Comes before NAME in file names: "onlyone-" in a runtime directory,
+  // which other programs use too; "" in a directory of our own.
+  std::string file_prefix;
   // Other users may create files here (machine scope, or a sticky shared
   // directory): lock files and sockets are made usable by everyone.
   bool shared = false;
@@ -98,6 +105,15 @@ std::string SessionKey();
 // owned by root, sticky if group or others may write to it.
 [[nodiscard]] absl::Status CheckSharedDirectory(absl::string_view path,
                                                 const struct stat& info);
+
+// "DIR/PREFIXNAME.lock": the lock file of instance `name` in `directory`.
+std::string LockPathIn(const InstanceDirectory& directory,
+                       absl::string_view name);
+
+// The instance whose lock file is called `file_name` in `directory`;
+// nullopt for any other file (another prefix or suffix, or an invalid name).
+std::optional<std::string> InstanceNameOf(const InstanceDirectory& directory,
+                                          absl::string_view file_name);
 
 // The messaging socket that belongs to a lock file: "DIR/NAME.sock" for
 // "DIR/NAME.lock", else the lock path with ".sock" appended.

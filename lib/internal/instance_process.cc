@@ -142,11 +142,11 @@ OwnerRecord ComputeSelfRecord() {
   return record;
 }
 
-// The cached record of this process. Never freed: a reader on another
+// The cached identity of this process. Never freed: a reader on another
 // thread may still use an older one (a fork()ed child that acquires makes
 // one more, so the leak is bounded). Lock-free, so that a fork() child never
 // finds a mutex held by a thread it does not have.
-std::atomic<const OwnerRecord*> cached_self{nullptr};
+std::atomic<const SelfIdentity*> cached_self{nullptr};
 
 // Runs in the fork() child: async-signal-safe (an atomic store).
 void ForgetSelfInChild() { cached_self.store(nullptr); }
@@ -171,21 +171,24 @@ const std::string& BootId() {
   return *boot_id;
 }
 
-OwnerRecord SelfRecord(uid_t euid) {
+const SelfIdentity& CachedSelfIdentity() {
   static absl::once_flag once;
   absl::call_once(once,
                   [] { pthread_atfork(nullptr, nullptr, ForgetSelfInChild); });
-  const OwnerRecord* cached = cached_self.load(std::memory_order_acquire);
-  if (cached == nullptr) {
-    const OwnerRecord* fresh = new OwnerRecord(ComputeSelfRecord());
-    if (cached_self.compare_exchange_strong(cached, fresh,
-                                            std::memory_order_acq_rel)) {
-      cached = fresh;
-    } else {
-      delete fresh;  // another thread was first
-    }
+  const SelfIdentity* cached = cached_self.load(std::memory_order_acquire);
+  if (cached != nullptr) return *cached;
+  auto* fresh = new SelfIdentity{ComputeSelfRecord(), {}};
+  fresh->encoded = EncodeIdentity(fresh->record);
+  if (cached_self.compare_exchange_strong(cached, fresh,
+                                          std::memory_order_acq_rel)) {
+    return *fresh;
   }
-  OwnerRecord record = *cached;
+  delete fresh;  // another thread was first
+  return *cached;
+}
+
+OwnerRecord SelfRecord(uid_t euid) {
+  OwnerRecord record = CachedSelfIdentity().record;
   // The effective uid may have changed since (setuid(2) after the first use).
   if (record.uid != euid) {
     record.uid = euid;

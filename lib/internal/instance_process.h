@@ -32,11 +32,22 @@ std::optional<uint64_t> ProcessStartTicks(pid_t pid);
 const std::string& BootId();
 
 // This process as an owner record (pid, locker_pid, start, boot id, host,
-// user, executable, command line, version; acquired_at is left unset), for
-// effective uid `euid` (the caller's geteuid(), passed in to save a system
-// call). The parts that cannot change are read once per process; a
-// pthread_atfork handler forgets them in a fork()ed child, which reads its
-// own (a raw clone(2) would skip the handler). The copy is the caller's.
+// user, executable, command line, version; acquired_at is left unset), and
+// those lines encoded.
+struct SelfIdentity {
+  OwnerRecord record;
+  EncodedIdentity encoded;
+};
+
+// This process's identity, read from /proc once per process and kept (never
+// freed, so a reference stays valid). A pthread_atfork handler forgets it in
+// a fork()ed child, which reads its own (a raw clone(2) would skip the
+// handler). The uid is the effective uid at the first call; see SelfRecord().
+const SelfIdentity& CachedSelfIdentity();
+
+// SelfIdentity's record for effective uid `euid` (the caller's geteuid(),
+// passed in to save a system call): the cached one, with the uid and user
+// name replaced when the effective uid has changed since (setuid(2)).
 OwnerRecord SelfRecord(uid_t euid);
 
 // Whether `record` describes a process that is alive now: same boot and the

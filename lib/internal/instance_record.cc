@@ -125,8 +125,7 @@ bool ReadFromStart(int fd, size_t limit, std::string* contents) {
 
 }  // namespace
 
-uint64_t Fnv1a64(absl::string_view bytes) {
-  uint64_t hash = 0xcbf29ce484222325ull;
+uint64_t Fnv1a64(absl::string_view bytes, uint64_t hash) {
   for (char c : bytes) {
     hash ^= static_cast<unsigned char>(c);
     hash *= 0x100000001b3ull;
@@ -147,7 +146,7 @@ bool TruncateCommandLine(std::vector<std::string>& arguments) {
   return false;
 }
 
-std::string EncodeOwnerRecord(const OwnerRecord& record) {
+EncodedIdentity EncodeIdentity(const OwnerRecord& record) {
   std::string body;
   body.reserve(512);
   AddLine("pid", absl::StrCat(record.pid), &body);
@@ -165,12 +164,32 @@ std::string EncodeOwnerRecord(const OwnerRecord& record) {
     AddLine("arg", argument, &body);
   }
   if (record.command_line_truncated) AddLine("args_truncated", "1", &body);
-  if (record.acquired_at != absl::InfinitePast()) {
-    AddLine("acquired", FormatRecordTime(record.acquired_at), &body);
-  }
   AddLine("version", record.version, &body);
-  return absl::StrCat(kRecordMagic, " ", kRecordFormatVersion, " ", body.size(),
-                      " ", absl::StrFormat("%016x", Fnv1a64(body)), "\n", body);
+  EncodedIdentity identity;
+  identity.hash = Fnv1a64(body);
+  identity.lines = std::move(body);
+  return identity;
+}
+
+std::string EncodeOwnerRecord(const EncodedIdentity& identity,
+                              absl::Time acquired_at) {
+  std::string acquired;
+  if (acquired_at != absl::InfinitePast()) {
+    AddLine("acquired", FormatRecordTime(acquired_at), &acquired);
+  }
+  const uint64_t hash = Fnv1a64(acquired, identity.hash);
+  char hex[17];
+  for (int i = 0; i < 16; ++i) {
+    hex[i] = "0123456789abcdef"[(hash >> (60 - 4 * i)) & 0xf];
+  }
+  hex[16] = '\0';
+  return absl::StrCat(kRecordMagic, " ", kRecordFormatVersion, " ",
+                      identity.lines.size() + acquired.size(), " ", hex, "\n",
+                      identity.lines, acquired);
+}
+
+std::string EncodeOwnerRecord(const OwnerRecord& record) {
+  return EncodeOwnerRecord(EncodeIdentity(record), record.acquired_at);
 }
 
 std::optional<OwnerRecord> DecodeOwnerRecord(absl::string_view contents) {
@@ -253,11 +272,8 @@ std::optional<OwnerRecord> ReadOwnerRecord(int fd) {
 }
 
 absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
-                                      const OwnerRecord& record) {
-  struct stat file;
-  if (fstat(fd, &file) != 0) {
-    return PosixError(absl::StrCat(path, ": fstat"), errno);
-  }
+                                      absl::string_view contents,
+                                      const struct stat& file) {
   if (!S_ISREG(file.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(
         path, " is not a regular file; not writing an owner record into it"));
@@ -268,7 +284,6 @@ absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
         " hard links; a lock file has exactly one, and an owner record is "
         "never written through a link that may lead to another file"));
   }
-  const std::string contents = EncodeOwnerRecord(record);
   size_t written = 0;
   while (written < contents.size()) {
     const ssize_t wrote = pwrite(fd, contents.data() + written,
@@ -291,6 +306,15 @@ absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
                       errno);
   }
   return true;
+}
+
+absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
+                                      const OwnerRecord& record) {
+  struct stat file;
+  if (fstat(fd, &file) != 0) {
+    return PosixError(absl::StrCat(path, ": fstat"), errno);
+  }
+  return WriteOwnerRecord(fd, path, EncodeOwnerRecord(record), file);
 }
 
 }  // namespace onlyone::internal

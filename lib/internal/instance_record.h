@@ -32,9 +32,13 @@
 //   arg=/usr/bin/backup       one line per argument, in order; at most
 //   arg=--full                kMaxCommandLineBytes bytes in all
 //   args_truncated=1          present when arguments were cut off
-//   acquired=2026-11-22T03:00:01.310000+00:00   when the lock was taken
 //   version=0.1.0             the onlyone release (lib/version.h)
+//   acquired=2026-11-22T03:00:01.310000+00:00   when the lock was taken
 //
+// Writers put the lines in this order, "acquired" last: everything before it
+// describes the process and is encoded (and hashed) once per process, so
+// that a record costs one short line and its hash per acquisition. Readers
+// accept the keys in any order.
 // Values escape '\' as "\\", newline as "\n", carriage return as "\r", tab
 // as "\t" and other bytes below 0x20 and 0x7f as "\xHH"; other bytes
 // (including UTF-8) are written as they are. pid, start_ticks and boot_id
@@ -53,6 +57,7 @@
 #ifndef ONLYONE_LIB_INTERNAL_INSTANCE_RECORD_H_
 #define ONLYONE_LIB_INTERNAL_INSTANCE_RECORD_H_
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -90,10 +95,27 @@ struct OwnerRecord {
   std::string version;
 };
 
-// FNV-1a, 64 bits.
-uint64_t Fnv1a64(absl::string_view bytes);
+inline constexpr uint64_t kFnv1a64OffsetBasis = 0xcbf29ce484222325ull;
 
-// The record as file contents: header line and body.
+// FNV-1a, 64 bits, continuing from `hash` (the hash of what came before).
+uint64_t Fnv1a64(absl::string_view bytes,
+                 uint64_t hash = kFnv1a64OffsetBasis);
+
+// A record's body lines up to (without) "acquired", and their hash.
+struct EncodedIdentity {
+  std::string lines;
+  uint64_t hash = kFnv1a64OffsetBasis;
+};
+
+// The lines of `record` that describe the process (all but acquired_at).
+EncodedIdentity EncodeIdentity(const OwnerRecord& record);
+
+// The record as file contents, header line and body: `identity` followed by
+// the "acquired" line (none when `acquired_at` is InfinitePast()).
+std::string EncodeOwnerRecord(const EncodedIdentity& identity,
+                              absl::Time acquired_at);
+
+// Same, all at once.
 std::string EncodeOwnerRecord(const OwnerRecord& record);
 
 // Parses file contents; nullopt when the header, length or checksum do not
@@ -109,12 +131,20 @@ bool TruncateCommandLine(std::vector<std::string>& arguments);
 // record.
 std::optional<OwnerRecord> ReadOwnerRecord(int fd);
 
-// Writes `record` into the lock file open on `fd` (the caller holds the
-// lock). Refuses (FailedPrecondition, naming `path`) unless the descriptor is
-// a regular file with exactly one link, so that a hard link planted in a
-// shared directory never makes us write into another file. Returns false,
+// Writes `contents` (EncodeOwnerRecord()) into the lock file open on `fd`;
+// the caller holds the lock, and `file` is the file's status since it took
+// it (ScopedFileLock::status_when_locked()). Refuses (FailedPrecondition,
+// naming `path`) unless that is a regular file with exactly one link, so
+// that a hard link planted in a shared directory never makes us write into
+// another file; cuts off the rest of a longer old record. Returns false,
 // writing nothing, when the descriptor is read-only (another user's lock
 // file that we may lock but not write).
+[[nodiscard]] absl::StatusOr<bool> WriteOwnerRecord(int fd,
+                                                    absl::string_view path,
+                                                    absl::string_view contents,
+                                                    const struct stat& file);
+
+// Same for `record`, with the file's status from fstat(2) now.
 [[nodiscard]] absl::StatusOr<bool> WriteOwnerRecord(int fd,
                                                     absl::string_view path,
                                                     const OwnerRecord& record);
