@@ -3,6 +3,7 @@
 // message wire format.
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@
 namespace onlyone::internal {
 namespace {
 
+using ::onlyone::testing::kNobodyUid;
 using ::onlyone::testing::MakeTempDir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -250,6 +252,24 @@ TEST(ProcessIdentityTest, SelfRecordDescribesThisProcess) {
   ++other_start.start_ticks;
   EXPECT_FALSE(RecordedProcessIsAlive(other_start));
   EXPECT_FALSE(ProcessStartTicks(0).has_value());
+}
+
+// The user name comes from /etc/passwd when it lists the uid, else from NSS;
+// either way it is what getpwuid(3) says.
+TEST(ProcessIdentityTest, UserNameIsWhatTheSystemCallsTheUid) {
+  for (const uid_t uid : {geteuid(), kNobodyUid, uid_t{0}}) {
+    const struct passwd* entry = getpwuid(uid);
+    EXPECT_EQ(SelfRecord(uid).user, entry != nullptr ? entry->pw_name : "")
+        << uid;
+  }
+  EXPECT_EQ(SelfRecord(0).user, "root");
+  // A uid nobody has: no name, and the rest of the identity is unchanged.
+  constexpr uid_t kUnlisted = 3999999;
+  ASSERT_EQ(getpwuid(kUnlisted), nullptr);
+  const OwnerRecord unlisted = SelfRecord(kUnlisted);
+  EXPECT_EQ(unlisted.uid, kUnlisted);
+  EXPECT_EQ(unlisted.user, "");
+  EXPECT_EQ(unlisted.pid, getpid());
 }
 
 TEST(ProcessIdentityTest, AForkedChildHasItsOwnIdentity) {
