@@ -61,7 +61,7 @@ namespace onlyone {
 
 // Where a name's lock file lives.
 enum class Scope {
-  kUser,     // $XDG_RUNTIME_DIR/onlyone or a private fallback (the default)
+  kUser,     // $XDG_RUNTIME_DIR or a private fallback (the default)
   kSession,  // per-user, further keyed by the login session
   kMachine,  // one system-wide directory that every user can lock in
 };
