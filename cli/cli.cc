@@ -31,8 +31,9 @@ ABSL_FLAG(std::string, lock, "",
           "missing, never truncated or deleted; the directory must exist). "
           "Instead of --name and --scope.");
 ABSL_FLAG(ScopeFlag, scope, ScopeFlag{},
-          "Where NAME's lock file lives: user ($XDG_RUNTIME_DIR/onlyone, "
-          "private to the user), session (a subdirectory of that per login "
+          "Where NAME's lock file lives: user "
+          "($XDG_RUNTIME_DIR/onlyone-NAME.lock, else /tmp/onlyone-UID; "
+          "private to the user), session (a directory there per login "
           "session) or machine (/run/lock/onlyone, shared by all users).");
 
 // run.

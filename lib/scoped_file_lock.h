@@ -143,11 +143,13 @@ class ScopedFileLock {
   // would keep the lock held after Release().
   int fd() const;
 
-  // The lock file's status as the kernel gave it when the lock was taken:
-  // fstat(2) of the descriptor, or after a wait lstat(2) of the path (the
-  // check that it still names the locked file). Lets a holder that writes
-  // into the file check its link count or size without a system call of its
-  // own. Not updated afterwards.
+  // The lock file's status as the kernel gave it at acquisition: fstat(2) of
+  // the descriptor right after the lock was taken, or after a wait lstat(2)
+  // of the path (the check that it still names the locked file). A nested
+  // recursive acquisition reports its own fstat, an adopted lock the fstat
+  // made before its flock(2) check. Lets a holder that writes into the file
+  // check its link count or size without a system call of its own. Not
+  // updated afterwards.
   const struct stat& status_when_locked() const { return status_when_locked_; }
 
   // Makes the next fork() hand the lock to the child: the child owns it and

@@ -512,8 +512,11 @@ struct Acquired {
 
   std::string name;  // the instance name, or the lock path
   ScopedFileLock lock;
-  // What UpdateRecord() keeps from the first record.
-  std::vector<std::string> recorded_command_line;  // empty: our own
+  // What UpdateRecord() keeps from the first record: the command line
+  // (InstanceOptions::recorded_command_line, or when that is empty the
+  // identity's, which is never freed), the locker and the time.
+  std::vector<std::string> recorded_command_line;
+  const internal::SelfIdentity* identity = nullptr;
   pid_t locker_pid = 0;
   absl::Time acquired_at;
   std::unique_ptr<internal::MessageListener> listener;
@@ -564,6 +567,7 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
 
   Acquired acquired(location.display_name, *std::move(lock));
   acquired.recorded_command_line = options.recorded_command_line;
+  acquired.identity = &self;
   acquired.locker_pid = self.record.pid;
   acquired.acquired_at = acquired_at;
   if (options.listen) {
@@ -685,7 +689,7 @@ absl::StatusOr<std::vector<ListedInstance>> SingleInstance::List(
     if (!name.has_value()) continue;
     ListedInstance listed;
     listed.name = *std::move(name);
-    listed.lock_path = absl::StrCat(directory->path, "/", entry->d_name);
+    listed.lock_path = internal::LockPathIn(*directory, listed.name);
     absl::StatusOr<Inspection> inspection = InspectLockFile(listed.lock_path);
     // Not a regular file (something planted), or unreadable: not a lock.
     if (!inspection.ok()) continue;
@@ -814,6 +818,13 @@ absl::Status SingleInstance::UpdateRecord() {
   const Acquired& parts = state_->parts;
   OwnerRecord record =
       RecordForThisProcess(geteuid(), parts.recorded_command_line);
+  if (parts.recorded_command_line.empty()) {
+    // The command line as first recorded, even if the process has renamed
+    // itself since (setproctitle after daemonizing).
+    record.command_line = parts.identity->record.command_line;
+    record.command_line_truncated =
+        parts.identity->record.command_line_truncated;
+  }
   // The kernel keeps listing the process that took the lock.
   record.locker_pid = parts.locker_pid;
   record.acquired_at = parts.acquired_at;

@@ -101,7 +101,9 @@ TEST(OwnerRecordTest, IdentityEncodedOnceFramesTheSameRecord) {
   // The identity with the acquisition time appended is the whole record,
   // and the checksum continued from the identity's hash is the body's.
   const std::string framed = EncodeOwnerRecord(identity, record.acquired_at);
-  EXPECT_EQ(framed, EncodeOwnerRecord(record));
+  EXPECT_EQ(framed,
+            WithValidHeader(identity.lines +
+                            "acquired=2026-11-22T03:00:01.310000+00:00\n"));
   EXPECT_THAT(framed, ::testing::EndsWith("\nacquired=2026-11-22T03:00:01."
                                           "310000+00:00\n"));
   std::optional<OwnerRecord> decoded = DecodeOwnerRecord(framed);
@@ -270,6 +272,24 @@ TEST(ProcessIdentityTest, UserNameIsWhatTheSystemCallsTheUid) {
   EXPECT_EQ(unlisted.uid, kUnlisted);
   EXPECT_EQ(unlisted.user, "");
   EXPECT_EQ(unlisted.pid, getpid());
+}
+
+TEST(ProcessIdentityTest, PasswdTextGivesTheFirstEntryForTheUid) {
+  const std::string passwd =
+      "root:x:0:0:root:/root:/bin/bash\n"
+      "+nis:x:1000:1000::/:/bin/sh\n"   // NIS compat: left to NSS
+      "-other:x:1000:1000::/:/bin/sh\n"
+      ":x:1000:1000::/:/bin/sh\n"       // no name
+      "broken:x\n"                      // too few fields
+      "wrong:x:10o0:1000::/:/bin/sh\n"  // not a number
+      "alice:x:1000:1000:Alice:/home/alice:/bin/bash\n"
+      "alias:x:1000:1000::/:/bin/sh\n"
+      "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin";
+  EXPECT_EQ(NameFromPasswdText(passwd, 0), "root");
+  EXPECT_EQ(NameFromPasswdText(passwd, 1000), "alice");
+  EXPECT_EQ(NameFromPasswdText(passwd, 65534), "nobody");  // no final newline
+  EXPECT_EQ(NameFromPasswdText(passwd, 1001), std::nullopt);
+  EXPECT_EQ(NameFromPasswdText("", 0), std::nullopt);
 }
 
 TEST(ProcessIdentityTest, AForkedChildHasItsOwnIdentity) {

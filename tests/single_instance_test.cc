@@ -330,6 +330,53 @@ TEST_F(SingleInstanceTest, RecordOfADeadProcessIsNotTheHolder) {
   EXPECT_EQ(flocker.Wait(), 0);
 }
 
+// The record replaces a longer one wholly: the file ends up exactly the new
+// record, also when the longer one was written while we waited for the lock.
+TEST_F(SingleInstanceTest, ANewRecordCutsOffALongerOldOne) {
+  internal::OwnerRecord old = RecordFor(12345, 1);
+  old.command_line.assign(20, std::string(100, 'x'));
+  const std::string long_record = internal::EncodeOwnerRecord(old);
+  auto expect_only_our_record = [](const std::string& contents) {
+    std::optional<internal::OwnerRecord> decoded =
+        internal::DecodeOwnerRecord(contents);
+    ASSERT_TRUE(decoded.has_value());
+    EXPECT_EQ(decoded->pid, getpid());
+    EXPECT_EQ(internal::EncodeOwnerRecord(*decoded), contents)
+        << "nothing of the old record may follow";
+  };
+
+  WriteFile(PathOf("cut"), long_record, 0600);
+  {
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire("cut", options_);
+    ASSERT_TRUE(instance.ok()) << instance.status();
+    expect_only_our_record(ReadFileOrEmpty(PathOf("cut")));
+  }
+
+  // A holder that writes its long record only after we started waiting.
+  Pipe ready, release;
+  Child holder = Child::Fork([&] {
+    const int fd =
+        open(PathOf("cut-later").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) return 2;
+    ready.Send();
+    release.Receive(absl::Hours(1));
+    const ssize_t wrote =
+        pwrite(fd, long_record.data(), long_record.size(), 0);
+    return wrote == static_cast<ssize_t>(long_record.size()) ? 0 : 3;
+  });
+  ASSERT_EQ(ready.Receive(), '.');
+  const InstanceOptions wait = WithWaitPolicy(options_, absl::Seconds(30));
+  absl::StatusOr<SingleInstance> next = absl::UnknownError("not run");
+  std::thread waiter([&] { next = SingleInstance::Acquire("cut-later", wait); });
+  EXPECT_TRUE(WaitForBlockedWaiters(PathOf("cut-later")));
+  release.Send();
+  waiter.join();
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(holder.Wait(), 0);
+  expect_only_our_record(ReadFileOrEmpty(PathOf("cut-later")));
+}
+
 TEST_F(SingleInstanceTest, ReusedPidIsNotMistakenForTheHolder) {
   Pipe ready, release;
   Child flocker = HoldWithRawFlock(PathOf("reused"), ready, release);

@@ -45,6 +45,11 @@ std::string ModeString(mode_t mode) {
   return absl::StrFormat("%04o", mode & 07777);
 }
 
+// "DIRECTORY/NAME", without doubling the slash of "/".
+std::string ChildPath(absl::string_view directory, absl::string_view name) {
+  return absl::StrCat(directory == "/" ? "" : directory, "/", name);
+}
+
 // "/run/user/0/" -> "/run/user/0"; "/" stays "/".
 std::string WithoutTrailingSlashes(absl::string_view path) {
   while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
@@ -378,8 +383,8 @@ absl::StatusOr<InstanceDirectory> ResolveInstanceDirectory(
     case DirectoryKind::kSession: {
       absl::StatusOr<InstanceDirectory> user = UserDirectory(euid);
       if (!user.ok()) return user.status();
-      std::string session = absl::StrCat(user->path, "/", user->file_prefix,
-                                         "session-", SessionKey());
+      std::string session = ChildPath(
+          user->path, absl::StrCat(user->file_prefix, "session-", SessionKey()));
       if (absl::Status ensured = EnsurePrivateDirectory(session, euid);
           !ensured.ok()) {
         return ensured;
@@ -397,8 +402,8 @@ absl::StatusOr<InstanceDirectory> ResolveInstanceDirectory(
 
 std::string LockPathIn(const InstanceDirectory& directory,
                        absl::string_view name) {
-  return absl::StrCat(directory.path == "/" ? "" : directory.path, "/",
-                      directory.file_prefix, name, kLockFileSuffix);
+  return ChildPath(directory.path,
+                   absl::StrCat(directory.file_prefix, name, kLockFileSuffix));
 }
 
 std::optional<std::string> InstanceNameOf(const InstanceDirectory& directory,

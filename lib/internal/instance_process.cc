@@ -79,32 +79,15 @@ std::optional<uint64_t> StartTicksFromStat(absl::string_view stat) {
   return ticks;
 }
 
-// The name /etc/passwd gives `uid`, when it lists it ("name:x:uid:...").
-// NIS compat entries ("+" or "-") are left to NSS.
+// The name /etc/passwd gives `uid`, when it lists it; a file too large to
+// read whole is left to NSS.
 std::optional<std::string> NameFromPasswdFile(uid_t uid) {
   std::string contents;
   if (!ReadSmallFile("/etc/passwd", kMaxPasswdFileBytes, &contents) ||
       contents.size() == kMaxPasswdFileBytes) {
     return std::nullopt;
   }
-  for (absl::string_view line : absl::StrSplit(contents, '\n')) {
-    const size_t name_end = line.find(':');
-    if (name_end == 0 || name_end == absl::string_view::npos ||
-        line[0] == '+' || line[0] == '-') {
-      continue;
-    }
-    const size_t uid_start = line.find(':', name_end + 1);
-    if (uid_start == absl::string_view::npos) continue;
-    const size_t uid_end = line.find(':', uid_start + 1);
-    if (uid_end == absl::string_view::npos) continue;
-    uint32_t listed;
-    if (absl::SimpleAtoi(line.substr(uid_start + 1, uid_end - uid_start - 1),
-                         &listed) &&
-        listed == uid) {
-      return std::string(line.substr(0, name_end));
-    }
-  }
-  return std::nullopt;
+  return NameFromPasswdText(contents, uid);
 }
 
 // The user name of `uid`, "" when unknown. /etc/passwd is read first: a
@@ -195,6 +178,28 @@ std::atomic<const SelfIdentity*> cached_self{nullptr};
 void ForgetSelfInChild() { cached_self.store(nullptr); }
 
 }  // namespace
+
+std::optional<std::string> NameFromPasswdText(absl::string_view passwd,
+                                              uid_t uid) {
+  for (absl::string_view line : absl::StrSplit(passwd, '\n')) {
+    const size_t name_end = line.find(':');
+    if (name_end == 0 || name_end == absl::string_view::npos ||
+        line[0] == '+' || line[0] == '-') {
+      continue;
+    }
+    const size_t uid_start = line.find(':', name_end + 1);
+    if (uid_start == absl::string_view::npos) continue;
+    const size_t uid_end = line.find(':', uid_start + 1);
+    if (uid_end == absl::string_view::npos) continue;
+    uint32_t listed;
+    if (absl::SimpleAtoi(line.substr(uid_start + 1, uid_end - uid_start - 1),
+                         &listed) &&
+        listed == uid) {
+      return std::string(line.substr(0, name_end));
+    }
+  }
+  return std::nullopt;
+}
 
 std::optional<uint64_t> ProcessStartTicks(pid_t pid) {
   if (pid <= 0) return std::nullopt;

@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "lib/internal/instance_record.h"
 
@@ -49,6 +50,12 @@ const SelfIdentity& CachedSelfIdentity();
 // passed in to save a system call): the cached one, with the uid and user
 // name replaced when the effective uid has changed since (setuid(2)).
 OwnerRecord SelfRecord(uid_t euid);
+
+// The user name passwd(5) text gives `uid`: the first "name:x:uid:..." line
+// listing it. NIS compat entries ("+" or "-") and malformed lines are
+// skipped; nullopt when none lists it.
+std::optional<std::string> NameFromPasswdText(absl::string_view passwd,
+                                              uid_t uid);
 
 // Whether `record` describes a process that is alive now: same boot and the
 // same start ticks at the recorded pid.

@@ -16,10 +16,10 @@
 // user):
 //  1. Warm: SingleInstance::Acquire(name) + Release() repeated in one
 //     process: name check, geteuid and the lstat of the runtime directory,
-//     open+flock+fstat of the lock file, the owner record (pwrite of ~430
-//     bytes) and close: 7 system calls. The raw floor is open(O_CREAT) +
-//     flock(LOCK_EX|LOCK_NB) + pwrite(same size) + flock(LOCK_UN) + close:
-//     5. Each operation is timed on its own; rounds alternate the variants.
+//     open+flock+fstat of the lock file, the owner record (one pwrite; its
+//     size is measured first and printed) and close: 7 system calls. The
+//     raw floor is open(O_CREAT) + flock(LOCK_EX|LOCK_NB) + pwrite(as many
+//     bytes) + flock(LOCK_UN) + close: 5. Each operation is timed on its own; rounds alternate the variants.
 //     A reference row times the lock layer alone (ScopedFileLock::Acquire +
 //     the same pwrite + Release), to show which part of the difference is
 //     the lock's and which SingleInstance's; another row (no target) times
@@ -67,6 +67,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "lib/single_instance.h"
@@ -76,9 +77,10 @@ namespace onlyone::bench {
 namespace {
 
 constexpr char kName[] = "bench-instance";
-// About the size of a real owner record, for the raw floor's pwrite.
-constexpr size_t kRecordBytes = 420;
 constexpr char kChildModeFlag[] = "--child_mode=";
+// The size of onlyone's owner record in this run, measured by main() and
+// passed to exec'd children: the raw floor writes as many bytes.
+constexpr char kRecordBytesEnv[] = "INSTANCE_BENCH_RECORD_BYTES";
 
 struct Config {
   int iterations = 20000;
@@ -95,8 +97,17 @@ std::string RawPath() {
   return absl::StrCat(getenv("XDG_RUNTIME_DIR"), "/raw-floor.lock");
 }
 
+size_t FloorRecordBytes() {
+  const char* bytes = getenv(kRecordBytesEnv);
+  size_t parsed = 0;
+  if (bytes == nullptr || !absl::SimpleAtoi(bytes, &parsed) || parsed == 0) {
+    Die("the owner record's size was not measured");
+  }
+  return parsed;
+}
+
 bool RawOnce(const std::string& path) {
-  static const std::string record(kRecordBytes, 'r');
+  static const std::string record(FloorRecordBytes(), 'r');
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return false;
   bool ok = flock(fd, LOCK_EX | LOCK_NB) == 0 &&
@@ -107,7 +118,7 @@ bool RawOnce(const std::string& path) {
 }
 
 bool LockLayerOnce(const std::string& path) {
-  static const std::string record(kRecordBytes, 'r');
+  static const std::string record(FloorRecordBytes(), 'r');
   LockOptions options;
   options.timeout = absl::ZeroDuration();
   options.file_mode = 0600;
@@ -364,6 +375,18 @@ void BenchMessages(const Config& cfg, std::vector<Row>& rows) {
   AddRows(rows, "message round trip", ours, raw, 2.0);
 }
 
+// One acquisition tells how many bytes the owner record takes here; the
+// raw floor (here and in exec'd children) writes as many.
+void MeasureRecordSize() {
+  if (!OnlyoneOnce()) Die("the first acquisition failed");
+  struct stat written;
+  const absl::StatusOr<std::string> lock_path = SingleInstance::LockPath(kName);
+  if (!lock_path.ok() || stat(lock_path->c_str(), &written) != 0) {
+    Die("the lock file of the first acquisition");
+  }
+  setenv(kRecordBytesEnv, absl::StrCat(written.st_size).c_str(), 1);
+}
+
 Config ParseFlags(int argc, char** argv) {
   Config cfg;
   ParseCommandLine(argc, argv, cfg.fail_on_miss,
@@ -393,10 +416,13 @@ int main(int argc, char** argv) {
   // socket path must fit in sun_path.
   TempDir dir("instance_bench", "/tmp");
   setenv("XDG_RUNTIME_DIR", dir.path().c_str(), 1);
+  MeasureRecordSize();
 
   printf("instance_bench: %s\n", MachineSummary().c_str());
   printf("  iterations=%d rounds=%d starts=%d messages=%d\n", cfg.iterations,
          cfg.rounds, cfg.starts, cfg.messages);
+  printf("  owner record: %s bytes, as many for the raw floor's pwrite\n",
+         getenv(kRecordBytesEnv));
   printf("  load average at start: %s", LoadAverage().c_str());
   const int64_t start = NowNs();
   std::vector<Row> rows;
