@@ -514,10 +514,10 @@ struct Acquired {
   ScopedFileLock lock;
   // What UpdateRecord() keeps from the first record: the command line
   // (InstanceOptions::recorded_command_line, or when that is empty the
-  // identity's, which is never freed), the locker and the time.
+  // identity's), the locker (the identity's pid) and the time. The identity
+  // is the acquiring process's, never freed.
   std::vector<std::string> recorded_command_line;
   const internal::SelfIdentity* identity = nullptr;
-  pid_t locker_pid = 0;
   absl::Time acquired_at;
   std::unique_ptr<internal::MessageListener> listener;
   bool callback_mode = false;
@@ -568,7 +568,6 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
   Acquired acquired(location.display_name, *std::move(lock));
   acquired.recorded_command_line = options.recorded_command_line;
   acquired.identity = &self;
-  acquired.locker_pid = self.record.pid;
   acquired.acquired_at = acquired_at;
   if (options.listen) {
     // After the lock and the record: only the holder creates the socket.
@@ -826,7 +825,7 @@ absl::Status SingleInstance::UpdateRecord() {
         parts.identity->record.command_line_truncated;
   }
   // The kernel keeps listing the process that took the lock.
-  record.locker_pid = parts.locker_pid;
+  record.locker_pid = parts.identity->record.pid;
   record.acquired_at = parts.acquired_at;
   absl::StatusOr<bool> written =
       internal::WriteOwnerRecord(parts.lock.fd(), parts.lock.path(), record);

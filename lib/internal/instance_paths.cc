@@ -417,9 +417,7 @@ std::optional<std::string> InstanceNameOf(const InstanceDirectory& directory,
 }
 
 std::string SocketPathFor(absl::string_view lock_path) {
-  if (absl::ConsumeSuffix(&lock_path, kLockFileSuffix)) {
-    return absl::StrCat(lock_path, ".sock");
-  }
+  absl::ConsumeSuffix(&lock_path, kLockFileSuffix);
   return absl::StrCat(lock_path, ".sock");
 }
 

@@ -177,15 +177,11 @@ std::string EncodeOwnerRecord(const EncodedIdentity& identity,
   if (acquired_at != absl::InfinitePast()) {
     AddLine("acquired", FormatRecordTime(acquired_at), &acquired);
   }
-  const uint64_t hash = Fnv1a64(acquired, identity.hash);
-  char hex[17];
-  for (int i = 0; i < 16; ++i) {
-    hex[i] = "0123456789abcdef"[(hash >> (60 - 4 * i)) & 0xf];
-  }
-  hex[16] = '\0';
   return absl::StrCat(kRecordMagic, " ", kRecordFormatVersion, " ",
-                      identity.lines.size() + acquired.size(), " ", hex, "\n",
-                      identity.lines, acquired);
+                      identity.lines.size() + acquired.size(), " ",
+                      absl::Hex(Fnv1a64(acquired, identity.hash),
+                                absl::kZeroPad16),
+                      "\n", identity.lines, acquired);
 }
 
 std::string EncodeOwnerRecord(const OwnerRecord& record) {
