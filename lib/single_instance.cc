@@ -47,8 +47,13 @@ constexpr size_t kMaxDescribedCommandBytes = 256;
 struct Location {
   std::string display_name;  // the instance name, or the lock path
   std::string lock_path;
+  // AcquireAtPath(): messages say "PATH is held", not "NAME is running".
+  bool is_path = false;
   bool shared = false;
+  mode_t file_mode = kDefaultLockFileMode;
   uid_t euid = 0;  // geteuid(), read once per call
+  // Where earlier onlyone builds kept this lock; see LegacyLockPaths().
+  std::vector<std::string> legacy_lock_paths;
 };
 
 internal::DirectoryKind KindFor(const InstanceOptions& options) {
@@ -69,11 +74,48 @@ absl::StatusOr<Location> Locate(absl::string_view name,
   if (absl::Status valid = internal::ValidateInstanceName(name); !valid.ok()) {
     return valid;
   }
+  const internal::DirectoryKind kind = KindFor(options);
   absl::StatusOr<internal::InstanceDirectory> directory =
-      internal::ResolveInstanceDirectory(KindFor(options), options.directory);
+      internal::ResolveInstanceDirectory(kind, options.directory);
   if (!directory.ok()) return directory.status();
-  return Location{std::string(name), internal::LockPathIn(*directory, name),
-                  directory->shared, directory->euid};
+  Location location;
+  location.display_name = std::string(name);
+  location.lock_path = internal::LockPathIn(*directory, name);
+  location.shared = directory->shared;
+  location.file_mode = directory->lock_file_mode();
+  location.euid = directory->euid;
+  location.legacy_lock_paths =
+      internal::LegacyLockPaths(kind, *directory, name);
+  return location;
+}
+
+// A lock file given by path: shared between users (mode 0666) when its
+// directory is sticky and writable by everyone, like /run/lock.
+Location LocatePath(absl::string_view lock_path) {
+  Location location;
+  location.display_name = std::string(lock_path);
+  location.lock_path = std::string(lock_path);
+  location.is_path = true;
+  location.euid = geteuid();
+  const size_t slash = location.lock_path.rfind('/');
+  const std::string directory =
+      slash == std::string::npos
+          ? "."
+          : (slash == 0 ? "/" : location.lock_path.substr(0, slash));
+  struct stat info;
+  if (stat(directory.c_str(), &info) == 0 && (info.st_mode & S_IWOTH) != 0 &&
+      (info.st_mode & S_ISVTX) != 0) {
+    location.shared = true;
+    location.file_mode = internal::kSharedLockFileMode;
+  }
+  return location;
+}
+
+// The one-line description of a holder, for a name or a path.
+std::string Describe(const Location& location, const InstanceInfo& holder) {
+  return location.is_path
+             ? SingleInstance::DescribeHeld(location.display_name, holder)
+             : SingleInstance::DescribeRunning(location.display_name, holder);
 }
 
 absl::Status ValidateMessagingOptions(absl::string_view name,
@@ -107,6 +149,12 @@ absl::Status ValidateOptions(absl::string_view name,
                      "not ",
                      absl::FormatDuration(options.grace_period)));
   }
+  if (options.shared && (options.on_conflict == ConflictPolicy::kReplace ||
+                         options.listen)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": a shared lock can neither replace its holders nor listen "
+              "for messages (many copies hold it at once)"));
+  }
   if (options.on_message && !options.listen) {
     return absl::InvalidArgumentError(absl::StrCat(
         name,
@@ -121,6 +169,9 @@ absl::Status ValidateOptions(absl::string_view name,
 // describes the holder.
 
 struct Inspection {
+  std::string path;
+  dev_t device = 0;
+  ino_t inode = 0;
   bool held = false;
   // /proc/locks was readable, so `holders` is the kernel's list.
   bool holders_known = false;
@@ -128,8 +179,8 @@ struct Inspection {
   // A valid record that describes a live process the kernel agrees holds
   // the lock; see VerifyRecord().
   std::optional<OwnerRecord> record;
-  // Why a record present in the file was not believed ("" when there was
-  // none or it was believed).
+  // Why the file's contents were not believed as a record ("" when it was
+  // empty or the record was believed).
   std::string record_rejected;
 };
 
@@ -168,25 +219,35 @@ std::string PidList(const std::vector<FlockHolder>& holders) {
 // "" when `record` describes the holder; otherwise why not. The record is
 // believed when it was written in this boot, the recorded process is alive
 // with the recorded start time (so a dead holder's record, or a reused pid,
-// is not believed), and the kernel lists it, or the process that took the
-// lock for it before a fork hand-off, as holding the lock.
+// is not believed), and the kernel lists it as holding the lock. After a
+// fork hand-off the kernel lists the process that took the lock
+// (locker_pid), which may have exited; the record is then believed only
+// when the recorded process itself holds the locked file description, so a
+// holder cannot make its record name some other live process.
 std::string VerifyRecord(const OwnerRecord& record,
                          const Inspection& inspection) {
   if (record.boot_id != internal::BootId()) {
-    return absl::StrCat("the record is from another boot or machine (boot id ",
-                        record.boot_id, ")");
+    return absl::StrCat(
+        "its owner record is from another boot or machine (boot id ",
+        record.boot_id, ")");
   }
   if (!internal::RecordedProcessIsAlive(record)) {
-    return absl::StrCat("recorded pid ", record.pid,
-                        " is not running, or is another process now (start "
-                        "time differs)");
+    return absl::StrCat("its owner record names pid ", record.pid,
+                        ", which is not running, or is another process now "
+                        "(start time differs)");
   }
-  if (inspection.holders_known && !Lists(inspection.holders, record.pid) &&
-      !Lists(inspection.holders, record.locker_pid)) {
-    return absl::StrCat("the kernel lists pid ", PidList(inspection.holders),
-                        " as holding the lock, not recorded pid ", record.pid);
+  if (!inspection.holders_known || Lists(inspection.holders, record.pid)) {
+    return "";
   }
-  return "";
+  if (record.locker_pid != record.pid &&
+      Lists(inspection.holders, record.locker_pid) &&
+      internal::ProcessHoldsFlockOn(record.pid, inspection.device,
+                                    inspection.inode)) {
+    return "";
+  }
+  return absl::StrCat("its owner record names pid ", record.pid,
+                      ", which does not hold the lock (the kernel lists pid ",
+                      PidList(inspection.holders), ")");
 }
 
 // Looks at a lock file without locking it: /proc/locks for the holders, and
@@ -194,6 +255,7 @@ std::string VerifyRecord(const OwnerRecord& record,
 // released at once (a probe could make a concurrent try-lock fail).
 absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
   Inspection inspection;
+  inspection.path = path;
   // Refused before opening: opening a device can have effects of its own.
   struct stat file;
   if (lstat(path.c_str(), &file) != 0) {
@@ -233,6 +295,8 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
   absl::Cleanup close_fd = [fd] {
     if (fd >= 0) close(fd);
   };
+  inspection.device = file.st_dev;
+  inspection.inode = file.st_ino;
   if (std::optional<std::string> locks = ReadProcLocks()) {
     inspection.holders_known = true;
     inspection.holders =
@@ -257,6 +321,10 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
       inspection.record_rejected = VerifyRecord(*record, inspection);
       if (inspection.record_rejected.empty())
         inspection.record = std::move(record);
+    } else if (file.st_size > 0) {
+      inspection.record_rejected =
+          "no owner record: the file holds other data, which onlyone never "
+          "overwrites";
     }
   }
   return inspection;
@@ -280,8 +348,14 @@ InstanceInfo InfoFromRecord(const OwnerRecord& record) {
 
 std::optional<InstanceInfo> HolderFrom(const Inspection& inspection) {
   if (!inspection.held) return std::nullopt;
-  if (inspection.record.has_value()) return InfoFromRecord(*inspection.record);
+  if (inspection.record.has_value()) {
+    InstanceInfo info = InfoFromRecord(*inspection.record);
+    info.lock_path = inspection.path;
+    return info;
+  }
   InstanceInfo info;
+  info.lock_path = inspection.path;
+  info.no_record_reason = inspection.record_rejected;
   // The exclusive holder if any (a SingleInstance holds it exclusively).
   for (const FlockHolder& holder : inspection.holders) {
     if (holder.exclusive) {
@@ -309,6 +383,37 @@ std::string Printable(absl::string_view text) {
     }
   }
   return out;
+}
+
+// What a message says of a holder: its pid first, then what the record
+// tells.
+std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
+  std::vector<std::string> details;
+  if (holder.pid > 0) {
+    details.push_back(absl::StrCat("pid ", holder.pid));
+  } else {
+    details.push_back("holder's pid not visible");
+  }
+  if (holder.process_start_time != absl::InfinitePast()) {
+    details.push_back(absl::StrCat(
+        "started ",
+        absl::FormatTime("%Y-%m-%d %H:%M:%S", holder.process_start_time,
+                         absl::LocalTimeZone())));
+  }
+  std::string command = holder.command_line.empty()
+                            ? holder.executable
+                            : absl::StrJoin(holder.command_line, " ");
+  if (command.size() > kMaxDescribedCommandBytes) {
+    command.resize(kMaxDescribedCommandBytes);
+    command.append("...");
+  }
+  if (!command.empty()) details.push_back(Printable(command));
+  if (!holder.has_record && holder.pid > 0) {
+    details.push_back(holder.no_record_reason.empty()
+                          ? "no owner record"
+                          : Printable(holder.no_record_reason));
+  }
+  return details;
 }
 
 // ---------------------------------------------------------------------------
@@ -350,7 +455,7 @@ absl::Status Conflict(const Location& location, absl::Status lock_status) {
   std::optional<InstanceInfo> holder = HolderFrom(*inspection);
   if (!holder.has_value()) return absl::OkStatus();  // released meanwhile
   return absl::UnavailableError(
-      SingleInstance::DescribeRunning(location.display_name, *holder));
+      Describe(location, *holder));
 }
 
 absl::StatusOr<ScopedFileLock> LockFailAtOnce(const Location& location,
@@ -387,7 +492,7 @@ absl::StatusOr<ScopedFileLock> LockWaiting(const Location& location,
   std::optional<InstanceInfo> holder = HolderFrom(*inspection);
   if (!holder.has_value()) return lock.status();
   return absl::DeadlineExceededError(absl::StrCat(
-      SingleInstance::DescribeRunning(location.display_name, *holder),
+      Describe(location, *holder),
       "; gave up after waiting ", absl::FormatDuration(timeout),
       " for it to exit"));
 }
@@ -398,8 +503,8 @@ std::string WhyNotReplaceable(const Inspection& inspection) {
   if (!inspection.record.has_value()) {
     return inspection.record_rejected.empty()
                ? "it wrote no owner record, so it cannot be verified"
-               : absl::StrCat("its owner record is not believed: ",
-                              inspection.record_rejected);
+               : absl::StrCat(inspection.record_rejected,
+                              ", so it cannot be verified");
   }
   const OwnerRecord& record = *inspection.record;
   if (!inspection.holders_known) {
@@ -425,7 +530,7 @@ absl::Status TerminateHolder(const Location& location,
                              const OwnerRecord& record,
                              const InstanceOptions& options) {
   const std::string refused_prefix = absl::StrCat(
-      SingleInstance::DescribeRunning(location.display_name, holder),
+      Describe(location, holder),
       "; not replacing it: ");
   absl::StatusOr<int> pidfd = internal::OpenPidfd(record.pid);
   if (absl::IsNotFound(pidfd.status())) return absl::OkStatus();  // gone
@@ -478,7 +583,7 @@ absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
     if (!holder.has_value()) continue;  // released meanwhile
     if (std::string why = WhyNotReplaceable(*inspection); !why.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          SingleInstance::DescribeRunning(location.display_name, *holder),
+          Describe(location, *holder),
           "; not replacing it: ", why));
     }
     if (absl::Status terminated =
@@ -512,6 +617,7 @@ struct Acquired {
 
   std::string name;  // the instance name, or the lock path
   ScopedFileLock lock;
+  bool shared = false;  // InstanceOptions::shared: no owner record
   // What UpdateRecord() keeps from the first record: the command line
   // (InstanceOptions::recorded_command_line, or when that is empty the
   // identity's), the locker (the identity's pid) and the time. The identity
@@ -536,11 +642,84 @@ absl::StatusOr<std::unique_ptr<internal::MessageListener>> StartListening(
   return internal::MessageListener::Start(std::move(listener));
 }
 
+// Every instance lock file in `directory`, with its holder.
+absl::StatusOr<std::vector<ListedInstance>> ListDirectory(
+    const internal::InstanceDirectory& directory) {
+  DIR* listing = opendir(directory.path.c_str());
+  if (listing == nullptr) {
+    return PosixError(absl::StrCat(directory.path, ": opendir"), errno);
+  }
+  absl::Cleanup close_listing = [listing] { closedir(listing); };
+  std::vector<ListedInstance> instances;
+  for (;;) {
+    errno = 0;
+    const struct dirent* entry = readdir(listing);
+    if (entry == nullptr) {
+      if (errno != 0) {
+        return PosixError(absl::StrCat(directory.path, ": readdir"), errno);
+      }
+      break;
+    }
+    std::optional<std::string> name =
+        internal::InstanceNameOf(directory, entry->d_name);
+    if (!name.has_value()) continue;
+    ListedInstance listed;
+    listed.name = *std::move(name);
+    listed.lock_path = internal::LockPathIn(directory, listed.name);
+    absl::StatusOr<Inspection> inspection = InspectLockFile(listed.lock_path);
+    // Not a regular file (something planted), or unreadable: not a lock.
+    if (!inspection.ok()) continue;
+    listed.holder = HolderFrom(*inspection);
+    instances.push_back(std::move(listed));
+  }
+  return instances;
+}
+
+// Looks for a copy that an earlier onlyone build started, which holds the
+// same lock where that build kept it (Location::legacy_lock_paths): OK when
+// none does, or once it has exited (kWait); otherwise why not. Called while
+// holding our own lock, only while our lock file holds no owner record yet,
+// that is until this build's first copy has run: see "Where the locks live"
+// in docs/design.md for why that suffices.
+absl::Status CheckLegacyLocks(const Location& location,
+                              const InstanceOptions& options,
+                              const LockOptions& lock_options,
+                              absl::Time deadline) {
+  for (const std::string& path : location.legacy_lock_paths) {
+    absl::StatusOr<Inspection> inspection = InspectLockFile(path);
+    // Not a lock file (something else is there) or not ours to read: no
+    // copy of ours can hold it.
+    if (!inspection.ok()) continue;
+    std::optional<InstanceInfo> holder = HolderFrom(*inspection);
+    if (!holder.has_value()) continue;
+    const std::string refusal = absl::StrCat(
+        Describe(location, *holder), ", in ", path,
+        " where an earlier onlyone build keeps this lock");
+    if (options.on_conflict != ConflictPolicy::kWait) {
+      return absl::UnavailableError(refusal);
+    }
+    LockOptions wait = lock_options;
+    wait.timeout = std::max(deadline - absl::Now(), absl::ZeroDuration());
+    absl::StatusOr<ScopedFileLock> legacy =
+        ScopedFileLock::Acquire(path, wait);
+    if (absl::IsDeadlineExceeded(legacy.status())) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          refusal, "; gave up after waiting ",
+          absl::FormatDuration(options.wait_timeout), " for it to exit"));
+    }
+    if (!legacy.ok()) return legacy.status();
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Acquired> AcquireAt(const Location& location,
-                                   const InstanceOptions& options,
-                                   mode_t file_mode) {
+                                   const InstanceOptions& options) {
+  const absl::Time deadline = options.wait_timeout == absl::InfiniteDuration()
+                                  ? absl::InfiniteFuture()
+                                  : absl::Now() + options.wait_timeout;
   LockOptions lock_options;
-  lock_options.file_mode = file_mode;
+  lock_options.mode = options.shared ? LockMode::kShared : LockMode::kExclusive;
+  lock_options.file_mode = location.file_mode;
   lock_options.inheritable = options.inheritable;
   absl::StatusOr<ScopedFileLock> lock;
   switch (options.on_conflict) {
@@ -555,17 +734,27 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
       break;
   }
   if (!lock.ok()) return lock.status();
+  if (lock->status_when_locked().st_size == 0) {
+    if (absl::Status legacy =
+            CheckLegacyLocks(location, options, lock_options, deadline);
+        !legacy.ok()) {
+      return legacy;  // the lock's destructor releases it
+    }
+  }
 
   // Only now, holding the lock, does this process say who it is.
   const internal::SelfIdentity& self = internal::CachedSelfIdentity();
   const absl::Time acquired_at = absl::Now();
-  absl::StatusOr<bool> written = internal::WriteOwnerRecord(
-      lock->fd(), location.lock_path,
-      OwnerRecordFor(self, location, options, acquired_at),
-      lock->status_when_locked());
-  if (!written.ok()) return written.status();  // lock's destructor releases
+  if (!options.shared) {
+    absl::StatusOr<bool> written = internal::WriteOwnerRecord(
+        lock->fd(), location.lock_path,
+        OwnerRecordFor(self, location, options, acquired_at),
+        lock->status_when_locked());
+    if (!written.ok()) return written.status();
+  }
 
   Acquired acquired(location.display_name, *std::move(lock));
+  acquired.shared = options.shared;
   acquired.recorded_command_line = options.recorded_command_line;
   acquired.identity = &self;
   acquired.acquired_at = acquired_at;
@@ -593,18 +782,12 @@ struct SingleInstance::State {
 
 absl::StatusOr<SingleInstance> SingleInstance::Acquire(
     absl::string_view name, const InstanceOptions& options) {
-  if (absl::Status valid = internal::ValidateInstanceName(name); !valid.ok()) {
-    return valid;
-  }
   if (absl::Status valid = ValidateOptions(name, options); !valid.ok()) {
     return valid;
   }
   absl::StatusOr<Location> location = Locate(name, options);
   if (!location.ok()) return location.status();
-  absl::StatusOr<Acquired> acquired =
-      AcquireAt(*location, options,
-                location->shared ? internal::kSharedLockFileMode
-                                 : internal::kPrivateLockFileMode);
+  absl::StatusOr<Acquired> acquired = AcquireAt(*location, options);
   if (!acquired.ok()) return acquired.status();
   return SingleInstance(std::make_unique<State>(*std::move(acquired)));
 }
@@ -617,23 +800,8 @@ absl::StatusOr<SingleInstance> SingleInstance::AcquireAtPath(
   if (absl::Status valid = ValidateOptions(lock_path, options); !valid.ok()) {
     return valid;
   }
-  Location location{std::string(lock_path), std::string(lock_path), false,
-                    geteuid()};
-  // A lock file in a sticky, world-writable directory (like /run/lock) is
-  // shared between users: make it lockable and writable by all of them.
-  const size_t slash = location.lock_path.rfind('/');
-  const std::string directory =
-      slash == std::string::npos
-          ? "."
-          : (slash == 0 ? "/" : location.lock_path.substr(0, slash));
-  struct stat info;
-  if (stat(directory.c_str(), &info) == 0 && (info.st_mode & S_IWOTH) != 0 &&
-      (info.st_mode & S_ISVTX) != 0) {
-    location.shared = true;
-  }
-  absl::StatusOr<Acquired> acquired = AcquireAt(
-      location, options,
-      location.shared ? internal::kSharedLockFileMode : kDefaultLockFileMode);
+  absl::StatusOr<Acquired> acquired =
+      AcquireAt(LocatePath(lock_path), options);
   if (!acquired.ok()) return acquired.status();
   return SingleInstance(std::make_unique<State>(*std::move(acquired)));
 }
@@ -642,7 +810,16 @@ absl::StatusOr<std::optional<InstanceInfo>> SingleInstance::Holder(
     absl::string_view name, const InstanceOptions& options) {
   absl::StatusOr<Location> location = Locate(name, options);
   if (!location.ok()) return location.status();
-  return HolderAtPath(location->lock_path);
+  absl::StatusOr<std::optional<InstanceInfo>> holder =
+      HolderAtPath(location->lock_path);
+  if (!holder.ok() || holder->has_value()) return holder;
+  // Free here: a copy of an earlier build may hold it where that build kept
+  // it. Locations that are not lock files cannot hold it.
+  for (const std::string& legacy : location->legacy_lock_paths) {
+    absl::StatusOr<std::optional<InstanceInfo>> old = HolderAtPath(legacy);
+    if (old.ok() && old->has_value()) return old;
+  }
+  return holder;
 }
 
 absl::StatusOr<std::optional<InstanceInfo>> SingleInstance::HolderAtPath(
@@ -665,37 +842,34 @@ absl::StatusOr<std::string> SingleInstance::LockPath(
 
 absl::StatusOr<std::vector<ListedInstance>> SingleInstance::List(
     const InstanceOptions& options) {
+  const internal::DirectoryKind kind = KindFor(options);
   absl::StatusOr<internal::InstanceDirectory> directory =
-      internal::ResolveInstanceDirectory(KindFor(options), options.directory);
+      internal::ResolveInstanceDirectory(kind, options.directory);
   if (!directory.ok()) return directory.status();
-  DIR* listing = opendir(directory->path.c_str());
-  if (listing == nullptr) {
-    return PosixError(absl::StrCat(directory->path, ": opendir"), errno);
-  }
-  absl::Cleanup close_listing = [listing] { closedir(listing); };
-  std::vector<ListedInstance> instances;
-  for (;;) {
-    errno = 0;
-    const struct dirent* entry = readdir(listing);
-    if (entry == nullptr) {
-      if (errno != 0) {
-        return PosixError(absl::StrCat(directory->path, ": readdir"), errno);
+  absl::StatusOr<std::vector<ListedInstance>> instances =
+      ListDirectory(*directory);
+  if (!instances.ok()) return instances.status();
+  // Copies of an earlier build that still run, where that build kept its
+  // locks, unless the same name is held here too.
+  for (const internal::InstanceDirectory& legacy :
+       internal::LegacyDirectories(kind, directory->euid)) {
+    if (legacy.path == directory->path) continue;
+    absl::StatusOr<std::vector<ListedInstance>> old = ListDirectory(legacy);
+    if (!old.ok()) continue;  // missing or unreadable: nothing runs there
+    for (ListedInstance& listed : *old) {
+      if (!listed.holder.has_value()) continue;
+      auto same = std::find_if(instances->begin(), instances->end(),
+                               [&](const ListedInstance& current) {
+                                 return current.name == listed.name;
+                               });
+      if (same == instances->end()) {
+        instances->push_back(std::move(listed));
+      } else if (!same->holder.has_value()) {
+        *same = std::move(listed);
       }
-      break;
     }
-    std::optional<std::string> name =
-        internal::InstanceNameOf(*directory, entry->d_name);
-    if (!name.has_value()) continue;
-    ListedInstance listed;
-    listed.name = *std::move(name);
-    listed.lock_path = internal::LockPathIn(*directory, listed.name);
-    absl::StatusOr<Inspection> inspection = InspectLockFile(listed.lock_path);
-    // Not a regular file (something planted), or unreadable: not a lock.
-    if (!inspection.ok()) continue;
-    listed.holder = HolderFrom(*inspection);
-    instances.push_back(std::move(listed));
   }
-  std::sort(instances.begin(), instances.end(),
+  std::sort(instances->begin(), instances->end(),
             [](const ListedInstance& a, const ListedInstance& b) {
               return a.name < b.name;
             });
@@ -708,41 +882,19 @@ absl::Status SingleInstance::ValidateName(absl::string_view name) {
 
 std::string SingleInstance::DescribeRunning(absl::string_view name,
                                             const InstanceInfo& holder) {
-  std::vector<std::string> details;
-  if (holder.pid > 0) {
-    details.push_back(absl::StrCat("pid ", holder.pid));
-  } else {
-    details.push_back("holder's pid not visible");
-  }
-  if (holder.process_start_time != absl::InfinitePast()) {
-    details.push_back(absl::StrCat(
-        "started ",
-        absl::FormatTime("%Y-%m-%d %H:%M:%S", holder.process_start_time,
-                         absl::LocalTimeZone())));
-  }
-  std::string command = holder.command_line.empty()
-                            ? holder.executable
-                            : absl::StrJoin(holder.command_line, " ");
-  if (command.size() > kMaxDescribedCommandBytes) {
-    command.resize(kMaxDescribedCommandBytes);
-    command.append("...");
-  }
-  if (!command.empty()) details.push_back(Printable(command));
-  if (!holder.has_record && holder.pid > 0) {
-    details.push_back("no owner record");
-  }
-  // Names never contain '/', so a label with one is a lock file path (the
-  // AcquireAtPath case), which is held rather than running.
-  if (absl::StrContains(name, '/')) {
-    const std::string who = details.front();
-    details.erase(details.begin());
-    return details.empty()
-               ? absl::StrCat(name, " is held by ", who)
-               : absl::StrCat(name, " is held by ", who, " (",
-                              absl::StrJoin(details, ", "), ")");
-  }
   return absl::StrCat(name, " is already running (",
-                      absl::StrJoin(details, ", "), ")");
+                      absl::StrJoin(HolderDetails(holder), ", "), ")");
+}
+
+std::string SingleInstance::DescribeHeld(absl::string_view lock_path,
+                                         const InstanceInfo& holder) {
+  std::vector<std::string> details = HolderDetails(holder);
+  const std::string who = details.front();
+  details.erase(details.begin());
+  return details.empty()
+             ? absl::StrCat(lock_path, " is held by ", who)
+             : absl::StrCat(lock_path, " is held by ", who, " (",
+                            absl::StrJoin(details, ", "), ")");
 }
 
 absl::StatusOr<std::string> SingleInstance::Send(
@@ -808,6 +960,11 @@ ScopedFileLock& SingleInstance::lock() {
 }
 
 absl::Status SingleInstance::UpdateRecord() {
+  if (state_ != nullptr && state_->parts.shared) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        state_->parts.name,
+        ": a shared lock has no owner record (many copies hold it at once)"));
+  }
   if (state_ == nullptr || state_->released || !state_->parts.lock.held()) {
     return absl::FailedPreconditionError(absl::StrCat(
         state_ == nullptr ? "SingleInstance" : state_->parts.name,

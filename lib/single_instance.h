@@ -22,6 +22,9 @@
 //    when the kernel says the lock is held and the recorded process is still
 //    the same process (pid and start time match), so a record left behind by
 //    a crashed copy, or a reused pid, is never mistaken for a running copy.
+//    The record is written only into a lock file this call created, an
+//    empty one, or one that holds an owner record already: any other file
+//    (`AcquireAtPath("./job.sh")`) is locked, never written.
 //  * Blocking: Acquire() blocks only with ConflictPolicy::kWait (up to
 //    wait_timeout) or kReplace (up to grace_period plus the SIGKILL);
 //    otherwise it returns at once. Holder(), LockPath() and List() never
@@ -30,11 +33,13 @@
 //    object is used from one thread at a time.
 //  * Directory safety: see docs/design.md ("Where the locks live"): per-user
 //    directories must be owned by the user and not writable by group or
-//    others; the per-machine directory is shared by all users but nothing
-//    planted there by another user (symlink, hard link, FIFO) is followed or
-//    written through.
+//    others, and one another user made first is refused naming that user;
+//    the per-machine lock files are shared by all users but nothing planted
+//    there by another user (symlink, hard link, FIFO) is followed or written
+//    through.
 //
-// Status codes: a copy already running -> Unavailable (message names it);
+// Status codes: a copy already running, here or where an earlier onlyone
+// build kept the same lock -> Unavailable (message names it);
 // kWait timed out -> DeadlineExceeded; bad name or options -> InvalidArgument;
 // unsafe directory -> FailedPrecondition (naming the directory and why);
 // permission -> PermissionDenied; replace refused -> FailedPrecondition
@@ -61,9 +66,15 @@ namespace onlyone {
 
 // Where a name's lock file lives.
 enum class Scope {
-  kUser,     // $XDG_RUNTIME_DIR or a private fallback (the default)
-  kSession,  // per-user, further keyed by the login session
-  kMachine,  // one system-wide directory that every user can lock in
+  // One lock per (user, name), however the copy was started: cron, a login
+  // shell, ssh, sudo -u, a service (the default). /run/lock/onlyone-UID.
+  kUser,
+  // One lock per (user, login session, name): each login session of the
+  // user has its own copy. /run/lock/onlyone-UID/session-ID.
+  kSession,
+  // One lock per name for all users of the machine, that any user can
+  // take: /run/lock/onlyone.NAME.lock.
+  kMachine,
 };
 
 // What Acquire() does when another copy holds the lock.
@@ -73,13 +84,21 @@ enum class ConflictPolicy {
   kReplace,  // SIGTERM the verified holder, SIGKILL after the grace period
 };
 
-// Who holds an instance lock. Fields other than pid are empty/zero when the
-// holder wrote no record (for example flock(1) on the same file).
+// Who holds an instance lock. Fields other than pid and lock_path are
+// empty/zero when the holder wrote no record (for example flock(1) on the
+// same file) or its record was not believed.
 struct InstanceInfo {
   pid_t pid = 0;
+  // The lock file it holds: LockPath(), or where an earlier onlyone build
+  // kept the same lock (see docs/design.md, "Where the locks live").
+  std::string lock_path;
   // False when the kernel reports a holder but no valid, matching record
   // exists: only `pid` (from /proc/locks) is then known.
   bool has_record = false;
+  // When has_record is false: why, if the file holds something ("the
+  // record names pid 1, which does not hold the lock"); "" when it holds
+  // nothing.
+  std::string no_record_reason;
   absl::Time process_start_time = absl::InfinitePast();
   absl::Time acquired_at = absl::InfinitePast();
   std::string boot_id;
@@ -121,6 +140,12 @@ struct InstanceOptions {
   // Passed to the lock: keep it held by exec'd children (see
   // LockOptions::inheritable).
   bool inheritable = false;
+
+  // Takes the lock shared: any number of shared holders run at once, and
+  // none while an exclusive holder runs (`onlyone run --shared`). A shared
+  // holder writes no owner record, since many hold the one file; it cannot
+  // replace (kReplace), listen or UpdateRecord().
+  bool shared = false;
 
   // Messaging. With listen set, the running copy accepts messages on a
   // unix-domain socket beside the lock; on_message runs on a library thread
@@ -176,11 +201,15 @@ class SingleInstance {
   [[nodiscard]] static absl::StatusOr<std::vector<ListedInstance>> List(
       const InstanceOptions& options = {});
 
-  // The one-line refusal: "NAME is already running (pid 4711, started
-  // 2026-11-22 03:00:01, /usr/bin/backup --full)"; for a lock file path
-  // (AcquireAtPath), "PATH is held by pid 4711 (started ..., ...)".
+  // The one-line refusal for a named instance: "NAME is already running
+  // (pid 4711, started 2026-11-22 03:00:01, /usr/bin/backup --full)".
   static std::string DescribeRunning(absl::string_view name,
                                      const InstanceInfo& holder);
+
+  // The same for a lock file path (AcquireAtPath): "PATH is held by pid
+  // 4711 (started ..., ...)".
+  static std::string DescribeHeld(absl::string_view lock_path,
+                                  const InstanceInfo& holder);
 
   // Sends a message to the running copy of `name` and returns its reply.
   // Unavailable if no copy runs or it does not listen (or it is exiting);

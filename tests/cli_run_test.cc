@@ -390,9 +390,10 @@ TEST_F(CliRunTest, SharedIsRefusedWhileExclusiveIsHeld) {
 }
 
 TEST_F(CliRunTest, NamedLocksLiveInTheUserScopeDirectory) {
-  const std::vector<std::string> env = {"XDG_RUNTIME_DIR=" + dir_};
+  const onlyone::testing::ScopedTestRoot root;
+  const std::vector<std::string> env = {};
   std::unique_ptr<Process> holder = StartHolder({"--name", "nightly"}, env);
-  EXPECT_TRUE(LockedElsewhere(dir_ + "/onlyone-nightly.lock"));
+  EXPECT_TRUE(LockedElsewhere(root.UserDirectory() + "/nightly.lock"));
   Result second =
       RunOnlyone({"run", "--name", "nightly", "--", "true"}, {}, env);
   EXPECT_EQ(second.code, 75);
@@ -406,12 +407,13 @@ TEST_F(CliRunTest, NamedLocksLiveInTheUserScopeDirectory) {
 }
 
 TEST_F(CliRunTest, WithoutNameTheCommandsBaseNameIsTheName) {
-  const std::vector<std::string> env = {"XDG_RUNTIME_DIR=" + dir_};
+  const onlyone::testing::ScopedTestRoot root;
+  const std::vector<std::string> env = {};
   std::unique_ptr<Process> holder = Process::StartOnlyone(
       {"run", "--", "/bin/sh", "-c", kHold},
       {{8, ready_.write_fd()}, {9, release_.read_fd()}}, env);
   ASSERT_EQ(ready_.Receive(), 's') << holder->err();
-  EXPECT_TRUE(LockedElsewhere(dir_ + "/onlyone-sh.lock"));
+  EXPECT_TRUE(LockedElsewhere(root.UserDirectory() + "/sh.lock"));
   EXPECT_EQ(RunOnlyone({"run", "--", "sh", "-c", "true"}, {}, env).code, 75);
   release_.CloseWrite();
   EXPECT_EQ(holder->Wait(), 0);

@@ -75,10 +75,11 @@ class CliStatusTest : public ::testing::Test {
     return RunOnlyone(args, {}, env_);
   }
 
-  const std::string dir_ = onlyone::testing::MakeTempDir();
-  const std::string lock_ = dir_ + "/job.lock";
-  // Named locks live in $XDG_RUNTIME_DIR, as onlyone-NAME.lock.
-  const std::vector<std::string> env_ = {"XDG_RUNTIME_DIR=" + dir_};
+  // A machine of the test's own: named locks live in its user directory.
+  const onlyone::testing::ScopedTestRoot root_;
+  const std::string dir_ = root_.UserDirectory();
+  const std::string lock_ = onlyone::testing::MakeTempDir() + "/job.lock";
+  const std::vector<std::string> env_ = {};
 };
 
 TEST_F(CliStatusTest, FreeLockExits1) {
@@ -112,7 +113,7 @@ TEST_F(CliStatusTest, HeldLockJsonNamesTheHolderFieldByField) {
   const json status = json::parse(result.out);
   EXPECT_EQ(status["name"], "nightly");
   EXPECT_EQ(status["scope"], "user");
-  EXPECT_EQ(status["lock_path"], dir_ + "/onlyone-nightly.lock");
+  EXPECT_EQ(status["lock_path"], dir_ + "/nightly.lock");
   EXPECT_EQ(status["held"], true);
   const json& owner = status["holder"];
   ASSERT_TRUE(owner.is_object()) << result.out;
@@ -137,7 +138,7 @@ TEST_F(CliStatusTest, HeldLockJsonNamesTheHolderFieldByField) {
 
   // The same through --lock PATH.
   Result by_path =
-      Onlyone({"status", "--lock", dir_ + "/onlyone-nightly.lock", "--json"});
+      Onlyone({"status", "--lock", dir_ + "/nightly.lock", "--json"});
   ASSERT_EQ(by_path.code, 0) << by_path.err;
   EXPECT_EQ(json::parse(by_path.out)["holder"]["pid"], holder->pid());
 
@@ -189,14 +190,14 @@ TEST_F(CliStatusTest, ListShowsHeldAndFreeLocks) {
   }
   ASSERT_EQ(locks.size(), 2u) << result.out;
   const json& alpha = locks["alpha"];
-  EXPECT_EQ(alpha["lock_path"], dir_ + "/onlyone-alpha.lock");
+  EXPECT_EQ(alpha["lock_path"], dir_ + "/alpha.lock");
   EXPECT_EQ(alpha["held"], true);
   EXPECT_EQ(alpha["holder"]["pid"], holder->pid());
   EXPECT_EQ(alpha["holder"]["has_record"], true);
   EXPECT_EQ(alpha["holder"]["command_line"],
             json(std::vector<std::string>{"sh", "-c", kHold}));
   const json& beta = locks["beta"];
-  EXPECT_EQ(beta["lock_path"], dir_ + "/onlyone-beta.lock");
+  EXPECT_EQ(beta["lock_path"], dir_ + "/beta.lock");
   EXPECT_EQ(beta["held"], false);
   EXPECT_TRUE(beta["holder"].is_null());
 
@@ -238,7 +239,7 @@ TEST_F(CliStatusTest, WaitByNameReturnsWhenTheHolderReleases) {
       StartHolder({"--name", "nightly"}, ready, release);
   std::unique_ptr<Process> waiter = Process::StartOnlyone(
       {"wait", "--name", "nightly", "--timeout", "60s"}, {}, env_);
-  ASSERT_TRUE(WaitForBlockedWaiters(dir_ + "/onlyone-nightly.lock"))
+  ASSERT_TRUE(WaitForBlockedWaiters(dir_ + "/nightly.lock"))
       << waiter->err();
   release.CloseWrite();
   EXPECT_EQ(holder->Wait(), 0);

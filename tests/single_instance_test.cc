@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +40,8 @@ using ::onlyone::testing::HoldInstanceInChild;
 using ::onlyone::testing::InstanceDirectoryTest;
 using ::onlyone::testing::kNobodyUid;
 using ::onlyone::testing::MakeTempDir;
+using ::onlyone::testing::ScopedEnv;
+using ::onlyone::testing::ScopedTestRoot;
 using ::onlyone::testing::Pipe;
 using ::onlyone::testing::ReadFileOrEmpty;
 using ::onlyone::testing::RunShell;
@@ -214,7 +219,7 @@ TEST_F(SingleInstanceTest, SecondCopyIsRefusedNamingTheHolder) {
             second.status().message());
   // A lock file path is described as held, not running.
   const std::string as_path =
-      SingleInstance::DescribeRunning("/run/lock/x.lock", who);
+      SingleInstance::DescribeHeld("/run/lock/x.lock", who);
   EXPECT_THAT(as_path, StartsWith(absl::StrCat("/run/lock/x.lock is held by pid ",
                                                holder.pid(), " (started ")));
   EXPECT_THAT(as_path, HasSubstr("/usr/bin/backup --full)"));
@@ -325,7 +330,10 @@ TEST_F(SingleInstanceTest, RecordOfADeadProcessIsNotTheHolder) {
   ASSERT_TRUE(absl::IsUnavailable(refused.status()));
   EXPECT_EQ(refused.status().message(),
             absl::StrCat("stale is already running (pid ", flocker.pid(),
-                         ", no owner record)"));
+                         ", its owner record names pid ", getpid(),
+                         ", which does not hold the lock (the kernel lists "
+                         "pid ",
+                         flocker.pid(), "))"));
   release.Send();
   EXPECT_EQ(flocker.Wait(), 0);
 }
@@ -603,109 +611,107 @@ TEST_F(SingleInstanceTest, PlantedFifoIsRefusedWithoutBlocking) {
 // ---------------------------------------------------------------------------
 // Scopes and directory safety.
 
-// Points XDG_RUNTIME_DIR (and XDG_SESSION_ID) somewhere for one test.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = getenv(name)) old_ = old;
-    setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_.has_value()) {
-      setenv(name_, old_->c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
-TEST_F(SingleInstanceTest, UserScopeLocksLiveInThePrivateRuntimeDir) {
+TEST_F(SingleInstanceTest, UserScopeIsOneLockPerUserHoweverStarted) {
+  ScopedTestRoot root;
+  const std::string expected = root.UserDirectory() + "/editor.lock";
   const std::string runtime = MakeTempDir();
   ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
-  ScopedEnv env("XDG_RUNTIME_DIR", runtime);
-  absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
-  ASSERT_TRUE(path.ok()) << path.status();
-  EXPECT_EQ(*path, runtime + "/onlyone-editor.lock");
-  // The default options are the user scope.
+  // A login shell, cron (no runtime directory), a runtime directory that is
+  // unsafe or a symlink, another session, another TMPDIR: one path.
+  std::vector<std::vector<std::pair<const char*, std::optional<std::string>>>>
+      environments = {
+          {{"XDG_RUNTIME_DIR", runtime}, {"XDG_SESSION_ID", "3"}},
+          {{"XDG_RUNTIME_DIR", std::nullopt}, {"XDG_SESSION_ID", std::nullopt}},
+          {{"XDG_RUNTIME_DIR", "/nonexistent"}, {"TMPDIR", runtime}},
+          {{"XDG_RUNTIME_DIR", dir_}, {"XDG_SESSION_ID", "c9"}},
+      };
+  for (const auto& environment : environments) {
+    std::vector<std::unique_ptr<ScopedEnv>> set;
+    for (const auto& [name, value] : environment) {
+      set.push_back(std::make_unique<ScopedEnv>(name, value));
+    }
+    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
+    ASSERT_TRUE(path.ok()) << path.status();
+    EXPECT_EQ(*path, expected);
+  }
   absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("editor");
   ASSERT_TRUE(instance.ok()) << instance.status();
-  EXPECT_EQ(instance->lock().path(), *path);
+  EXPECT_EQ(instance->lock().path(), expected);
   struct stat info;
-  ASSERT_EQ(lstat(path->c_str(), &info), 0);
+  ASSERT_EQ(lstat(expected.c_str(), &info), 0);
   EXPECT_EQ(info.st_mode & 07777, 0600u) << "private lock files";
-  // Listing the runtime directory shows our locks, not other programs'
-  // files.
-  WriteFile(runtime + "/wayland-0.lock", "");
-  absl::StatusOr<std::vector<ListedInstance>> listed = SingleInstance::List();
-  ASSERT_TRUE(listed.ok()) << listed.status();
-  ASSERT_EQ(listed->size(), 1u);
-  EXPECT_EQ((*listed)[0].name, "editor");
-  ASSERT_TRUE((*listed)[0].holder.has_value());
-  EXPECT_EQ((*listed)[0].holder->pid, getpid());
-}
-
-TEST_F(SingleInstanceTest, UnsafeRuntimeDirectoryIsNotUsed) {
-  const std::string fallback = absl::StrCat("/tmp/onlyone-", geteuid());
-  const std::string runtime = MakeTempDir();
-  {
-    ASSERT_EQ(chmod(runtime.c_str(), 0777), 0);  // world-writable
-    ScopedEnv env("XDG_RUNTIME_DIR", runtime);
-    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
-    ASSERT_TRUE(path.ok()) << path.status();
-    EXPECT_EQ(*path, fallback + "/editor.lock");
-    absl::StatusOr<SingleInstance> instance =
-        SingleInstance::Acquire("unsafe-runtime-dir-test");
-    ASSERT_TRUE(instance.ok()) << instance.status();
-    EXPECT_EQ(instance->lock().path(),
-              fallback + "/unsafe-runtime-dir-test.lock");
-  }
-  {
-    ASSERT_EQ(chmod(runtime.c_str(), 0770), 0);  // group-writable
-    ScopedEnv env("XDG_RUNTIME_DIR", runtime);
-    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
-    ASSERT_TRUE(path.ok()) << path.status();
-    EXPECT_EQ(*path, fallback + "/editor.lock");
-  }
-  {
-    const std::string link = dir_ + "/runtime-link";
-    ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
-    ASSERT_EQ(symlink(runtime.c_str(), link.c_str()), 0);
-    ScopedEnv env("XDG_RUNTIME_DIR", link);
-    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
-    ASSERT_TRUE(path.ok()) << path.status();
-    EXPECT_EQ(*path, fallback + "/editor.lock");
-  }
-  if (geteuid() == 0) {
-    // Someone else's.
-    ASSERT_EQ(chown(runtime.c_str(), kNobodyUid, kNobodyUid), 0);
-    ScopedEnv env("XDG_RUNTIME_DIR", runtime);
-    absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
-    ASSERT_TRUE(path.ok()) << path.status();
-    EXPECT_EQ(*path, fallback + "/editor.lock");
-  }
-  // Nothing was created in the refused directory.
-  EXPECT_EQ(RunShell(absl::StrCat("test -z \"$(ls -A '", runtime, "')\"")),
-            0);
-  // The fallback is private.
-  struct stat info;
-  ASSERT_EQ(lstat(fallback.c_str(), &info), 0);
+  ASSERT_EQ(lstat(root.UserDirectory().c_str(), &info), 0);
   EXPECT_TRUE(S_ISDIR(info.st_mode));
   EXPECT_EQ(info.st_uid, geteuid());
-  EXPECT_EQ(info.st_mode & 077, 0u);
+  EXPECT_EQ(info.st_mode & 07777, 0700u);
+  // A copy started from another environment is refused.
+  {
+    ScopedEnv no_runtime("XDG_RUNTIME_DIR", std::nullopt);
+    Child other = Child::Fork([] {
+      return absl::IsUnavailable(SingleInstance::Acquire("editor").status())
+                 ? 0
+                 : 1;
+    });
+    EXPECT_EQ(other.Wait(), 0);
+  }
+  // Nothing was created in the runtime directory.
+  EXPECT_EQ(RunShell(absl::StrCat("test -z \"$(ls -A '", runtime, "')\"")),
+            0);
+}
+
+TEST_F(SingleInstanceTest, WithoutAWritableRunLockTheBaseIsTmp) {
+  ScopedTestRoot root;
+  // As on Fedora and Arch: /run/lock belongs to root and is not writable by
+  // everyone.
+  ASSERT_EQ(chmod(root("/run/lock").c_str(), 0755), 0);
+  absl::StatusOr<std::string> path = SingleInstance::LockPath("editor");
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, root(absl::StrCat("/tmp/onlyone-", geteuid(), "/editor.lock")));
+  InstanceOptions machine;
+  machine.scope = Scope::kMachine;
+  path = SingleInstance::LockPath("svc", machine);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, root("/tmp/onlyone.svc.lock"));
+  // Not sticky either: refused, naming each candidate.
+  ASSERT_EQ(chmod(root("/tmp").c_str(), 0777), 0);
+  path = SingleInstance::LockPath("svc", machine);
+  ASSERT_TRUE(absl::IsFailedPrecondition(path.status())) << path.status();
+  EXPECT_THAT(std::string(path.status().message()),
+              HasSubstr("not writable by everyone"));
+  EXPECT_THAT(std::string(path.status().message()),
+              HasSubstr("writable by everyone but not sticky"));
+}
+
+TEST_F(SingleInstanceTest, AUserDirectoryMadeByAnotherUserIsRefusedNamingThem) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to make nobody's directory";
+  ScopedTestRoot root;
+  ASSERT_EQ(mkdir(root.UserDirectory().c_str(), 0700), 0);
+  ASSERT_EQ(chown(root.UserDirectory().c_str(), kNobodyUid, kNobodyUid), 0);
+  absl::StatusOr<SingleInstance> instance = SingleInstance::Acquire("editor");
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()))
+      << instance.status();
+  const std::string message(instance.status().message());
+  EXPECT_THAT(message, HasSubstr(root.UserDirectory()));
+  EXPECT_THAT(message, HasSubstr("uid 65534 (nobody)"));
+  EXPECT_THAT(message, HasSubstr("have its owner or root remove it"));
+  // A symlink there is refused too, and not followed.
+  ASSERT_EQ(rmdir(root.UserDirectory().c_str()), 0);
+  const std::string elsewhere = MakeTempDir();
+  ASSERT_EQ(symlink(elsewhere.c_str(), root.UserDirectory().c_str()), 0);
+  instance = SingleInstance::Acquire("editor");
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()));
+  EXPECT_THAT(std::string(instance.status().message()),
+              HasSubstr("symbolic link"));
+  EXPECT_NE(access((elsewhere + "/editor.lock").c_str(), F_OK), 0);
 }
 
 TEST_F(SingleInstanceTest, TamperedPrivateDirectoryIsRefused) {
-  const std::string runtime = MakeTempDir();
-  ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
-  ScopedEnv env("XDG_RUNTIME_DIR", runtime);
+  ScopedTestRoot root;
   ScopedEnv id("XDG_SESSION_ID", "t1");
   InstanceOptions session;
   session.scope = Scope::kSession;
-  const std::string session_dir = runtime + "/onlyone-session-t1";
+  ASSERT_TRUE(SingleInstance::LockPath("editor").ok());  // makes the user dir
+  const std::string session_dir = root.UserDirectory() + "/session-t1";
   // The session directory planted as a symlink to a directory: never
   // followed.
   const std::string elsewhere = MakeTempDir();
@@ -769,6 +775,7 @@ TEST_F(SingleInstanceTest, ExplicitDirectoryMustBeSafe) {
 }
 
 TEST_F(SingleInstanceTest, SessionScopeIsKeyedByTheLoginSession) {
+  ScopedTestRoot root;
   const std::string runtime = MakeTempDir();
   ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
   ScopedEnv env("XDG_RUNTIME_DIR", runtime);
@@ -778,38 +785,112 @@ TEST_F(SingleInstanceTest, SessionScopeIsKeyedByTheLoginSession) {
     ScopedEnv id("XDG_SESSION_ID", "c7");
     absl::StatusOr<std::string> path = SingleInstance::LockPath("app", session);
     ASSERT_TRUE(path.ok()) << path.status();
-    EXPECT_EQ(*path, runtime + "/onlyone-session-c7/app.lock");
+    EXPECT_EQ(*path, root.UserDirectory() + "/session-c7/app.lock");
     // Both scopes can be held at once: they are different locks.
     absl::StatusOr<SingleInstance> in_session =
         SingleInstance::Acquire("app", session);
     ASSERT_TRUE(in_session.ok()) << in_session.status();
     EXPECT_TRUE(SingleInstance::Acquire("app").ok());
+    // Another session has its own.
+    ScopedEnv other("XDG_SESSION_ID", "c8");
+    EXPECT_TRUE(SingleInstance::Acquire("app", session).ok());
   }
   {
     ScopedEnv id("XDG_SESSION_ID", "../escape");  // not a valid key: ignored
     absl::StatusOr<std::string> path = SingleInstance::LockPath("app", session);
     ASSERT_TRUE(path.ok()) << path.status();
-    EXPECT_THAT(*path, StartsWith(runtime + "/onlyone-session-"));
+    EXPECT_THAT(*path, StartsWith(root.UserDirectory() + "/session-"));
     EXPECT_THAT(*path, ::testing::Not(HasSubstr("escape")));
   }
+  // The session's lock does not live in the runtime directory, which
+  // logind removes at logout.
+  EXPECT_EQ(RunShell(absl::StrCat("test -z \"$(ls -A '", runtime, "')\"")),
+            0);
 }
 
-TEST_F(SingleInstanceTest, MachineScopeUsesARootOwnedStickyDirectory) {
-  if (geteuid() != 0)
-    GTEST_SKIP() << "creating the machine directory needs root";
+TEST_F(SingleInstanceTest, MachineScopeNeedsNoDirectoryOfItsOwn) {
+  ScopedTestRoot root;
   InstanceOptions machine;
   machine.scope = Scope::kMachine;
   absl::StatusOr<std::string> path = SingleInstance::LockPath("svc", machine);
   ASSERT_TRUE(path.ok()) << path.status();
-  const std::string directory = path->substr(0, path->rfind('/'));
-  EXPECT_THAT(directory,
-              ::testing::AnyOf("/run/lock/onlyone", "/var/lock/onlyone",
-                               "/tmp/onlyone-machine"));
+  EXPECT_EQ(*path, root("/run/lock/onlyone.svc.lock"));
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire("svc", machine);
+  ASSERT_TRUE(instance.ok()) << instance.status();
   struct stat info;
-  ASSERT_EQ(lstat(directory.c_str(), &info), 0);
-  EXPECT_TRUE(S_ISDIR(info.st_mode));
-  EXPECT_EQ(info.st_uid, 0u);
-  EXPECT_EQ(info.st_mode & 01777, 01777u);
+  ASSERT_EQ(lstat(path->c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 07777, 0666u) << "every user can lock it";
+  // Listing shows our files, not other programs' files in /run/lock.
+  WriteFile(root("/run/lock/LCK..ttyS0"), "");
+  WriteFile(root("/run/lock/other.lock"), "");
+  absl::StatusOr<std::vector<ListedInstance>> listed =
+      SingleInstance::List(machine);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].name, "svc");
+}
+
+// A copy of an earlier build holds the lock where that build kept it: the
+// runtime directory for the user scope, /run/lock/onlyone for the machine.
+TEST_F(SingleInstanceTest, ACopyOfAnEarlierBuildIsSeenWhereItsLockIs) {
+  ScopedTestRoot root;
+  const std::string runtime = MakeTempDir();
+  ASSERT_EQ(chmod(runtime.c_str(), 0700), 0);
+  ScopedEnv env("XDG_RUNTIME_DIR", runtime);
+  const std::string legacy_machine = root("/run/lock/onlyone");
+  ASSERT_EQ(mkdir(legacy_machine.c_str(), 01777), 0);
+  InstanceOptions machine;
+  machine.scope = Scope::kMachine;
+  struct Case {
+    std::string legacy_path;
+    InstanceOptions options;
+  };
+  for (const Case& legacy : {Case{runtime + "/onlyone-job.lock", {}},
+                             Case{legacy_machine + "/job.lock", machine}}) {
+    SCOPED_TRACE(legacy.legacy_path);
+    Pipe ready, release;
+    Child old_build = Child::Fork([&] {
+      const int fd =
+          open(legacy.legacy_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0 || flock(fd, LOCK_EX) != 0) return 2;
+      const std::string record = internal::EncodeOwnerRecord(
+          RecordFor(getpid(), *internal::ProcessStartTicks(getpid())));
+      if (pwrite(fd, record.data(), record.size(), 0) < 0) return 3;
+      ready.Send();
+      release.Receive(absl::Hours(1));
+      return 0;
+    });
+    ASSERT_EQ(ready.Receive(), '.');
+    absl::StatusOr<std::optional<InstanceInfo>> holder =
+        SingleInstance::Holder("job", legacy.options);
+    ASSERT_TRUE(holder.ok() && holder->has_value()) << holder.status();
+    EXPECT_EQ((*holder)->pid, old_build.pid());
+    EXPECT_EQ((*holder)->lock_path, legacy.legacy_path);
+    absl::StatusOr<std::vector<ListedInstance>> listed =
+        SingleInstance::List(legacy.options);
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    ASSERT_EQ(listed->size(), 1u);
+    EXPECT_EQ((*listed)[0].lock_path, legacy.legacy_path);
+    absl::StatusOr<SingleInstance> refused =
+        SingleInstance::Acquire("job", legacy.options);
+    ASSERT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
+    EXPECT_THAT(std::string(refused.status().message()),
+                HasSubstr(absl::StrCat("job is already running (pid ",
+                                       old_build.pid())));
+    EXPECT_THAT(std::string(refused.status().message()),
+                HasSubstr(legacy.legacy_path));
+    // The wait policy waits for it to exit.
+    std::thread let_go([&] {
+      WaitForBlockedWaiters(legacy.legacy_path);
+      release.Send();
+    });
+    absl::StatusOr<SingleInstance> waited = SingleInstance::Acquire(
+        "job", WithWaitPolicy(legacy.options, absl::Seconds(30)));
+    let_go.join();
+    EXPECT_TRUE(waited.ok()) << waited.status();
+    EXPECT_EQ(old_build.Wait(), 0);
+  }
 }
 
 // ---------------------------------------------------------------------------

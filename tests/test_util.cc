@@ -1,6 +1,7 @@
 #include "tests/test_util.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
@@ -224,5 +225,96 @@ int RunShell(const std::string& command_line) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
 }
+
+std::string MakeTestRoot() {
+  std::string root = "/tmp/onlyone-test-root.XXXXXX";
+  if (mkdtemp(root.data()) == nullptr || chmod(root.c_str(), 0755) != 0) {
+    perror("mkdtemp");
+    abort();
+  }
+  struct Directory {
+    const char* path;
+    mode_t mode;
+  };
+  for (const Directory& directory :
+       {Directory{"/run", 0755}, Directory{"/run/lock", 01777},
+        Directory{"/run/user", 0755}, Directory{"/tmp", 01777}}) {
+    const std::string path = root + directory.path;
+    if (mkdir(path.c_str(), 0700) != 0 ||
+        chmod(path.c_str(), directory.mode) != 0) {
+      perror(path.c_str());
+      abort();
+    }
+  }
+  return root;
+}
+
+void RemoveTree(const std::string& path) {
+  nftw(
+      path.c_str(),
+      [](const char* entry, const struct stat*, int, struct FTW*) {
+        remove(entry);
+        return 0;
+      },
+      16, FTW_DEPTH | FTW_PHYS);
+}
+
+ScopedEnv::ScopedEnv(const char* name, std::optional<std::string> value)
+    : name_(name) {
+  if (const char* old = getenv(name)) old_ = old;
+  if (value.has_value()) {
+    setenv(name, value->c_str(), 1);
+  } else {
+    unsetenv(name);
+  }
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (old_.has_value()) {
+    setenv(name_, old_->c_str(), 1);
+  } else {
+    unsetenv(name_);
+  }
+}
+
+ScopedTestRoot::ScopedTestRoot()
+    : root_(MakeTestRoot()), env_("ONLYONE_TEST_ROOT", root_) {}
+
+ScopedTestRoot::~ScopedTestRoot() { RemoveTree(root_); }
+
+std::string ScopedTestRoot::operator()(absl::string_view system_path) const {
+  return absl::StrCat(root_, system_path);
+}
+
+std::string ScopedTestRoot::UserDirectory() const {
+  return (*this)(absl::StrCat("/run/lock/onlyone-", geteuid()));
+}
+
+namespace {
+
+// The test root of this test binary (see the header), made before main()
+// unless the process inherited one (a re-executed test binary, or a program
+// a test started), and removed only by the process that made it: forked
+// children exit too.
+class ProcessTestRoot {
+ public:
+  ProcessTestRoot() {
+    if (getenv("ONLYONE_TEST_ROOT") != nullptr) return;
+    root_ = MakeTestRoot();
+    owner_ = getpid();
+    setenv("ONLYONE_TEST_ROOT", root_.c_str(), 1);
+  }
+  ~ProcessTestRoot() {
+    if (!root_.empty() && getpid() == owner_) RemoveTree(root_);
+  }
+
+ private:
+  std::string root_;
+  pid_t owner_ = 0;
+};
+
+const ProcessTestRoot process_test_root;
+
+}  // namespace
 
 }  // namespace onlyone::testing

@@ -2,6 +2,12 @@
 // function, pipes to synchronise with it, and waiting for the kernel to
 // report a blocked flock(2) waiter.
 //
+// Every test binary that links this file runs with onlyone's system
+// directories (/run/lock, /tmp, /run/user) moved by ONLYONE_TEST_ROOT to a
+// tree of its own, made at start-up by MakeTestRoot() and removed when the
+// process that made it exits; processes the tests start inherit it. So no
+// test touches the machine's real lock directories.
+//
 // The children run the function and _exit() with its return value, so they
 // never return into GoogleTest. Tests synchronise through pipes (a child
 // writes a byte when it holds a lock, then blocks until the test writes
@@ -13,9 +19,11 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace onlyone::testing {
@@ -96,6 +104,48 @@ bool BecomeNobody();
 // Removes the environment variables through which Bazel's test runner
 // tracks the test process, so a re-executed test binary does not touch them.
 void ForgetTestRunnerFiles();
+
+// Makes a fresh tree under /tmp (mode 0755, so other users can reach it)
+// that stands for a machine's system directories: ROOT/run/lock and
+// ROOT/tmp (mode 01777, like the real ones), ROOT/run/user (0755). The
+// caller removes it with RemoveTree().
+std::string MakeTestRoot();
+
+// Removes `path` and everything below it (never following symlinks).
+void RemoveTree(const std::string& path);
+
+// Sets (or with nullopt unsets) an environment variable for a scope, and
+// restores its old value after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, std::optional<std::string> value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// A machine of its own for one test: a fresh MakeTestRoot() that
+// ONLYONE_TEST_ROOT points at (for this process and the programs it
+// starts) while the object lives, removed afterwards.
+class ScopedTestRoot {
+ public:
+  ScopedTestRoot();
+  ~ScopedTestRoot();
+
+  const std::string& path() const { return root_; }
+  // `system_path` ("/run/lock") inside this root.
+  std::string operator()(absl::string_view system_path) const;
+  // The user scope's directory of the effective user.
+  std::string UserDirectory() const;
+
+ private:
+  const std::string root_;
+  ScopedEnv env_;
+};
 
 // Reads a whole file; "" if it cannot be read.
 std::string ReadFileOrEmpty(const std::string& path);

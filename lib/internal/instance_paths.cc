@@ -1,17 +1,18 @@
 #include "lib/internal/instance_paths.h"
 
 #include <fcntl.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
-#include "absl/functional/function_ref.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -20,14 +21,20 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "lib/internal/instance_process.h"
 #include "lib/internal/posix_error.h"
 
 namespace onlyone::internal {
 namespace {
 
-// Lock files directly in a runtime directory are "onlyone-NAME.lock".
-constexpr absl::string_view kRuntimeFilePrefix = "onlyone-";
+// BASE/onlyone-UID holds a user's locks; BASE/onlyone.NAME.lock are the
+// machine's.
+constexpr absl::string_view kUserDirectoryPrefix = "onlyone-";
+constexpr absl::string_view kMachineFilePrefix = "onlyone.";
 constexpr absl::string_view kLockFileSuffix = ".lock";
+// Earlier builds put user-scope files in the runtime directory itself, as
+// onlyone-NAME.lock and onlyone-session-ID/.
+constexpr absl::string_view kLegacyRuntimeFilePrefix = "onlyone-";
 
 bool IsNameCharacter(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
@@ -61,28 +68,20 @@ absl::Status Unsafe(absl::string_view path, absl::string_view reason) {
       absl::StrCat("unsafe lock directory ", path, ": ", reason));
 }
 
-// A parent under which we create our own directory (/tmp,
-// /run/lock): it must be owned by root (or, when `allow_own` is set, by us),
-// and sticky if others may write to it, so that nobody else can rename or
-// remove what we create in it. stat(2) follows symlinks here: /var/lock is
-// commonly a root-owned symlink to /run/lock.
-absl::Status CheckTrustedParent(const std::string& path, bool allow_own,
-                                uid_t euid, struct stat* info) {
-  if (stat(path.c_str(), info) != 0) {
-    return PosixError(absl::StrCat(path, ": stat"), errno);
-  }
-  if (!S_ISDIR(info->st_mode)) return Unsafe(path, "not a directory");
-  if (info->st_uid != 0 && !(allow_own && info->st_uid == euid)) {
-    return Unsafe(
-        path, absl::StrCat("owned by uid ", info->st_uid,
-                           allow_own ? ", neither root nor us" : ", not root"));
-  }
-  if ((info->st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
-      (info->st_mode & S_ISVTX) == 0) {
-    return Unsafe(path, absl::StrCat("mode ", ModeString(info->st_mode),
-                                     ": writable by others but not sticky"));
-  }
-  return absl::OkStatus();
+// The test root, or nullptr outside tests. Never in a set-uid or set-gid
+// program: its caller's environment must not move its locks.
+const char* TestRoot() {
+  if (getauxval(AT_SECURE) != 0) return nullptr;
+  const char* root = std::getenv(kTestRootEnvVar);
+  return root != nullptr && root[0] == '/' ? root : nullptr;
+}
+
+// Root, or in tests the test root's owner, may own the system directories.
+bool TrustedOwner(uid_t uid) {
+  if (uid == 0) return true;
+  const char* root = TestRoot();
+  struct stat info;
+  return root != nullptr && stat(root, &info) == 0 && info.st_uid == uid;
 }
 
 // Opens a directory we just created, without following a symlink that might
@@ -100,145 +99,120 @@ absl::StatusOr<int> OpenCreatedDirectory(const std::string& path,
   return fd;
 }
 
-// Makes sure `path` is a directory that passes `check`, creating it if
-// missing: mkdir 0700, re-check through a descriptor that cannot follow a
-// symlink, and only then fchmod to `mode` if the new directory is ours.
-// `refuse_creation`, when not empty, is the error for a missing directory
-// we may not create.
-absl::Status EnsureDirectory(
-    const std::string& path, uid_t euid, mode_t mode,
-    const absl::Status& refuse_creation,
-    absl::FunctionRef<absl::Status(const struct stat&)> check) {
+// Makes sure `path` is a private directory, creating it (0700) if missing:
+// mkdir, then a re-check through a descriptor that cannot follow a symlink,
+// and an fchmod if the umask narrowed the mode. `info` receives its status.
+absl::Status EnsurePrivateDirectory(const std::string& path, uid_t euid,
+                                    struct stat* info) {
   // Two rounds: a directory created concurrently by another process
   // (EEXIST) is checked like any existing one.
   for (int round = 0; round < 2; ++round) {
-    struct stat info;
-    if (lstat(path.c_str(), &info) == 0) return check(info);
-    if (errno != ENOENT)
+    if (lstat(path.c_str(), info) == 0) {
+      return CheckPrivateDirectoryOf(path, *info, euid);
+    }
+    if (errno != ENOENT) {
       return PosixError(absl::StrCat(path, ": lstat"), errno);
-    if (!refuse_creation.ok()) return refuse_creation;
+    }
     if (mkdir(path.c_str(), 0700) != 0) {
       if (errno == EEXIST) continue;
       return PosixError(absl::StrCat(path, ": mkdir"), errno);
     }
-    absl::StatusOr<int> fd = OpenCreatedDirectory(path, &info);
+    absl::StatusOr<int> fd = OpenCreatedDirectory(path, info);
     if (!fd.ok()) return fd.status();
     absl::Cleanup close_fd = [fd = *fd] { close(fd); };
-    // The umask may have narrowed mkdir's mode, and a shared directory is
-    // made writable by others only now, after the re-check showed it is ours.
-    if (info.st_uid == euid && (info.st_mode & 07777) != mode) {
-      if (fchmod(*fd, mode) != 0) {
+    if (info->st_uid == euid && (info->st_mode & 07777) != 0700) {
+      if (fchmod(*fd, 0700) != 0) {
         return PosixError(absl::StrCat(path, ": fchmod"), errno);
       }
-      info.st_mode = (info.st_mode & ~07777) | mode;
+      info->st_mode = (info->st_mode & ~07777) | 0700;
     }
-    return check(info);
+    return CheckPrivateDirectoryOf(path, *info, euid);
   }
   return absl::FailedPreconditionError(
       absl::StrCat(path, ": appeared and disappeared while being created"));
 }
 
-// Makes sure `path` is a private directory, creating it (0700) if missing.
-absl::Status EnsurePrivateDirectory(const std::string& path, uid_t euid) {
-  return EnsureDirectory(path, euid, 0700, absl::OkStatus(),
-                         [&](const struct stat& info) {
-                           return CheckPrivateDirectoryOf(path, info, euid);
-                         });
-}
-
-// Makes sure `path` is a shared directory, creating it (01777, like /tmp:
-// everyone may create lock files, nobody may remove another user's) if
-// missing and we are root. Only root creates it: see the header.
-absl::Status EnsureSharedDirectory(const std::string& path, uid_t euid) {
-  const absl::Status refuse_creation =
-      euid == 0 ? absl::OkStatus()
-                : absl::FailedPreconditionError(absl::StrCat(
-                      "per-machine lock directory ", path,
-                      " does not exist, and only root may create it (one "
-                      "owned by an ordinary user would let that user remove "
-                      "other users' locks): run a per-machine onlyone command "
-                      "as root once, or `install -d -m 1777 ",
-                      path, "`"));
-  return EnsureDirectory(
-      path, euid, 01777, refuse_creation,
-      [&](const struct stat& info) { return CheckSharedDirectory(path, info); });
-}
-
-// The runtime directory if it passes the private checks, else "".
-std::string SafeRuntimeDirectory(uid_t euid) {
-  const char* from_env = std::getenv("XDG_RUNTIME_DIR");
-  const std::string runtime = from_env != nullptr && from_env[0] == '/'
-                                  ? WithoutTrailingSlashes(from_env)
-                                  : absl::StrCat("/run/user/", euid);
+// Why `path` cannot be the base directory, "" when it can: a directory
+// (symlinks followed: /var/lock is commonly one to /run/lock) owned by root,
+// writable by everyone and sticky.
+std::string WhyNotBase(const std::string& path) {
   struct stat info;
-  if (lstat(runtime.c_str(), &info) != 0) return "";
-  if (!CheckPrivateDirectoryOf(runtime, info, euid).ok()) return "";
-  return runtime;
+  if (stat(path.c_str(), &info) != 0) {
+    return absl::StrCat(path, ": ", std::strerror(errno));
+  }
+  if (!S_ISDIR(info.st_mode)) return absl::StrCat(path, " is not a directory");
+  if (!TrustedOwner(info.st_uid)) {
+    return absl::StrCat(path, " is owned by ", DescribeUid(info.st_uid),
+                        ", not root");
+  }
+  if ((info.st_mode & S_IWOTH) == 0) {
+    return absl::StrCat(path, " (mode ", ModeString(info.st_mode),
+                        ") is not writable by everyone");
+  }
+  if ((info.st_mode & S_ISVTX) == 0) {
+    return absl::StrCat(path, " (mode ", ModeString(info.st_mode),
+                        ") is writable by everyone but not sticky");
+  }
+  return "";
 }
 
-// The runtime directory itself when it is safe (file names prefixed, since
-// other programs keep files there too), else our own directory under /tmp.
-absl::StatusOr<InstanceDirectory> UserDirectory(uid_t euid) {
-  if (std::string runtime = SafeRuntimeDirectory(euid); !runtime.empty()) {
-    return InstanceDirectory{std::move(runtime),
-                             std::string(kRuntimeFilePrefix),
-                             /*shared=*/false, euid};
-  }
-  // Not $TMPDIR: it differs between a user's processes (build tools and
-  // test runners set it), and two copies must always find the same lock.
-  constexpr char kParent[] = "/tmp";
-  struct stat info;
-  if (absl::Status trusted =
-          CheckTrustedParent(kParent, /*allow_own=*/true, euid, &info);
-      !trusted.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "no safe directory for per-user locks (no usable runtime directory; ",
-        trusted.message(), ")"));
-  }
-  std::string directory = absl::StrCat(kParent, "/onlyone-", euid);
-  if (absl::Status ensured = EnsurePrivateDirectory(directory, euid);
-      !ensured.ok()) {
-    return ensured;
-  }
-  return InstanceDirectory{std::move(directory), "", /*shared=*/false, euid};
-}
+constexpr const char* kBaseCandidates[] = {"/run/lock", "/var/lock", "/tmp"};
 
-absl::StatusOr<std::string> MachineDirectory(uid_t euid) {
-  struct Candidate {
-    const char* parent;
-    const char* directory;
-  };
-  constexpr Candidate kCandidates[] = {
-      {"/run/lock", "/run/lock/onlyone"},
-      {"/var/lock", "/var/lock/onlyone"},
-      {"/tmp", "/tmp/onlyone-machine"},
-  };
+// The base directory (see the header): the same for every user.
+absl::StatusOr<std::string> BaseDirectory() {
   std::vector<std::string> rejected;
-  std::vector<std::pair<dev_t, ino_t>> tried;
-  for (const Candidate& candidate : kCandidates) {
-    struct stat info;
-    // The first candidate whose parent is acceptable is the directory for
-    // everyone: falling through when only the directory is missing or bad
-    // would let root and other users pick different directories.
-    if (absl::Status trusted = CheckTrustedParent(
-            candidate.parent, /*allow_own=*/false, euid, &info);
-        !trusted.ok()) {
-      rejected.push_back(std::string(trusted.message()));
-      continue;
-    }
-    const std::pair<dev_t, ino_t> id(info.st_dev, info.st_ino);
-    bool seen = false;
-    for (const auto& earlier : tried) seen = seen || earlier == id;
-    if (seen) continue;  // /var/lock -> /run/lock
-    tried.push_back(id);
-    if (absl::Status ensured = EnsureSharedDirectory(candidate.directory, euid);
-        !ensured.ok()) {
-      return ensured;
-    }
-    return std::string(candidate.directory);
+  for (const char* candidate : kBaseCandidates) {
+    std::string path = SystemPath(candidate);
+    std::string why = WhyNotBase(path);
+    if (why.empty()) return path;
+    rejected.push_back(std::move(why));
   }
   return absl::FailedPreconditionError(absl::StrCat(
-      "no usable per-machine lock directory: ", absl::StrJoin(rejected, "; ")));
+      "no directory for onlyone's locks (one of /run/lock, /var/lock, /tmp "
+      "owned by root, writable by everyone and sticky): ",
+      absl::StrJoin(rejected, "; ")));
+}
+
+std::string UserDirectoryName(uid_t euid) {
+  return absl::StrCat(kUserDirectoryPrefix, euid);
+}
+
+// Why the user directory `info` describes is refused. One that another user
+// made where ours belongs (a squatter) is named, with what to do: no other
+// place is tried, since every copy must find the same lock.
+absl::Status RefusedUserDirectory(absl::Status unsafe, const struct stat& info,
+                                  uid_t euid) {
+  if (info.st_uid == euid) return unsafe;
+  return absl::FailedPreconditionError(absl::StrCat(
+      unsafe.message(),
+      "; another user made it where this user's locks belong, and onlyone "
+      "uses no other place: have its owner or root remove it"));
+}
+
+// BASE/onlyone-UID, created if missing. The first candidate's directory is
+// looked at first: once it exists everyone uses it, so the usual call costs
+// one lstat(2); only when it is missing is the base chosen.
+absl::StatusOr<std::string> UserDirectory(uid_t euid) {
+  const std::string name = UserDirectoryName(euid);
+  const std::string usual = ChildPath(SystemPath(kBaseCandidates[0]), name);
+  struct stat info;
+  if (lstat(usual.c_str(), &info) == 0) {
+    if (absl::Status safe = CheckPrivateDirectoryOf(usual, info, euid);
+        !safe.ok()) {
+      return RefusedUserDirectory(std::move(safe), info, euid);
+    }
+    return usual;
+  }
+  if (errno != ENOENT) return PosixError(absl::StrCat(usual, ": lstat"), errno);
+  absl::StatusOr<std::string> base = BaseDirectory();
+  if (!base.ok()) return base.status();
+  std::string directory = ChildPath(*base, name);
+  info.st_uid = euid;
+  if (absl::Status ensured = EnsurePrivateDirectory(directory, euid, &info);
+      !ensured.ok()) {
+    return RefusedUserDirectory(std::move(ensured), info, euid);
+  }
+  return directory;
 }
 
 absl::StatusOr<InstanceDirectory> ExplicitDirectory(absl::string_view given,
@@ -265,11 +239,12 @@ absl::StatusOr<InstanceDirectory> ExplicitDirectory(absl::string_view given,
   if (info.st_uid == euid && !others_write) {
     return InstanceDirectory{path, "", /*shared=*/false, euid};
   }
-  if (info.st_uid == 0 && (!others_write || (info.st_mode & S_ISVTX) != 0)) {
+  if (TrustedOwner(info.st_uid) &&
+      (!others_write || (info.st_mode & S_ISVTX) != 0)) {
     return InstanceDirectory{path, "", /*shared=*/others_write, euid};
   }
-  if (info.st_uid != 0 && info.st_uid != euid) {
-    return Unsafe(path, absl::StrCat("owned by uid ", info.st_uid,
+  if (!TrustedOwner(info.st_uid) && info.st_uid != euid) {
+    return Unsafe(path, absl::StrCat("owned by ", DescribeUid(info.st_uid),
                                      ", neither us (uid ", euid, ") nor root"));
   }
   if ((info.st_mode & S_ISVTX) == 0) {
@@ -283,6 +258,14 @@ absl::StatusOr<InstanceDirectory> ExplicitDirectory(absl::string_view given,
                              info.st_uid,
                              ", not root; its owner could remove other "
                              "users' lock files"));
+}
+
+// $XDG_RUNTIME_DIR as earlier builds read it.
+std::string LegacyRuntimeDirectory(uid_t euid) {
+  const char* from_env = std::getenv("XDG_RUNTIME_DIR");
+  return from_env != nullptr && from_env[0] == '/'
+             ? WithoutTrailingSlashes(from_env)
+             : SystemPath(absl::StrCat("/run/user/", euid));
 }
 
 }  // namespace
@@ -327,7 +310,7 @@ absl::Status CheckPrivateDirectoryOf(absl::string_view path,
   }
   if (!S_ISDIR(info.st_mode)) return Unsafe(path, "not a directory");
   if (info.st_uid != euid) {
-    return Unsafe(path, absl::StrCat("owned by uid ", info.st_uid,
+    return Unsafe(path, absl::StrCat("owned by ", DescribeUid(info.st_uid),
                                      ", not by us (uid ", euid, ")"));
   }
   if ((info.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
@@ -343,8 +326,8 @@ absl::Status CheckSharedDirectory(absl::string_view path,
     return Unsafe(path, "a symbolic link (never followed)");
   }
   if (!S_ISDIR(info.st_mode)) return Unsafe(path, "not a directory");
-  if (info.st_uid != 0) {
-    return Unsafe(path, absl::StrCat("owned by uid ", info.st_uid,
+  if (!TrustedOwner(info.st_uid)) {
+    return Unsafe(path, absl::StrCat("owned by ", DescribeUid(info.st_uid),
                                      ", not root; its owner could remove other "
                                      "users' lock files"));
   }
@@ -378,26 +361,81 @@ absl::StatusOr<InstanceDirectory> ResolveInstanceDirectory(
   switch (kind) {
     case DirectoryKind::kExplicit:
       return ExplicitDirectory(explicit_directory, euid);
-    case DirectoryKind::kUser:
-      return UserDirectory(euid);
-    case DirectoryKind::kSession: {
-      absl::StatusOr<InstanceDirectory> user = UserDirectory(euid);
+    case DirectoryKind::kUser: {
+      absl::StatusOr<std::string> user = UserDirectory(euid);
       if (!user.ok()) return user.status();
-      std::string session = ChildPath(
-          user->path, absl::StrCat(user->file_prefix, "session-", SessionKey()));
-      if (absl::Status ensured = EnsurePrivateDirectory(session, euid);
+      return InstanceDirectory{*std::move(user), "", /*shared=*/false, euid};
+    }
+    case DirectoryKind::kSession: {
+      absl::StatusOr<std::string> user = UserDirectory(euid);
+      if (!user.ok()) return user.status();
+      std::string session =
+          ChildPath(*user, absl::StrCat("session-", SessionKey()));
+      struct stat info;
+      if (absl::Status ensured = EnsurePrivateDirectory(session, euid, &info);
           !ensured.ok()) {
         return ensured;
       }
       return InstanceDirectory{std::move(session), "", /*shared=*/false, euid};
     }
     case DirectoryKind::kMachine: {
-      absl::StatusOr<std::string> machine = MachineDirectory(euid);
-      if (!machine.ok()) return machine.status();
-      return InstanceDirectory{*std::move(machine), "", /*shared=*/true, euid};
+      absl::StatusOr<std::string> base = BaseDirectory();
+      if (!base.ok()) return base.status();
+      return InstanceDirectory{*std::move(base),
+                               std::string(kMachineFilePrefix),
+                               /*shared=*/true, euid};
     }
   }
   return absl::InvalidArgumentError("unknown instance scope");
+}
+
+std::vector<InstanceDirectory> LegacyDirectories(DirectoryKind kind,
+                                                 uid_t euid) {
+  const std::string runtime = LegacyRuntimeDirectory(euid);
+  const std::string own_tmp =
+      SystemPath(absl::StrCat("/tmp/", UserDirectoryName(euid)));
+  switch (kind) {
+    case DirectoryKind::kUser:
+      return {{runtime, std::string(kLegacyRuntimeFilePrefix), false, euid},
+              {own_tmp, "", false, euid}};
+    case DirectoryKind::kSession: {
+      const std::string session = absl::StrCat("session-", SessionKey());
+      return {{ChildPath(runtime, absl::StrCat(kLegacyRuntimeFilePrefix, session)),
+               "", false, euid},
+              {ChildPath(own_tmp, session), "", false, euid}};
+    }
+    case DirectoryKind::kMachine:
+      return {{SystemPath("/run/lock/onlyone"), "", true, euid},
+              {SystemPath("/var/lock/onlyone"), "", true, euid},
+              {SystemPath("/tmp/onlyone-machine"), "", true, euid}};
+    case DirectoryKind::kExplicit:
+      break;
+  }
+  return {};
+}
+
+std::vector<std::string> LegacyLockPaths(DirectoryKind kind,
+                                         const InstanceDirectory& current,
+                                         absl::string_view name) {
+  std::vector<std::string> paths;
+  const std::string now = LockPathIn(current, name);
+  for (const InstanceDirectory& legacy : LegacyDirectories(kind, current.euid)) {
+    std::string path = LockPathIn(legacy, name);
+    if (path != now) paths.push_back(std::move(path));
+  }
+  return paths;
+}
+
+std::string SystemPath(absl::string_view path) {
+  const char* root = TestRoot();
+  if (root == nullptr) return std::string(path);
+  return absl::StrCat(WithoutTrailingSlashes(root), path);
+}
+
+std::string DescribeUid(uid_t uid) {
+  std::string name = UserName(uid);
+  return name.empty() ? absl::StrCat("uid ", uid)
+                      : absl::StrCat("uid ", uid, " (", name, ")");
 }
 
 std::string LockPathIn(const InstanceDirectory& directory,

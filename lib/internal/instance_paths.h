@@ -1,41 +1,51 @@
 // Where SingleInstance keeps its lock files, and the checks that make those
 // directories safe to use.
 //
-// Rules ("Where the locks live" in docs/design.md):
+// Rules ("Where the locks live" in docs/design.md gives the reasons):
 //  * Names: 1 to 200 of [A-Za-z0-9._-], not "." or "..". A name is always
 //    one path component, so it can never reach outside its directory.
+//  * The base directory is the first of /run/lock, /var/lock and /tmp that
+//    is a directory owned by root, writable by everyone and sticky. Only the
+//    directories' modes decide, never who asks, so every user and every way
+//    of starting a job (cron, a login shell, ssh, sudo -u, a systemd
+//    service) finds the same one. /run/lock is a tmpfs that no logout,
+//    RemoveIPC or tmpfiles ageing touches; where it is not world-writable
+//    (Fedora, Arch) the base is /tmp.
+//  * User scope: "BASE/onlyone-UID", a private directory of the effective
+//    user, files "NAME.lock". It depends on nothing but the effective uid:
+//    not on $XDG_RUNTIME_DIR, $TMPDIR or the login session.
+//  * Session scope: the private directory "session-ID" in the user scope's
+//    directory, where ID is $XDG_SESSION_ID when set (and made only of name
+//    characters), else the kernel's audit login session from
+//    /proc/self/sessionid when set (logind uses that same number as the
+//    session id when auditing is on), else "sid-" followed by getsid(0) (the
+//    terminal session, narrower than a login session).
+//  * Machine scope: files "onlyone.NAME.lock" in BASE itself. No directory
+//    of our own: one made by an ordinary user would let that user delete
+//    other users' lock files, and waiting for root to make one would leave a
+//    fresh machine without machine scope. The sticky bit keeps anyone but a
+//    file's owner from removing or renaming it; the lock file's own checks
+//    (regular file, one link, never followed) keep planted files harmless.
 //  * Private directories (user and session scopes, and an explicit directory
 //    that is not shared) must be real directories (not symlinks), owned by
 //    the effective user and not writable by group or others. They are
-//    checked with lstat(2) at every use; a missing one that the library owns
-//    is created with mkdir(2) 0700 and re-checked through an
-//    O_DIRECTORY|O_NOFOLLOW descriptor. Nobody but the owner (and root) can
-//    replace a directory that passed the checks, because its parent is
-//    either private too or sticky.
-//  * User scope: the runtime directory ($XDG_RUNTIME_DIR, or /run/user/UID
-//    when XDG_RUNTIME_DIR is unset) when it passes the private checks, with
-//    lock files in it directly, named "onlyone-NAME.lock": the one lstat(2)
-//    per call then checks the directory that holds them. Otherwise
-//    "/tmp/onlyone-UID" (never $TMPDIR, which differs between one user's
-//    processes), with files named "NAME.lock", /tmp being owned by root or
-//    the user and sticky when others may write to it.
-//  * Session scope: the private directory "onlyone-session-ID" in the
-//    runtime directory, or "session-ID" in /tmp/onlyone-UID, where ID is
-//    $XDG_SESSION_ID when set (and made only of name characters), else the
-//    kernel's audit login session from /proc/self/sessionid when set (logind
-//    uses that same number as the session id when auditing is on), else
-//    "sid-" followed by getsid(0) (the terminal session, narrower than a
-//    login session).
-//  * Machine scope: "/run/lock/onlyone", else "/var/lock/onlyone", else
-//    "/tmp/onlyone-machine". The parent must be owned by root and sticky if
-//    others may write to it. The directory must be owned by root and, when
-//    others may write to it, sticky; only root creates it (mode 01777), since
-//    a directory owned by an ordinary user would let that user delete other
-//    users' lock files. Lock files there get mode 0666 so that every user can
-//    lock them and write owner records.
+//    checked with lstat(2) at every use; a missing one is created with
+//    mkdir(2) 0700 and re-checked through an O_DIRECTORY|O_NOFOLLOW
+//    descriptor. One that another user made first (a squatter) is refused,
+//    naming that user.
 //  * Explicit directory: must exist (symlinks in the given path are
 //    followed: the caller chose the path) and be either private (as above) or
 //    shared: owned by root and sticky when others may write to it.
+//  * Earlier builds kept user-scope locks in $XDG_RUNTIME_DIR (falling back
+//    to /tmp/onlyone-UID), session locks below those, and machine locks in
+//    a root-made /run/lock/onlyone, /var/lock/onlyone or /tmp/onlyone-machine.
+//    LegacyLockPaths() names them so that a copy started by an earlier build
+//    is still seen.
+//
+// Tests: when $ONLYONE_TEST_ROOT is set (and the program is not set-uid),
+// every system directory above is looked up below it ("/run/lock" becomes
+// "$ONLYONE_TEST_ROOT/run/lock"), and a directory owned by the test root's
+// owner is trusted like one owned by root.
 //
 // Thread safety: all functions are thread-safe (they read the environment
 // with getenv(3), which must not race with setenv(3)).
@@ -48,6 +58,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -56,6 +67,9 @@
 namespace onlyone::internal {
 
 inline constexpr size_t kMaxInstanceNameLength = 200;
+
+// The environment variable that moves every system directory for tests.
+inline constexpr char kTestRootEnvVar[] = "ONLYONE_TEST_ROOT";
 
 // Mode of lock files in private directories: nobody else may open them (a
 // shared lock taken by another user would keep us out).
@@ -72,14 +86,19 @@ enum class DirectoryKind { kUser, kSession, kMachine, kExplicit };
 
 struct InstanceDirectory {
   std::string path;
-  // Comes before NAME in file names: "onlyone-" in a runtime directory,
-  // which other programs use too; "" in a directory of our own.
+  // Comes before NAME in file names: "onlyone." in the shared base
+  // directory, which other programs use too; "" in a directory of our own.
   std::string file_prefix;
   // Other users may create files here (machine scope, or a sticky shared
   // directory): lock files and sockets are made usable by everyone.
   bool shared = false;
   // The effective uid the checks were made for.
   uid_t euid = 0;
+
+  // The mode a lock file created here gets.
+  mode_t lock_file_mode() const {
+    return shared ? kSharedLockFileMode : kPrivateLockFileMode;
+  }
 };
 
 // Finds (creating our own directories when missing) and checks the
@@ -88,8 +107,24 @@ struct InstanceDirectory {
 [[nodiscard]] absl::StatusOr<InstanceDirectory> ResolveInstanceDirectory(
     DirectoryKind kind, absl::string_view explicit_directory = "");
 
+// The directories where earlier builds kept the locks of `kind` for the
+// effective user `euid`, existing or not, without checking them (they are
+// only ever read): see the header comment. Empty for kExplicit.
+std::vector<InstanceDirectory> LegacyDirectories(DirectoryKind kind,
+                                                 uid_t euid);
+
+// The lock files earlier builds used for `name`: LockPathIn() of each of
+// LegacyDirectories() that is not `current` itself.
+std::vector<std::string> LegacyLockPaths(DirectoryKind kind,
+                                         const InstanceDirectory& current,
+                                         absl::string_view name);
+
 // The login session key used by kSession (see the rules above).
 std::string SessionKey();
+
+// `path` ("/run/lock") as this process sees it: below $ONLYONE_TEST_ROOT in
+// tests, else unchanged.
+std::string SystemPath(absl::string_view path);
 
 // Checks a private directory's lstat(2) result: a directory, not a symlink,
 // owned by the effective user, not writable by group or others.
@@ -118,6 +153,10 @@ std::optional<std::string> InstanceNameOf(const InstanceDirectory& directory,
 // The messaging socket that belongs to a lock file: "DIR/NAME.sock" for
 // "DIR/NAME.lock", else the lock path with ".sock" appended.
 std::string SocketPathFor(absl::string_view lock_path);
+
+// "uid 1001 (mallory)", or "uid 1001" when the name is unknown: how
+// messages name another user.
+std::string DescribeUid(uid_t uid);
 
 }  // namespace onlyone::internal
 

@@ -90,33 +90,6 @@ std::optional<std::string> NameFromPasswdFile(uid_t uid) {
   return NameFromPasswdText(contents, uid);
 }
 
-// The user name of `uid`, "" when unknown. /etc/passwd is read first: a
-// process's first getpwuid_r(3) sets up NSS, which took about 0.5 ms and 30
-// page faults on our test machine (most of a program's first Acquire),
-// against about 10 us for the file. That answers for local users, with
-// "files" first in nsswitch.conf as usual; users it does not list (LDAP,
-// SSSD, systemd's dynamic users) are looked up through NSS.
-std::string UserName(uid_t uid) {
-  if (std::optional<std::string> name = NameFromPasswdFile(uid)) {
-    return *std::move(name);
-  }
-  long suggested = sysconf(_SC_GETPW_R_SIZE_MAX);
-  std::vector<char> buffer(suggested > 0 ? static_cast<size_t>(suggested)
-                                         : 16384);
-  struct passwd entry;
-  struct passwd* found = nullptr;
-  for (;;) {
-    const int error_number =
-        getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found);
-    if (error_number == ERANGE && buffer.size() < (1u << 20)) {
-      buffer.resize(buffer.size() * 2);
-      continue;
-    }
-    if (error_number != 0 || found == nullptr) return "";
-    return entry.pw_name;
-  }
-}
-
 // The wall-clock time at which a process started `ticks` after boot:
 // /proc's start time counts CLOCK_BOOTTIME (suspend included).
 absl::Time StartTimeFromTicks(uint64_t ticks) {
@@ -178,6 +151,34 @@ std::atomic<const SelfIdentity*> cached_self{nullptr};
 void ForgetSelfInChild() { cached_self.store(nullptr); }
 
 }  // namespace
+
+// /etc/passwd is read first: a
+// process's first getpwuid_r(3) sets up NSS, which took about 0.5 ms and 30
+// page faults on our test machine (most of a program's first Acquire),
+// against about 10 us for the file. That answers for local users, with
+// "files" first in nsswitch.conf as usual; users it does not list (LDAP,
+// SSSD, systemd's dynamic users) are looked up through NSS.
+std::string UserName(uid_t uid) {
+  if (std::optional<std::string> name = NameFromPasswdFile(uid)) {
+    return *std::move(name);
+  }
+  long suggested = sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buffer(suggested > 0 ? static_cast<size_t>(suggested)
+                                         : 16384);
+  struct passwd entry;
+  struct passwd* found = nullptr;
+  for (;;) {
+    const int error_number =
+        getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found);
+    if (error_number == ERANGE && buffer.size() < (1u << 20)) {
+      buffer.resize(buffer.size() * 2);
+      continue;
+    }
+    if (error_number != 0 || found == nullptr) return "";
+    return entry.pw_name;
+  }
+}
+
 
 std::optional<std::string> NameFromPasswdText(absl::string_view passwd,
                                               uid_t uid) {

@@ -57,6 +57,10 @@ OwnerRecord SelfRecord(uid_t euid);
 std::optional<std::string> NameFromPasswdText(absl::string_view passwd,
                                               uid_t uid);
 
+// The user name of `uid`, "" when unknown: /etc/passwd when it lists the
+// uid, NSS otherwise.
+std::string UserName(uid_t uid);
+
 // Whether `record` describes a process that is alive now: same boot and the
 // same start ticks at the recorded pid.
 bool RecordedProcessIsAlive(const OwnerRecord& record);

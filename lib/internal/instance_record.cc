@@ -1,7 +1,9 @@
 #include "lib/internal/instance_record.h"
 
 #include <sched.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -267,6 +269,44 @@ std::optional<OwnerRecord> ReadOwnerRecord(int fd) {
   return std::nullopt;
 }
 
+// Filesystems whose files are kernel interfaces, not data: writing a record
+// into one would change a setting. /proc/sys files report size 0.
+bool IsPseudoFilesystem(decltype(statfs::f_type) type) {
+  constexpr decltype(statfs::f_type) kPseudo[] = {
+      PROC_SUPER_MAGIC,   SYSFS_MAGIC,      CGROUP_SUPER_MAGIC,
+      CGROUP2_SUPER_MAGIC, DEBUGFS_MAGIC,   TRACEFS_MAGIC,
+      SECURITYFS_MAGIC,   BPF_FS_MAGIC,     EFIVARFS_MAGIC,
+      PSTOREFS_MAGIC,     SELINUX_MAGIC,    SMACK_MAGIC,
+      DEVPTS_SUPER_MAGIC, BINFMTFS_MAGIC,   0x62656570 /* configfs */,
+      0x65735543 /* fusectl */};
+  for (auto pseudo : kPseudo) {
+    if (type == pseudo) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<bool> MayHoldOwnerRecord(int fd, absl::string_view path,
+                                        const struct stat& file) {
+  if (file.st_size == 0) {
+    struct statfs filesystem;
+    if (fstatfs(fd, &filesystem) != 0) {
+      return PosixError(absl::StrCat(path, ": fstatfs"), errno);
+    }
+    return !IsPseudoFilesystem(filesystem.f_type);
+  }
+  constexpr absl::string_view kStart = "onlyone-owner ";
+  static_assert(kStart.size() == sizeof(kRecordMagic), "magic and a space");
+  char start[kStart.size()];
+  ssize_t got;
+  do {
+    got = pread(fd, start, sizeof start, 0);
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) {
+    return PosixError(absl::StrCat(path, ": reading the lock file"), errno);
+  }
+  return absl::string_view(start, static_cast<size_t>(got)) == kStart;
+}
+
 absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
                                       absl::string_view contents,
                                       const struct stat& file) {
@@ -280,6 +320,8 @@ absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
         " hard links; a lock file has exactly one, and an owner record is "
         "never written through a link that may lead to another file"));
   }
+  absl::StatusOr<bool> ours = MayHoldOwnerRecord(fd, path, file);
+  if (!ours.ok() || !*ours) return ours;
   size_t written = 0;
   while (written < contents.size()) {
     const ssize_t wrote = pwrite(fd, contents.data() + written,

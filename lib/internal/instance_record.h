@@ -46,7 +46,8 @@
 //
 // Consistency: the holder writes the whole record with one pwrite(2) at
 // offset 0, then ftruncate(2)s the file to the record's length if it was
-// longer (only the holder ever truncates its lock file; nobody deletes it).
+// longer (only the holder ever truncates its lock file, and only an earlier
+// record's tail; nobody deletes it).
 // A reader reads the file, checks the header, the length and the checksum,
 // and retries a few times when they do not match (it caught a write half
 // done); after that it treats the file as holding no record. So a reader
@@ -131,14 +132,22 @@ bool TruncateCommandLine(std::vector<std::string>& arguments);
 // record.
 std::optional<OwnerRecord> ReadOwnerRecord(int fd);
 
+// Whether an owner record may be written into the lock file open on `fd`,
+// whose status is `file`: when it is empty (and not a kernel interface such
+// as a /proc or /sys file) or starts with an owner record's header. Any
+// other file holds someone's data and is never written.
+[[nodiscard]] absl::StatusOr<bool> MayHoldOwnerRecord(int fd,
+                                                      absl::string_view path,
+                                                      const struct stat& file);
+
 // Writes `contents` (EncodeOwnerRecord()) into the lock file open on `fd`;
 // the caller holds the lock, and `file` is the file's status since it took
 // it (ScopedFileLock::status_when_locked()). Refuses (FailedPrecondition,
 // naming `path`) unless that is a regular file with exactly one link, so
 // that a hard link planted in a shared directory never makes us write into
 // another file; cuts off the rest of a longer old record. Returns false,
-// writing nothing, when the descriptor is read-only (another user's lock
-// file that we may lock but not write).
+// writing nothing, when MayHoldOwnerRecord() says no, or when the descriptor
+// is read-only (another user's lock file that we may lock but not write).
 [[nodiscard]] absl::StatusOr<bool> WriteOwnerRecord(int fd,
                                                     absl::string_view path,
                                                     absl::string_view contents,

@@ -2,11 +2,13 @@
 
 #include <sys/sysmacros.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -58,7 +60,9 @@ std::vector<FlockHolder> ParseFlockHolders(absl::string_view proc_locks_text,
   std::vector<FlockHolder> holders;
   for (absl::string_view line : absl::StrSplit(proc_locks_text, '\n')) {
     std::vector<absl::string_view> fields =
-        absl::StrSplit(line, ' ', absl::SkipEmpty());
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    // fdinfo's "lock:\t1: FLOCK ..." is the same line behind a label.
+    if (!fields.empty() && fields[0] == "lock:") fields.erase(fields.begin());
     if (fields.size() < 6 || fields[1] != "FLOCK") continue;
     dev_t line_device;
     ino_t line_inode;
@@ -76,6 +80,20 @@ std::vector<FlockHolder> ParseFlockHolders(absl::string_view proc_locks_text,
 
 std::vector<FlockHolder> FlockHolders(dev_t device, ino_t inode) {
   return ParseFlockHolders(ReadProcFile("/proc/locks"), device, inode);
+}
+
+bool ProcessHoldsFlockOn(pid_t pid, dev_t device, ino_t inode) {
+  const std::string fdinfo = absl::StrCat("/proc/", pid, "/fdinfo");
+  DIR* listing = opendir(fdinfo.c_str());
+  if (listing == nullptr) return false;
+  absl::Cleanup close_listing = [listing] { closedir(listing); };
+  while (const struct dirent* entry = readdir(listing)) {
+    if (entry->d_name[0] == '.') continue;
+    const std::string text =
+        ReadProcFile(absl::StrCat(fdinfo, "/", entry->d_name));
+    if (!ParseFlockHolders(text, device, inode).empty()) return true;
+  }
+  return false;
 }
 
 std::string ProcessName(pid_t pid) {

@@ -34,8 +34,16 @@ struct FlockHolder {
 std::vector<FlockHolder> FlockHolders(dev_t device, ino_t inode);
 
 // Same, parsing `proc_locks_text` instead of reading /proc/locks (for tests).
+// Also parses /proc/PID/fdinfo/FD text, whose "lock:" lines list the locks
+// of that descriptor's open file description in the same format.
 std::vector<FlockHolder> ParseFlockHolders(absl::string_view proc_locks_text,
                                            dev_t device, ino_t inode);
+
+// Whether process `pid` has a descriptor open on an open file description
+// that holds a flock(2) lock on the file (device, inode), as its
+// /proc/PID/fdinfo shows ("lock:" lines). False when /proc does not let us
+// see (another user's process, without privilege).
+bool ProcessHoldsFlockOn(pid_t pid, dev_t device, ino_t inode);
 
 // Returns /proc/PID/comm without its newline, or "" if unreadable.
 std::string ProcessName(pid_t pid);
