@@ -24,6 +24,7 @@
 #include "lib/internal/instance_process.h"
 #include "lib/internal/instance_record.h"
 #include "lib/internal/posix_error.h"
+#include "lib/internal/printable.h"
 #include "lib/internal/proc_locks.h"
 
 namespace onlyone {
@@ -293,22 +294,6 @@ std::optional<InstanceInfo> HolderFrom(const Inspection& inspection) {
     info.pid = inspection.holders.front().pid;
   }
   return info;
-}
-
-// Replaces control characters (a command line may contain anything) so that
-// a message printed to a terminal cannot carry escape sequences.
-std::string Printable(absl::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    const unsigned char byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
-      absl::StrAppendFormat(&out, "\\x%02x", byte);
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -724,24 +709,33 @@ std::string SingleInstance::DescribeRunning(absl::string_view name,
                             ? holder.executable
                             : absl::StrJoin(holder.command_line, " ");
   if (command.size() > kMaxDescribedCommandBytes) {
-    command.resize(kMaxDescribedCommandBytes);
+    // Cut between characters, not inside a multi-byte one.
+    size_t cut = kMaxDescribedCommandBytes;
+    while (cut > 0 &&
+           (static_cast<unsigned char>(command[cut]) & 0xc0) == 0x80) {
+      --cut;
+    }
+    command.resize(cut);
     command.append("...");
   }
-  if (!command.empty()) details.push_back(Printable(command));
+  // The label may be a lock path, and the command line and executable come
+  // from the owner record: none of it was written by us.
+  if (!command.empty()) details.push_back(internal::Printable(command));
   if (!holder.has_record && holder.pid > 0) {
     details.push_back("no owner record");
   }
   // Names never contain '/', so a label with one is a lock file path (the
   // AcquireAtPath case), which is held rather than running.
+  const std::string label = internal::Printable(name);
   if (absl::StrContains(name, '/')) {
     const std::string who = details.front();
     details.erase(details.begin());
     return details.empty()
-               ? absl::StrCat(name, " is held by ", who)
-               : absl::StrCat(name, " is held by ", who, " (",
+               ? absl::StrCat(label, " is held by ", who)
+               : absl::StrCat(label, " is held by ", who, " (",
                               absl::StrJoin(details, ", "), ")");
   }
-  return absl::StrCat(name, " is already running (",
+  return absl::StrCat(label, " is already running (",
                       absl::StrJoin(details, ", "), ")");
 }
 
