@@ -14,15 +14,17 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/flag_types.h"
 #include "cli/supervisor.h"
+#include "lib/internal/printable.h"
 #include "lib/scoped_file_lock.h"
 
 namespace onlyone::cli {
 namespace {
+
+using internal::Printable;
 
 constexpr size_t kMaxNameLength = 200;
 
@@ -31,14 +33,18 @@ bool NameCharacter(char c) {
          c == '_' || c == '-';
 }
 
-// Keeps a message on one line: a lock path or a command line may contain
-// newlines.
-std::string OneLine(absl::string_view text) {
-  return absl::StrReplaceAll(text, {{"\n", "\\n"}, {"\r", "\\r"}});
+// Prints a message of the library (or built from its parts) on one line.
+// The library makes the fields it did not write Printable() where it builds
+// a message, but not every message it returns does (a refused replace quotes
+// the record's host and boot id as they are), and a lock path may contain a
+// newline: printing the whole message through the rule again keeps the
+// terminal safe and, the rule being idempotent, escapes nothing twice.
+void PrintMessage(std::ostream& err, absl::string_view message) {
+  err << "onlyone: " << Printable(message) << "\n";
 }
 
 void PrintError(std::ostream& err, const absl::Status& status) {
-  err << "onlyone: " << OneLine(status.message()) << "\n";
+  PrintMessage(err, status.message());
 }
 
 // What a lock is called in messages: its name, or its path.
@@ -105,11 +111,15 @@ std::string CommandOf(const InstanceInfo& holder) {
 }
 
 // Prints rows as columns separated by two spaces; the last column is not
-// padded.
+// padded. Every cell is shown Printable(): cells hold names, paths and
+// record fields that other users chose.
 void PrintColumns(std::ostream& out,
-                  const std::vector<std::vector<std::string>>& rows) {
+                  const std::vector<std::vector<std::string>>& raw_rows) {
+  std::vector<std::vector<std::string>> rows;
   std::vector<size_t> widths;
-  for (const auto& row : rows) {
+  for (const auto& raw_row : raw_rows) {
+    std::vector<std::string>& row = rows.emplace_back();
+    for (const std::string& cell : raw_row) row.push_back(Printable(cell));
     if (widths.size() < row.size()) widths.resize(row.size(), 0);
     for (size_t i = 0; i < row.size(); ++i) {
       widths[i] = std::max(widths[i], row[i].size());
@@ -125,7 +135,7 @@ void PrintColumns(std::ostream& out,
                         std::string(widths[i] - row[i].size() + 2, ' '));
       }
     }
-    out << OneLine(line) << "\n";
+    out << line << "\n";
   }
 }
 
@@ -165,7 +175,7 @@ int Refuse(const RunRequest& request, const std::string& lock_path,
                                                 **holder);
     }
   }
-  err << "onlyone: " << OneLine(message) << "\n";
+  PrintMessage(err, message);
   return request.conflict_exit_code;
 }
 
@@ -253,7 +263,7 @@ int Run(const RunRequest& request, std::ostream& err) {
   options.inheritable = true;
   if (request.verbose) {
     err << "onlyone: taking the " << (request.shared ? "shared" : "exclusive")
-        << " lock " << Label(target);
+        << " lock " << Printable(Label(target));
     if (request.on_conflict == ConflictPolicy::kWait) {
       err << ", waiting up to " << absl::FormatDuration(request.wait_timeout)
           << " if it is held";
@@ -298,7 +308,9 @@ int Run(const RunRequest& request, std::ostream& err) {
     lock_path = held->lock().path();
     inherited = held->lock().InheritedLocksEnvValue();
   }
-  if (request.verbose) err << "onlyone: holding " << lock_path << "\n";
+  if (request.verbose) {
+    err << "onlyone: holding " << Printable(lock_path) << "\n";
+  }
 
   SuperviseOptions supervise;
   supervise.command = request.command;

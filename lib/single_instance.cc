@@ -24,6 +24,7 @@
 #include "lib/internal/instance_process.h"
 #include "lib/internal/instance_record.h"
 #include "lib/internal/posix_error.h"
+#include "lib/internal/printable.h"
 #include "lib/internal/proc_locks.h"
 
 namespace onlyone {
@@ -229,7 +230,7 @@ std::string VerifyRecord(const OwnerRecord& record,
   if (record.boot_id != internal::BootId()) {
     return absl::StrCat(
         "its owner record is from another boot or machine (boot id ",
-        record.boot_id, ")");
+        internal::Printable(record.boot_id), ")");
   }
   if (!internal::RecordedProcessIsAlive(record)) {
     return absl::StrCat("its owner record names pid ", record.pid,
@@ -369,22 +370,6 @@ std::optional<InstanceInfo> HolderFrom(const Inspection& inspection) {
   return info;
 }
 
-// Replaces control characters (a command line may contain anything) so that
-// a message printed to a terminal cannot carry escape sequences.
-std::string Printable(absl::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    const unsigned char byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
-      absl::StrAppendFormat(&out, "\\x%02x", byte);
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
 // What a message says of a holder: its pid first, then what the record
 // tells.
 std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
@@ -404,14 +389,22 @@ std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
                             ? holder.executable
                             : absl::StrJoin(holder.command_line, " ");
   if (command.size() > kMaxDescribedCommandBytes) {
-    command.resize(kMaxDescribedCommandBytes);
+    // Cut between characters, not inside a multi-byte one.
+    size_t cut = kMaxDescribedCommandBytes;
+    while (cut > 0 &&
+           (static_cast<unsigned char>(command[cut]) & 0xc0) == 0x80) {
+      --cut;
+    }
+    command.resize(cut);
     command.append("...");
   }
-  if (!command.empty()) details.push_back(Printable(command));
+  // The command line and executable come from the owner record: none of it
+  // was written by us.
+  if (!command.empty()) details.push_back(internal::Printable(command));
   if (!holder.has_record && holder.pid > 0) {
     details.push_back(holder.no_record_reason.empty()
                           ? "no owner record"
-                          : Printable(holder.no_record_reason));
+                          : internal::Printable(holder.no_record_reason));
   }
   return details;
 }
@@ -517,7 +510,8 @@ std::string WhyNotReplaceable(const Inspection& inspection) {
                         " (the lock was handed to it across a fork)");
   }
   if (record.hostname != internal::CachedSelfIdentity().record.hostname) {
-    return absl::StrCat("it was recorded on host ", record.hostname);
+    return absl::StrCat("it was recorded on host ",
+                        internal::Printable(record.hostname));
   }
   if (record.pid == getpid()) return "it is this process";
   return "";
@@ -882,7 +876,7 @@ absl::Status SingleInstance::ValidateName(absl::string_view name) {
 
 std::string SingleInstance::DescribeRunning(absl::string_view name,
                                             const InstanceInfo& holder) {
-  return absl::StrCat(name, " is already running (",
+  return absl::StrCat(internal::Printable(name), " is already running (",
                       absl::StrJoin(HolderDetails(holder), ", "), ")");
 }
 
@@ -892,8 +886,9 @@ std::string SingleInstance::DescribeHeld(absl::string_view lock_path,
   const std::string who = details.front();
   details.erase(details.begin());
   return details.empty()
-             ? absl::StrCat(lock_path, " is held by ", who)
-             : absl::StrCat(lock_path, " is held by ", who, " (",
+             ? absl::StrCat(internal::Printable(lock_path), " is held by ", who)
+             : absl::StrCat(internal::Printable(lock_path), " is held by ", who,
+                            " (",
                             absl::StrJoin(details, ", "), ")");
 }
 

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "lib/internal/printable.h"
 
 namespace onlyone::internal {
 namespace {
@@ -110,9 +111,12 @@ std::string DescribeHolders(const std::vector<FlockHolder>& holders) {
       parts.push_back("0 (a process outside this pid namespace)");
       continue;
     }
-    std::string name = ProcessName(holder.pid);
-    parts.push_back(name.empty() ? absl::StrCat(holder.pid)
-                                 : absl::StrCat(holder.pid, " (", name, ")"));
+    // Any process names itself (prctl(PR_SET_NAME), argv[0]): the name may
+    // carry terminal escapes into the message.
+    const std::string name = ProcessName(holder.pid);
+    parts.push_back(name.empty()
+                        ? absl::StrCat(holder.pid)
+                        : absl::StrCat(holder.pid, " (", Printable(name), ")"));
   }
   return absl::StrCat(holders.size() == 1 ? "pid " : "pids ",
                       absl::StrJoin(parts, ", "));

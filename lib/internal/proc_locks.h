@@ -45,11 +45,13 @@ std::vector<FlockHolder> ParseFlockHolders(absl::string_view proc_locks_text,
 // see (another user's process, without privilege).
 bool ProcessHoldsFlockOn(pid_t pid, dev_t device, ino_t inode);
 
-// Returns /proc/PID/comm without its newline, or "" if unreadable.
+// Returns /proc/PID/comm without its newline, or "" if unreadable. The name
+// is whatever the process chose, control characters included.
 std::string ProcessName(pid_t pid);
 
 // Describes the holders for a message: "pid 4711 (backup.sh)" or
-// "pids 10 (a), 11 (b)"; "" when the list is empty.
+// "pids 10 (a), 11 (b)"; "" when the list is empty. The names are made
+// Printable() (lib/internal/printable.h).
 std::string DescribeHolders(const std::vector<FlockHolder>& holders);
 
 }  // namespace onlyone::internal
