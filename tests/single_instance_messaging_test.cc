@@ -1,7 +1,9 @@
 // Tests of SingleInstance messaging with real processes: round trips in
 // callback and pollable mode, size limits, timeouts against primaries that
-// hang or die, stale sockets, long socket paths and peers of another user.
+// hang or die, stale sockets and files in the socket's place, long socket
+// paths, peers of another user, and peers that stall, flood or send garbage.
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,7 +12,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/internal/instance_channel.h"
 #include "lib/scoped_file_lock.h"
 #include "lib/single_instance.h"
 #include "tests/single_instance_test_util.h"
@@ -34,6 +40,7 @@ using ::onlyone::testing::InstanceDirectoryTest;
 using ::onlyone::testing::kNobodyUid;
 using ::onlyone::testing::MakeTempDir;
 using ::onlyone::testing::Pipe;
+using ::onlyone::testing::ReadFileOrEmpty;
 using ::testing::HasSubstr;
 
 void WriteText(int fd, const std::string& text) {
@@ -65,13 +72,40 @@ InstanceMessage MakeMessage(std::string payload) {
   return message;
 }
 
-// Binds a unix socket at `path` (short enough for sun_path) and listens.
+// A unix socket address for a path of any length: through
+// /proc/self/fd/N/BASENAME, N a descriptor of its directory (TEST_TMPDIR's
+// paths are longer than sun_path).
+class RawAddress {
+ public:
+  explicit RawAddress(const std::string& path) {
+    const size_t slash = path.rfind('/');
+    directory_fd_ =
+        open(path.substr(0, slash).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    const std::string reachable = absl::StrCat("/proc/self/fd/", directory_fd_,
+                                               "/", path.substr(slash + 1));
+    address_.sun_family = AF_UNIX;
+    std::strncpy(address_.sun_path, reachable.c_str(),
+                 sizeof address_.sun_path - 1);
+  }
+  RawAddress(const RawAddress&) = delete;
+  RawAddress& operator=(const RawAddress&) = delete;
+  ~RawAddress() { close(directory_fd_); }
+
+  const sockaddr* get() const {
+    return reinterpret_cast<const sockaddr*>(&address_);
+  }
+  socklen_t length() const { return sizeof address_; }
+
+ private:
+  int directory_fd_;
+  sockaddr_un address_{};
+};
+
+// Binds a unix socket at `path` and listens on it; -1 on failure.
 int ListenRaw(const std::string& path, int backlog) {
+  const RawAddress address(path);
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+  if (bind(fd, address.get(), address.length()) != 0 ||
       listen(fd, backlog) != 0) {
     close(fd);
     return -1;
@@ -493,6 +527,458 @@ TEST(MessagingPathTest, LongSocketPathsWorkThroughProcSelfFd) {
               HasSubstr(name + ".sock"));
   // The lock was not kept.
   EXPECT_TRUE(SingleInstance::Acquire(name, options).ok());
+}
+
+// ---------------------------------------------------------------------------
+// Raw peers, for what Send() never does.
+
+// Connects to the socket at `path`, waiting at most 2 s for room in a full
+// backlog; -1 with errno set on failure.
+int ConnectTo(const std::string& path) {
+  const RawAddress address(path);
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const struct timeval timeout = {2, 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout) != 0 ||
+      connect(fd, address.get(), address.length()) != 0) {
+    const int error_number = errno;
+    close(fd);
+    errno = error_number;
+    return -1;
+  }
+  return fd;
+}
+
+bool SendAll(int fd, absl::string_view bytes) {
+  return send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+         static_cast<ssize_t>(bytes.size());
+}
+
+std::string BigEndian32(uint32_t value) {
+  return {static_cast<char>(value >> 24), static_cast<char>(value >> 16),
+          static_cast<char>(value >> 8), static_cast<char>(value)};
+}
+
+struct RawResponse {
+  internal::ResponseCode code;
+  std::string text;
+};
+
+// Reads one response frame, waiting at most 5 s; nullopt if none comes.
+std::optional<RawResponse> ReadResponse(int fd) {
+  std::string frame;
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  for (;;) {
+    if (frame.size() >= internal::kFrameHeaderBytes) {
+      const uint32_t length =
+          static_cast<uint32_t>(static_cast<unsigned char>(frame[4])) << 24 |
+          static_cast<uint32_t>(static_cast<unsigned char>(frame[5])) << 16 |
+          static_cast<uint32_t>(static_cast<unsigned char>(frame[6])) << 8 |
+          static_cast<uint32_t>(static_cast<unsigned char>(frame[7]));
+      if (frame.compare(0, 4, "OO1R") != 0 || length == 0) return std::nullopt;
+      if (frame.size() == internal::kFrameHeaderBytes + length) {
+        return RawResponse{static_cast<internal::ResponseCode>(frame[8]),
+                           frame.substr(internal::kFrameHeaderBytes + 1)};
+      }
+    }
+    struct pollfd readable = {fd, POLLIN, 0};
+    const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left <= 0 || poll(&readable, 1, static_cast<int>(left)) != 1) {
+      return std::nullopt;
+    }
+    char buffer[4096];
+    const ssize_t got = recv(fd, buffer, sizeof buffer, 0);
+    if (got <= 0) return std::nullopt;
+    frame.append(buffer, static_cast<size_t>(got));
+  }
+}
+
+// Whether the other end has closed `fd` (end of file or reset), without
+// waiting.
+bool ClosedByPeer(int fd) {
+  char byte;
+  const ssize_t got = recv(fd, &byte, 1, MSG_DONTWAIT | MSG_PEEK);
+  return got == 0 || (got < 0 && errno == ECONNRESET);
+}
+
+// How many descriptors process `pid` has open; -1 if unknown.
+int OpenDescriptors(pid_t pid) {
+  DIR* listing = opendir(absl::StrCat("/proc/", pid, "/fd").c_str());
+  if (listing == nullptr) return -1;
+  int count = 0;
+  while (const dirent* entry = readdir(listing)) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  closedir(listing);
+  return count;
+}
+
+InstanceOptions Listening(const InstanceOptions& base, bool pollable) {
+  InstanceOptions listening = base;
+  listening.listen = true;
+  listening.message_timeout = absl::Seconds(5);
+  if (!pollable) {
+    listening.on_message = [](const InstanceMessage& message) {
+      return "pong " + message.payload;
+    };
+  }
+  return listening;
+}
+
+// A child that acquires `name` with `options` (listen set) and serves until
+// the test sends on `quit`: through on_message if set, else by taking each
+// message from message_fd() and replying "pong PAYLOAD". It sends on
+// `ready` once it listens, and exits 0 after a clean release.
+Child ServeInChild(const std::string& name, const InstanceOptions& options,
+                   Pipe& ready, Pipe& quit) {
+  return Child::Fork([&, options] {
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire(name, options);
+    if (!instance.ok()) return 2;
+    ready.Send();
+    for (;;) {
+      // In callback mode message_fd() is -1, which poll(2) skips.
+      struct pollfd waits[2] = {{quit.read_fd(), POLLIN, 0},
+                                {instance->message_fd(), POLLIN, 0}};
+      if (poll(waits, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return 4;
+      }
+      if (waits[0].revents != 0) break;
+      absl::StatusOr<std::optional<InstanceMessage>> message =
+          instance->TakeMessage();
+      if (!message.ok()) return 5;
+      if (message->has_value() &&
+          !instance->Reply("pong " + (*message)->payload).ok()) {
+        return 6;
+      }
+    }
+    return instance->Release().ok() ? 0 : 3;
+  });
+}
+
+// Acquiring `name` with listen set fails, naming `path` and each of
+// `details`; the lock is released and the path left alone.
+void ExpectListeningRefused(const InstanceOptions& options,
+                            const std::string& name, const std::string& path,
+                            const std::vector<std::string>& details) {
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire(name, Listening(options, /*pollable=*/false));
+  ASSERT_TRUE(absl::IsFailedPrecondition(instance.status()))
+      << instance.status();
+  const std::string message(instance.status().message());
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr("it is left as it is"));
+  for (const std::string& detail : details) {
+    EXPECT_THAT(message, HasSubstr(detail));
+  }
+  absl::StatusOr<SingleInstance> again = SingleInstance::Acquire(name, options);
+  EXPECT_TRUE(again.ok()) << "the lock was kept: " << again.status();
+}
+
+// Instances under TEST_TMPDIR.
+class ChannelTest : public InstanceDirectoryTest {};
+
+// ---------------------------------------------------------------------------
+// What may be at NAME.sock when the holder starts listening.
+
+TEST_F(ChannelTest, ARegularFileInTheSocketsPlaceIsLeftAndNamed) {
+  const std::string path = SocketOf("notes");
+  const std::string content = "the user's own notes\n\x01\x02";
+  const int fd =
+      open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  ASSERT_GE(fd, 0);
+  WriteText(fd, content);
+  close(fd);
+  struct stat before;
+  ASSERT_EQ(lstat(path.c_str(), &before), 0);
+
+  ExpectListeningRefused(
+      options_, "notes", path,
+      {absl::StrCat("is a regular file owned by uid ", geteuid()),
+       "remove or rename it"});
+  struct stat after;
+  ASSERT_EQ(lstat(path.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  EXPECT_TRUE(S_ISREG(after.st_mode));
+  EXPECT_EQ(ReadFileOrEmpty(path), content);
+}
+
+TEST_F(ChannelTest, ASymlinkInTheSocketsPlaceIsLeftAndNamed) {
+  const std::string target = absl::StrCat(dir_, "/elsewhere.txt");
+  const std::string content = "pointed at";
+  const int fd =
+      open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  WriteText(fd, content);
+  close(fd);
+  const std::string path = SocketOf("linked");
+  ASSERT_EQ(symlink(target.c_str(), path.c_str()), 0);
+
+  ExpectListeningRefused(options_, "linked", path,
+                         {absl::StrCat("is a symbolic link owned by uid ",
+                                       geteuid(), " pointing to ", target)});
+  char read_back[4096];
+  const ssize_t length = readlink(path.c_str(), read_back, sizeof read_back);
+  ASSERT_GT(length, 0) << "the symlink is gone";
+  EXPECT_EQ(std::string(read_back, static_cast<size_t>(length)), target);
+  EXPECT_EQ(ReadFileOrEmpty(target), content);
+}
+
+TEST_F(ChannelTest, AFifoInTheSocketsPlaceIsLeftAndNamed) {
+  const std::string path = SocketOf("piped");
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  struct stat before;
+  ASSERT_EQ(lstat(path.c_str(), &before), 0);
+
+  ExpectListeningRefused(options_, "piped", path, {"is a FIFO"});
+  struct stat after;
+  ASSERT_EQ(lstat(path.c_str(), &after), 0);
+  EXPECT_TRUE(S_ISFIFO(after.st_mode));
+  EXPECT_EQ(after.st_ino, before.st_ino);
+}
+
+TEST_F(ChannelTest, ASocketSomeoneListensOnIsLeftAndNamed) {
+  // Ours, but live: not provably stale, even though we get the lock.
+  const std::string path = SocketOf("live");
+  const int listening = ListenRaw(path, 4);
+  ASSERT_GE(listening, 0);
+  struct stat before;
+  ASSERT_EQ(lstat(path.c_str(), &before), 0);
+
+  ExpectListeningRefused(
+      options_, "live", path,
+      {absl::StrCat("a socket that pid ", getpid(), " listens on")});
+  struct stat after;
+  ASSERT_EQ(lstat(path.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  const int connected = ConnectTo(path);
+  EXPECT_GE(connected, 0) << "the socket no longer reaches its listener";
+  close(connected);
+  close(listening);
+}
+
+// A stale socket of ours at NAME.sock, bound by a holder that is gone, is
+// replaced by the next holder, and messages get through.
+void ExpectStaleSocketReplaced(const InstanceOptions& options,
+                               const std::string& name,
+                               const std::string& path) {
+  struct stat stale;
+  ASSERT_EQ(lstat(path.c_str(), &stale), 0);
+  ASSERT_TRUE(S_ISSOCK(stale.st_mode));
+  ASSERT_LT(ConnectTo(path), 0);
+  ASSERT_EQ(errno, ECONNREFUSED) << "not stale";
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::Acquire(name, Listening(options, /*pollable=*/false));
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  Child sender = Child::Fork([&] {
+    absl::StatusOr<std::string> reply =
+        SingleInstance::Send(name, MakeMessage("again"), options);
+    return reply.ok() && *reply == "pong again" ? 0 : 1;
+  });
+  EXPECT_EQ(sender.Wait(), 0);
+  ASSERT_TRUE(instance->Release().ok());
+  EXPECT_NE(access(path.c_str(), F_OK), 0) << "the socket was left behind";
+}
+
+TEST_F(ChannelTest, AStaleSocketWhoseListenerClosedIsReplaced) {
+  const std::string path = SocketOf("closed");
+  const int listening = ListenRaw(path, 4);
+  ASSERT_GE(listening, 0);
+  close(listening);
+  ExpectStaleSocketReplaced(options_, "closed", path);
+}
+
+TEST_F(ChannelTest, AStaleSocketOfAKilledHolderIsReplaced) {
+  Pipe ready, quit;
+  Child holder =
+      ServeInChild("killed", Listening(options_, false), ready, quit);
+  ASSERT_EQ(ready.Receive(), '.');
+  holder.Kill(SIGKILL);
+  EXPECT_EQ(holder.Wait(), 128 + SIGKILL);
+  ExpectStaleSocketReplaced(options_, "killed", SocketOf("killed"));
+}
+
+TEST_F(MessagingTest, AnotherUsersStaleSocketIsLeftAndNamed) {
+  ASSERT_EQ(chmod(dir_.c_str(), 01777), 0);  // a shared directory
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to switch to nobody";
+  // Root could remove it from the sticky directory, but must not.
+  const std::string path = SocketOf("theirs");
+  Child nobody = Child::Fork([&] {
+    if (!BecomeNobody()) return 10;
+    const int fd = ListenRaw(path, 4);
+    if (fd < 0) return 2;
+    close(fd);
+    return 0;
+  });
+  ASSERT_EQ(nobody.Wait(), 0);
+
+  ExpectListeningRefused(
+      options_, "theirs", path,
+      {absl::StrCat("a socket of uid ", kNobodyUid, ", not of uid 0")});
+  struct stat after;
+  ASSERT_EQ(lstat(path.c_str(), &after), 0);
+  EXPECT_TRUE(S_ISSOCK(after.st_mode));
+  EXPECT_EQ(after.st_uid, kNobodyUid);
+}
+
+// ---------------------------------------------------------------------------
+// Peers that stall, flood or send garbage.
+
+class AvailabilityTest : public InstanceDirectoryTest,
+                         public ::testing::WithParamInterface<bool> {
+ protected:
+  bool pollable() const { return GetParam(); }
+};
+
+TEST_P(AvailabilityTest, IdleAndStalledPeersDoNotDelayASender) {
+  Pipe ready, quit;
+  Child primary =
+      ServeInChild("busy", Listening(options_, pollable()), ready, quit);
+  ASSERT_EQ(ready.Receive(), '.');
+  // More peers than the listener keeps open, all staying connected: most
+  // send nothing, every fourth half a request.
+  const std::string request =
+      internal::EncodeRequest(MakeMessage("never finished"));
+  std::vector<int> stalled;
+  for (size_t i = 0; i < internal::kMaxListenerConnections + 8; ++i) {
+    const int fd = ConnectTo(SocketOf("busy"));
+    ASSERT_GE(fd, 0) << "peer " << i << ": " << std::strerror(errno);
+    stalled.push_back(fd);
+    if (i % 4 == 3) {
+      ASSERT_TRUE(SendAll(fd, request.substr(0, request.size() / 2)));
+    }
+  }
+  // The primary's timeout for them is 5 s, as is the sender's.
+  options_.message_timeout = absl::Seconds(5);
+  for (int round = 0; round < 3; ++round) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::string> reply = SingleInstance::Send(
+        "busy", MakeMessage(absl::StrCat("round ", round)), options_);
+    const absl::Duration took = absl::Now() - start;
+    ASSERT_TRUE(reply.ok()) << reply.status() << " after " << took;
+    EXPECT_EQ(*reply, absl::StrCat("pong round ", round));
+    EXPECT_LT(took, absl::Seconds(1));
+  }
+  // Room was made by closing the peers that had made no progress for the
+  // longest; among the silent ones (whose last progress is their connect),
+  // that is the oldest first.
+  size_t closed = 0;
+  bool silent_one_open = false;
+  for (size_t i = 0; i < stalled.size(); ++i) {
+    const bool was_closed = ClosedByPeer(stalled[i]);
+    closed += was_closed ? 1 : 0;
+    if (i % 4 == 3) continue;
+    EXPECT_FALSE(was_closed && silent_one_open)
+        << "silent peer " << i << " was closed before an older one";
+    silent_one_open = silent_one_open || !was_closed;
+  }
+  EXPECT_GE(closed, stalled.size() - internal::kMaxListenerConnections);
+  EXPECT_TRUE(ClosedByPeer(stalled[0]));
+  EXPECT_FALSE(ClosedByPeer(stalled.back()));
+  for (const int fd : stalled) close(fd);
+  quit.Send();
+  EXPECT_EQ(primary.Wait(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(CallbackAndPollable, AvailabilityTest,
+                         ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Pollable" : "Callback";
+                         });
+
+TEST_F(ChannelTest, AFloodOfConnectionsStaysWithinTheCap) {
+  Pipe ready, quit;
+  Child primary =
+      ServeInChild("flooded", Listening(options_, false), ready, quit);
+  ASSERT_EQ(ready.Receive(), '.');
+  const int baseline = OpenDescriptors(primary.pid());
+  ASSERT_GT(baseline, 0);
+  // Far more than the cap and the backlog together; each connect(2) would
+  // wait (and fail after 2 s) if the listener stopped accepting.
+  std::vector<int> flood;
+  for (int i = 0; i < 400; ++i) {
+    const int fd = ConnectTo(SocketOf("flooded"));
+    ASSERT_GE(fd, 0) << "connection " << i << ": " << std::strerror(errno);
+    flood.push_back(fd);
+    if (i % 50 == 49) {
+      EXPECT_LE(OpenDescriptors(primary.pid()),
+                baseline + static_cast<int>(internal::kMaxListenerConnections))
+          << "after " << i + 1 << " connections";
+    }
+  }
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::string> reply =
+      SingleInstance::Send("flooded", MakeMessage("still there?"), options_);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(*reply, "pong still there?");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  EXPECT_LE(OpenDescriptors(primary.pid()),
+            baseline + static_cast<int>(internal::kMaxListenerConnections));
+  for (const int fd : flood) close(fd);
+  quit.Send();
+  EXPECT_EQ(primary.Wait(), 0);
+}
+
+TEST_F(ChannelTest, GarbageIsAnsweredAsMalformedWithoutDisturbingOthers) {
+  Pipe ready, quit;
+  Child primary =
+      ServeInChild("strict", Listening(options_, false), ready, quit);
+  ASSERT_EQ(ready.Receive(), '.');
+  const std::string request = internal::EncodeRequest(MakeMessage("raw"));
+  // A peer that stalls halfway through a request, throughout.
+  const int stalled = ConnectTo(SocketOf("strict"));
+  ASSERT_GE(stalled, 0);
+  ASSERT_TRUE(SendAll(stalled, request.substr(0, 12)));
+
+  struct Garbage {
+    std::string bytes;
+    internal::ResponseCode code;
+    std::string reason;
+  };
+  std::string trailing = request + "xyz";  // the header claims 3 bytes more
+  trailing.replace(4, 4,
+                   BigEndian32(static_cast<uint32_t>(request.size() - 8 + 3)));
+  const std::vector<Garbage> garbage = {
+      {"GET / HTTP/1.0\r\n\r\n", internal::ResponseCode::kMalformed,
+       "not an onlyone message"},
+      // 1000 arguments in a 4-byte body.
+      {"OO1Q" + BigEndian32(4) + BigEndian32(1000),
+       internal::ResponseCode::kMalformed, "malformed message"},
+      {trailing, internal::ResponseCode::kMalformed, "malformed message"},
+      {"OO1Q" + BigEndian32(0xFFFFFFFF), internal::ResponseCode::kTooLarge,
+       "exceeds the limit"},
+  };
+  std::vector<int> fds;
+  for (const Garbage& bytes : garbage) {
+    fds.push_back(ConnectTo(SocketOf("strict")));
+    ASSERT_GE(fds.back(), 0);
+    ASSERT_TRUE(SendAll(fds.back(), bytes.bytes));
+  }
+  absl::StatusOr<std::string> reply =
+      SingleInstance::Send("strict", MakeMessage("fine"), options_);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(*reply, "pong fine");
+  for (size_t i = 0; i < garbage.size(); ++i) {
+    const std::optional<RawResponse> response = ReadResponse(fds[i]);
+    ASSERT_TRUE(response.has_value()) << "garbage " << i;
+    EXPECT_EQ(response->code, garbage[i].code) << "garbage " << i;
+    EXPECT_THAT(response->text, HasSubstr(garbage[i].reason));
+    close(fds[i]);
+  }
+  // A well-formed request by hand is still answered, and the stalled peer
+  // is still waited for.
+  const int raw = ConnectTo(SocketOf("strict"));
+  ASSERT_GE(raw, 0);
+  ASSERT_TRUE(SendAll(raw, request));
+  const std::optional<RawResponse> handled = ReadResponse(raw);
+  ASSERT_TRUE(handled.has_value());
+  EXPECT_EQ(handled->code, internal::ResponseCode::kHandled);
+  EXPECT_EQ(handled->text, "pong raw");
+  close(raw);
+  EXPECT_FALSE(ClosedByPeer(stalled));
+  close(stalled);
+  quit.Send();
+  EXPECT_EQ(primary.Wait(), 0);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "absl/base/call_once.h"
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "lib/internal/file_kind.h"
 #include "lib/internal/interruptible_wait.h"
 #include "lib/internal/posix_error.h"
 #include "lib/internal/proc_locks.h"
@@ -30,9 +31,6 @@ namespace {
 constexpr absl::string_view kRequestMagic = "OO1Q";
 constexpr absl::string_view kResponseMagic = "OO1R";
 constexpr int kBacklog = 64;
-// Beyond this many open connections the listener stops accepting until one
-// finishes; further senders wait in the backlog, bounded by their timeout.
-constexpr size_t kMaxConnections = 32;
 // Refusal reasons are short; a response body may carry this much text even
 // when max_message_bytes is smaller.
 constexpr size_t kMinResponseBytes = 4096;
@@ -181,6 +179,110 @@ class UnixAddress {
   int directory_fd_ = -1;
 };
 
+// What is at `path` instead of a socket, for a refusal: "a regular file
+// owned by uid 1000", "a symbolic link owned by uid 0 pointing to TARGET".
+std::string DescribeInTheWay(const std::string& path, const struct stat& file) {
+  const char* kind = NonRegularFileKind(file.st_mode);
+  std::string description = absl::StrCat(
+      kind == nullptr ? "a regular file" : kind, " owned by uid ", file.st_uid);
+  if (S_ISLNK(file.st_mode)) {
+    char target[PATH_MAX];
+    const ssize_t length = readlink(path.c_str(), target, sizeof target);
+    if (length > 0) {
+      absl::StrAppend(&description, " pointing to ",
+                      absl::string_view(target, static_cast<size_t>(length)));
+    }
+  }
+  return description;
+}
+
+// Makes way for the socket at `path` (reached through `address`): removes a
+// stale socket of ours, refuses anything else and leaves it as it is. The
+// caller holds the instance's lock, so the holder that bound a socket found
+// here is gone; it is still removed only when it is provably that socket:
+// a socket, owned by our effective uid, that nobody listens on (a connect
+// attempt is refused).
+absl::Status RemoveStaleSocket(const std::string& name, const std::string& path,
+                               const UnixAddress& address) {
+  struct stat existing;
+  if (lstat(path.c_str(), &existing) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return PosixError(absl::StrCat(path, ": lstat"), errno);
+  }
+  const std::string refusal =
+      absl::StrCat("cannot listen for messages to ", name, ": ", path, " is ");
+  const std::string left_alone = "; it is left as it is";
+  if (!S_ISSOCK(existing.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        refusal, DescribeInTheWay(path, existing), ", not a message socket",
+        left_alone,
+        ": remove or rename it if nothing needs it, or use another instance "
+        "name or directory"));
+  }
+  const uid_t self = geteuid();
+  if (existing.st_uid != self) {
+    // Also as root, who could: another user's socket is never removed.
+    return absl::FailedPreconditionError(
+        absl::StrCat(refusal, "a socket of uid ", existing.st_uid,
+                     ", not of uid ", self, left_alone, ": if no copy of ",
+                     name, " runs, its owner (or root) may remove it"));
+  }
+  const int probe =
+      socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (probe < 0) return PosixError(absl::StrCat(path, ": socket"), errno);
+  absl::Cleanup close_probe = [probe] { close(probe); };
+  // Non-blocking, so it never waits: connected, or EAGAIN for a full
+  // backlog, both mean that a process listens.
+  const int connect_error =
+      connect(probe, address.get(), address.length()) == 0 ? 0 : errno;
+  if (connect_error == 0 || connect_error == EAGAIN) {
+    struct ucred listener {};
+    socklen_t listener_length = sizeof listener;
+    const std::string who = getsockopt(probe, SOL_SOCKET, SO_PEERCRED,
+                                       &listener, &listener_length) == 0 &&
+                                    listener.pid > 0
+                                ? absl::StrCat("pid ", listener.pid)
+                                : std::string("a process");
+    return absl::FailedPreconditionError(absl::StrCat(
+        refusal, "a socket that ", who,
+        " listens on, although this process holds the lock", left_alone,
+        ": stop that process, or use another instance name or directory"));
+  }
+  if (connect_error == ENOENT) return absl::OkStatus();  // removed meanwhile
+  if (connect_error != ECONNREFUSED) {
+    return PosixError(
+        absl::StrCat(path, ": connect (checking whether the socket is stale)"),
+        connect_error);
+  }
+  // Stale. Between the checks and unlink(2) another file could take the
+  // socket's place only if someone removed or renamed ours first: no onlyone
+  // holder, since only the lock holder creates or removes the socket and we
+  // hold the lock; no other user in a private directory (it is ours) nor in
+  // a sticky one (where nobody else may remove our file). What remains is a
+  // process with our own uid, or root, which may remove our files anyway,
+  // and another user in a directory that is writable by them and not sticky
+  // (an explicit lock path), where the lock file is theirs to replace as
+  // well. So the window is acceptable; checking the identity again after the
+  // probe keeps it to two system calls and makes sure that what the probe
+  // found refused is the file removed.
+  struct stat checked;
+  if (lstat(path.c_str(), &checked) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return PosixError(absl::StrCat(path, ": lstat"), errno);
+  }
+  if (checked.st_dev != existing.st_dev || checked.st_ino != existing.st_ino) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        refusal, DescribeInTheWay(path, checked),
+        ", which replaced the stale socket while it was being checked",
+        left_alone, ": try again"));
+  }
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return PosixError(absl::StrCat(path, ": removing the stale message socket"),
+                      errno);
+  }
+  return absl::OkStatus();
+}
+
 // Blocks the asynchronous signals on the listener thread, so that the
 // application's process-directed signals (SIGTERM, SIGCHLD, signals it reads
 // through signalfd) go to its own threads.
@@ -248,8 +350,14 @@ std::optional<InstanceMessage> DecodeRequestBody(absl::string_view body) {
 struct MessageListener::Connection {
   enum class State { kReading, kAwaitingReply, kWriting, kDone };
 
-  Connection(int fd, uint64_t id, pid_t pid, uid_t uid, absl::Time deadline)
-      : fd(fd), id(id), pid(pid), uid(uid), deadline(deadline) {}
+  Connection(int fd, uint64_t id, pid_t pid, uid_t uid, absl::Time now,
+             absl::Duration timeout)
+      : fd(fd),
+        id(id),
+        pid(pid),
+        uid(uid),
+        deadline(now + timeout),
+        last_progress(now) {}
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   ~Connection() { close(fd); }
@@ -260,6 +368,9 @@ struct MessageListener::Connection {
   const uid_t uid;
   State state = State::kReading;
   absl::Time deadline;
+  // When the peer last sent or took bytes (or connected): who goes first
+  // when the listener is full.
+  absl::Time last_progress;
   std::string in;
   bool have_header = false;
   size_t body_length = 0;
@@ -286,8 +397,15 @@ struct MessageListener::Connection {
         return;
       }
       written += static_cast<size_t>(sent);
+      last_progress = MonotonicNow();
     }
     state = State::kDone;
+  }
+
+  // Waiting for its peer (to send the request, or to take the response)
+  // rather than for the application.
+  bool WaitsForPeer() const {
+    return state == State::kReading || state == State::kWriting;
   }
 
   // Reads what has arrived; returns true once the request is complete.
@@ -310,6 +428,7 @@ struct MessageListener::Connection {
         return false;
       }
       in.append(buffer, static_cast<size_t>(got));
+      last_progress = MonotonicNow();
       if (!have_header && in.size() == kFrameHeaderBytes) {
         if (absl::string_view(in).substr(0, 4) != kRequestMagic) {
           Respond(ResponseCode::kMalformed, "not an onlyone message", timeout);
@@ -337,24 +456,9 @@ absl::StatusOr<std::unique_ptr<MessageListener>> MessageListener::Start(
   UnixAddress address;
   if (absl::Status set = address.Set(path); !set.ok()) return set;
 
-  // Only the lock holder gets here, so a socket at the path is a stale one
-  // from an earlier holder.
-  struct stat existing;
-  if (lstat(path.c_str(), &existing) == 0) {
-    if (S_ISDIR(existing.st_mode)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          path, " is a directory; cannot create the message socket there"));
-    }
-    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return PosixError(
-          absl::StrCat(path,
-                       ": removing the stale message socket (owned by "
-                       "uid ",
-                       existing.st_uid, ")"),
-          errno);
-    }
-  } else if (errno != ENOENT) {
-    return PosixError(absl::StrCat(path, ": lstat"), errno);
+  if (absl::Status cleared = RemoveStaleSocket(options.name, path, address);
+      !cleared.ok()) {
+    return cleared;
   }
 
   const int listen_fd =
@@ -550,6 +654,19 @@ void MessageListener::Run() {
   BlockSignalsOnThisThread();
   pthread_setname_np(pthread_self(), "onlyone-listen");  // for ps -L, gdb
   std::vector<std::unique_ptr<Connection>> connections;
+  // Among the connections that wait for their peer, the one whose peer has
+  // made no progress for the longest (the oldest of equals); end() if none.
+  const auto least_recent_progress = [&connections] {
+    auto found = connections.end();
+    for (auto it = connections.begin(); it != connections.end(); ++it) {
+      if ((*it)->WaitsForPeer() &&
+          (found == connections.end() ||
+           (*it)->last_progress < (*found)->last_progress)) {
+        found = it;
+      }
+    }
+    return found;
+  };
   std::vector<pollfd> poll_fds;
   uint64_t next_id = 1;
   const uid_t self_uid = geteuid();
@@ -573,8 +690,12 @@ void MessageListener::Run() {
     absl::Time next_deadline = absl::InfiniteFuture();
     poll_fds.clear();
     poll_fds.push_back({wake_fd_, POLLIN, 0});
-    poll_fds.push_back(
-        {connections.size() < kMaxConnections ? listen_fd_ : -1, POLLIN, 0});
+    // When full, a new connection makes room by displacing one that waits
+    // for its peer; with none (all wait for the application), new senders
+    // wait in the backlog.
+    const bool accepting = connections.size() < kMaxListenerConnections ||
+                           least_recent_progress() != connections.end();
+    poll_fds.push_back({accepting ? listen_fd_ : -1, POLLIN, 0});
     for (auto& connection : connections) {
       if (connection->deadline <= now)
         connection->state = Connection::State::kDone;
@@ -636,7 +757,19 @@ void MessageListener::Run() {
                        }),
         connections.end());
     if (ready > 0 && (poll_fds[1].revents & POLLIN) != 0) {
-      while (connections.size() < kMaxConnections) {
+      // poll(2) said that a connection waits; whether more do, only
+      // accept(2) tells, and it is not asked at the price of displacing one.
+      for (bool known_waiting = true;
+           known_waiting || connections.size() < kMaxListenerConnections;
+           known_waiting = false) {
+        if (connections.size() >= kMaxListenerConnections) {
+          // Full: the connection whose peer has made no progress for the
+          // longest goes, so that idle or stalled peers cannot keep a ready
+          // sender waiting (its request is usually complete at accept).
+          const auto displaced = least_recent_progress();
+          if (displaced == connections.end()) break;
+          connections.erase(displaced);
+        }
         const int fd =
             accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -651,7 +784,7 @@ void MessageListener::Run() {
         }
         auto connection =
             std::make_unique<Connection>(fd, next_id++, peer.pid, peer.uid,
-                                         MonotonicNow() + options_.io_timeout);
+                                         MonotonicNow(), options_.io_timeout);
         if (!options_.accept_other_users && peer.uid != self_uid) {
           connection->Respond(
               ResponseCode::kRefused,

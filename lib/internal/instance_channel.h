@@ -4,8 +4,12 @@
 //
 // Who may create the socket: only the lock holder, after it took the lock.
 // A socket left behind by a crashed primary is removed and re-created by the
-// next one; only the holder ever removes it, and only the file it bound
-// (device and inode checked) when it stops.
+// next one, but only when it is provably that: a socket (lstat(2)), owned by
+// our effective uid, that nobody listens on (a connect attempt is refused).
+// Anything else at the path (a regular file, a symlink, a FIFO, another
+// user's socket, a socket someone listens on) is left as it is, and Start()
+// fails naming it. Only the holder ever removes the socket, and only the
+// file it bound (device and inode checked) when it stops.
 //
 // Wire protocol, version 1: one request and one response per connection.
 //   request:  "OO1Q" <u32 body length, big-endian> <body>
@@ -19,10 +23,23 @@
 //
 // Deadlines: the sender bounds connect, send and the wait for the response
 // by one timeout (a blocking connect(2) with SO_SNDTIMEO, which waits for
-// room in a full backlog, then non-blocking I/O with poll(2)). The primary
-// bounds reading a request and writing a response by its own timeout, so a
-// sender that stalls cannot hold it. Nothing polls on a timer: every wait is
-// poll(2) on descriptors with the nearest deadline as timeout.
+// room in a full backlog, then non-blocking I/O with poll(2)). Nothing polls
+// on a timer: every wait is poll(2) on descriptors with the nearest deadline
+// as timeout.
+//
+// Availability: the listener thread multiplexes up to
+// kMaxListenerConnections connections with poll(2), each non-blocking with
+// its own buffer and deadline (io_timeout for reading the request, and again
+// for writing the response), and handles each request as soon as it is
+// complete (those complete at once in the order they connected);
+// on_message still runs for one message at a time. When it is full, a new
+// connection displaces the one whose peer has made no progress for the longest
+// among those waiting for their peer (to send, or to take the response), which
+// is closed without an answer; connections whose message waits for the
+// application (queue mode) are never displaced, and while only those are open
+// new senders wait in the backlog. So idle, slow or stalled peers cost at most
+// a descriptor each, up to the cap, and cannot delay a sender that sends its
+// request at once.
 //
 // Fork: a fork()ed child does not inherit the listener's thread; a
 // pthread_atfork handler closes the listening socket in the child, so a child
@@ -71,6 +88,9 @@ std::optional<InstanceMessage> DecodeRequestBody(absl::string_view body);
 
 inline constexpr size_t kFrameHeaderBytes = 8;
 
+// Connections a listener keeps open at once (see Availability above).
+inline constexpr size_t kMaxListenerConnections = 32;
+
 struct ListenerOptions {
   std::string name;         // for messages
   std::string socket_path;  // DIR/NAME.sock
@@ -88,7 +108,9 @@ struct ListenerOptions {
 // thread that owns the object.
 class MessageListener {
  public:
-  // Creates the socket (removing a stale one) and starts the thread.
+  // Creates the socket and starts the thread. The caller holds the
+  // instance's lock. A stale socket of ours is replaced; FailedPrecondition,
+  // naming the path and what is there, when anything else is in the way.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MessageListener>> Start(
       ListenerOptions options);
 
