@@ -71,12 +71,6 @@ absl::StatusOr<std::optional<InstanceInfo>> HolderOf(
   return SingleInstance::Holder(target.name, OptionsFor(target));
 }
 
-// Whether nothing exists at `path` (so nothing can hold a lock on it).
-bool Missing(const std::string& path) {
-  struct stat ignored;
-  return lstat(path.c_str(), &ignored) != 0 && errno == ENOENT;
-}
-
 nlohmann::ordered_json TimeOrNull(absl::Time time) {
   if (time == absl::InfinitePast() || time == absl::InfiniteFuture()) {
     return nullptr;
@@ -142,8 +136,8 @@ void PrintColumns(std::ostream& out,
 // Reports a refused acquisition: the conflict code for a lock held
 // elsewhere (printing the one-line reason unless quiet), the error's code
 // otherwise.
-int Refuse(const RunRequest& request, const std::string& lock_path,
-           const absl::Status& status, std::ostream& err) {
+int Refuse(const RunRequest& request, const absl::Status& status,
+           std::ostream& err) {
   bool conflict = absl::IsUnavailable(status) ||
                   absl::IsDeadlineExceeded(status);
   if (!conflict && request.on_conflict == ConflictPolicy::kReplace &&
@@ -164,18 +158,7 @@ int Refuse(const RunRequest& request, const std::string& lock_path,
   const bool silent = request.quiet ||
                       (request.conflict_exit_code == 0 && !request.verbose);
   if (silent) return request.conflict_exit_code;
-  std::string message(status.message());
-  if (request.shared && absl::IsUnavailable(status) && !lock_path.empty()) {
-    // A shared lock is taken with ScopedFileLock, whose message names the
-    // holder's pid only; the owner record says since when and what.
-    absl::StatusOr<std::optional<InstanceInfo>> holder =
-        SingleInstance::HolderAtPath(lock_path);
-    if (holder.ok() && holder->has_value() && (*holder)->has_record) {
-      message = SingleInstance::DescribeRunning(Label(request.target),
-                                                **holder);
-    }
-  }
-  PrintMessage(err, message);
+  PrintMessage(err, status.message());
   return request.conflict_exit_code;
 }
 
@@ -273,41 +256,19 @@ int Run(const RunRequest& request, std::ostream& err) {
     err << "\n";
   }
 
-  // The lock objects are never destroyed: destroying them would unlock the
+  // The lock object is never destroyed: destroying it would unlock the
   // open file description the command shares, and the lock must stay held
   // while the command or anything it left running holds it (flock(1)
   // semantics). The kernel releases it when the last holder exits.
-  std::string inherited;
-  std::string lock_path;
-  if (request.shared) {
-    // SingleInstance takes exclusive locks only; a shared lock is a plain
-    // ScopedFileLock on the same file, with no owner record.
-    absl::StatusOr<std::string> path = LockPathOf(target);
-    if (!path.ok()) return Refuse(request, "", path.status(), err);
-    lock_path = *path;
-    LockOptions lock_options;
-    lock_options.mode = LockMode::kShared;
-    lock_options.inheritable = true;
-    lock_options.timeout = request.on_conflict == ConflictPolicy::kWait
-                               ? request.wait_timeout
-                               : absl::ZeroDuration();
-    absl::StatusOr<ScopedFileLock> lock =
-        ScopedFileLock::Acquire(lock_path, lock_options);
-    if (!lock.ok()) return Refuse(request, lock_path, lock.status(), err);
-    auto* held = new ScopedFileLock(*std::move(lock));
-    inherited = held->InheritedLocksEnvValue();
-  } else {
-    absl::StatusOr<SingleInstance> instance =
-        target.lock_path.empty()
-            ? SingleInstance::Acquire(target.name, options)
-            : SingleInstance::AcquireAtPath(target.lock_path, options);
-    if (!instance.ok()) {
-      return Refuse(request, target.lock_path, instance.status(), err);
-    }
-    auto* held = new SingleInstance(*std::move(instance));
-    lock_path = held->lock().path();
-    inherited = held->lock().InheritedLocksEnvValue();
-  }
+  options.shared = request.shared;
+  absl::StatusOr<SingleInstance> instance =
+      target.lock_path.empty()
+          ? SingleInstance::Acquire(target.name, options)
+          : SingleInstance::AcquireAtPath(target.lock_path, options);
+  if (!instance.ok()) return Refuse(request, instance.status(), err);
+  auto* held = new SingleInstance(*std::move(instance));
+  const std::string& lock_path = held->lock().path();
+  const std::string inherited = held->lock().InheritedLocksEnvValue();
   if (request.verbose) {
     err << "onlyone: holding " << Printable(lock_path) << "\n";
   }
@@ -330,15 +291,14 @@ int Status(const StatusRequest& request, std::ostream& out,
     PrintError(err, path.status());
     return ExitCodeForError(path.status());
   }
-  std::optional<InstanceInfo> holder;
-  if (!Missing(*path)) {
-    absl::StatusOr<std::optional<InstanceInfo>> found = HolderOf(target);
-    if (!found.ok()) {
-      PrintError(err, found.status());
-      return ExitCodeForError(found.status());
-    }
-    holder = *std::move(found);
+  absl::StatusOr<std::optional<InstanceInfo>> found = HolderOf(target);
+  if (!found.ok()) {
+    PrintError(err, found.status());
+    return ExitCodeForError(found.status());
   }
+  const std::optional<InstanceInfo>& holder = *found;
+  // A copy of an earlier build holds it where that build kept it.
+  if (holder.has_value()) *path = holder->lock_path;
 
   if (request.json) {
     const nlohmann::ordered_json lock = LockToJson(target.name, *path, holder);
@@ -364,9 +324,13 @@ int Status(const StatusRequest& request, std::ostream& out,
       rows.push_back({"state:", "free"});
     } else if (!holder->has_record) {
       rows.push_back(
-          {"state:", absl::StrCat("held by pid ", holder->pid,
-                                  " (no owner record: not taken by onlyone, "
-                                  "or its owner has exited)")});
+          {"state:",
+           absl::StrCat("held by pid ", holder->pid, " (",
+                        holder->no_record_reason.empty()
+                            ? "no owner record: not taken by onlyone, or its "
+                              "owner has exited"
+                            : holder->no_record_reason,
+                        ")")});
     } else {
       rows.push_back({"state:", absl::StrCat("held by pid ", holder->pid)});
       rows.push_back({"command:", CommandOf(*holder)});
@@ -426,30 +390,38 @@ int List(const ListRequest& request, std::ostream& out, std::ostream& err) {
 }
 
 int Wait(const WaitRequest& request, std::ostream& err) {
-  absl::StatusOr<std::string> path = LockPathOf(request.target);
-  if (!path.ok()) {
-    PrintError(err, path.status());
-    return ExitCodeForError(path.status());
+  const absl::Time deadline = request.timeout == absl::InfiniteDuration()
+                                  ? absl::InfiniteFuture()
+                                  : absl::Now() + request.timeout;
+  // Until nobody holds it, wherever a copy holds it (an earlier build's
+  // copy holds it elsewhere). Waiting must not create a lock file, so a
+  // lock nobody holds is not touched.
+  for (;;) {
+    absl::StatusOr<std::optional<InstanceInfo>> holder =
+        HolderOf(request.target);
+    if (!holder.ok()) {
+      PrintError(err, holder.status());
+      return ExitCodeForError(holder.status());
+    }
+    if (!holder->has_value()) return kExitOk;
+    // flock(2) has no "wait until unlocked": take the lock exclusively,
+    // which the kernel grants the moment the last holder releases it, and
+    // release it at once.
+    LockOptions options;
+    options.timeout = std::max(deadline - absl::Now(), absl::ZeroDuration());
+    absl::StatusOr<ScopedFileLock> lock =
+        ScopedFileLock::Acquire((*holder)->lock_path, options);
+    if (!lock.ok()) {
+      PrintError(err, lock.status());
+      const bool timed_out = absl::IsDeadlineExceeded(lock.status()) ||
+                             absl::IsUnavailable(lock.status());
+      return timed_out ? kExitConflict : ExitCodeForError(lock.status());
+    }
+    if (absl::Status released = lock->Release(); !released.ok()) {
+      PrintError(err, released);
+      return ExitCodeForError(released);
+    }
   }
-  // No lock file: nothing holds it (and waiting must not create it).
-  if (Missing(*path)) return kExitOk;
-  // flock(2) has no "wait until unlocked": take the lock exclusively, which
-  // the kernel grants the moment the last holder releases it, and release
-  // it at once.
-  LockOptions options;
-  options.timeout = request.timeout;
-  absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(*path, options);
-  if (!lock.ok()) {
-    PrintError(err, lock.status());
-    const bool timed_out = absl::IsDeadlineExceeded(lock.status()) ||
-                           absl::IsUnavailable(lock.status());
-    return timed_out ? kExitConflict : ExitCodeForError(lock.status());
-  }
-  if (absl::Status released = lock->Release(); !released.ok()) {
-    PrintError(err, released);
-    return ExitCodeForError(released);
-  }
-  return kExitOk;
 }
 
 }  // namespace onlyone::cli

@@ -402,6 +402,10 @@ std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
   // was written by us.
   if (!command.empty()) details.push_back(internal::Printable(command));
   if (!holder.has_record && holder.pid > 0) {
+    // The kernel's name for it, as ScopedFileLock's messages give it.
+    if (std::string name = internal::ProcessName(holder.pid); !name.empty()) {
+      details.push_back(internal::Printable(name));
+    }
     details.push_back(holder.no_record_reason.empty()
                           ? "no owner record"
                           : internal::Printable(holder.no_record_reason));

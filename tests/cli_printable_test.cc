@@ -118,7 +118,11 @@ TEST_F(CliPrintableTest, SelfNamedHolderAndLockPathAreEscaped) {
   Result shared = RunOnlyone({"run", "--lock", lock, "--shared", "--", "true"});
   EXPECT_EQ(shared.code, 75);
   ExpectNoTerminalControls(shared);
-  EXPECT_THAT(shared.err, HasSubstr(escaped_holder));
+  EXPECT_THAT(shared.err,
+              HasSubstr(absl::StrCat(escaped_lock, " is held by pid ",
+                                     holder.pid(), " (",
+                                     kEscapedHostileProcessName,
+                                     ", no owner record)")));
 
   Result refused =
       RunOnlyone({"run", "--verbose", "--lock", lock, "--", "true"});
