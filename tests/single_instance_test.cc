@@ -602,6 +602,105 @@ TEST_F(SingleInstanceTest, PlantedHardLinkIsNeverWrittenThrough) {
   EXPECT_FALSE(KernelSaysHeld(target)) << "the refused lock was released";
 }
 
+// A lock file that holds someone's data (the flock(1) idiom of a script
+// locking itself) is locked, never written: no record goes into it.
+TEST_F(SingleInstanceTest, AnExistingFileIsLockedButNeverWritten) {
+  const std::string path = dir_ + "/precious";
+  std::string precious;
+  for (int i = 0; precious.size() < 13512; ++i) {
+    absl::StrAppend(&precious, "line ", i, " of someone's data\n");
+  }
+  WriteFile(path, precious);
+  absl::StatusOr<SingleInstance> instance =
+      SingleInstance::AcquireAtPath(path);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  EXPECT_TRUE(KernelSaysHeld(path));
+  EXPECT_EQ(ReadFileOrEmpty(path), precious);
+  absl::StatusOr<std::optional<InstanceInfo>> holder =
+      SingleInstance::HolderAtPath(path);
+  ASSERT_TRUE(holder.ok() && holder->has_value()) << holder.status();
+  EXPECT_EQ((*holder)->pid, getpid());
+  EXPECT_FALSE((*holder)->has_record);
+  EXPECT_THAT((*holder)->no_record_reason, HasSubstr("other data"));
+  ASSERT_TRUE(instance->UpdateRecord().ok());
+  ASSERT_TRUE(instance->Release().ok());
+  EXPECT_EQ(ReadFileOrEmpty(path), precious);
+
+  // An empty file, and one that holds a record already, get one.
+  WriteFile(path, "");
+  instance = SingleInstance::AcquireAtPath(path);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  EXPECT_TRUE(internal::DecodeOwnerRecord(ReadFileOrEmpty(path)).has_value());
+  ASSERT_TRUE(instance->Release().ok());
+  instance = SingleInstance::AcquireAtPath(path);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  std::optional<internal::OwnerRecord> record =
+      internal::DecodeOwnerRecord(ReadFileOrEmpty(path));
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->pid, getpid());
+}
+
+// A writable kernel file (here the process's own name, which reports size
+// 0 like /proc/sys files) is locked, never written.
+TEST_F(SingleInstanceTest, AProcFileIsNeverWritten) {
+  Child child = Child::Fork([] {
+    const std::string before = ReadFileOrEmpty("/proc/thread-self/comm");
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::AcquireAtPath("/proc/thread-self/comm");
+    if (!instance.ok()) return 2;
+    return ReadFileOrEmpty("/proc/thread-self/comm") == before ? 0 : 1;
+  });
+  EXPECT_EQ(child.Wait(), 0);
+}
+
+// A holder may write anything into its lock file; a record naming another
+// live process that does not hold the lock is not believed.
+TEST_F(SingleInstanceTest, ARecordCannotNameAProcessThatDoesNotHoldTheLock) {
+  Pipe bystander_release;
+  Child bystander = Bystander(bystander_release);
+  Pipe ready, release;
+  Child flocker = HoldWithRawFlock(PathOf("forged"), ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  internal::OwnerRecord forged = RecordFor(
+      bystander.pid(), *internal::ProcessStartTicks(bystander.pid()));
+  forged.locker_pid = flocker.pid();  // the pid the kernel shows
+  WriteFile(PathOf("forged"), internal::EncodeOwnerRecord(forged), 0600);
+  absl::StatusOr<std::optional<InstanceInfo>> holder =
+      SingleInstance::Holder("forged", options_);
+  ASSERT_TRUE(holder.ok() && holder->has_value()) << holder.status();
+  EXPECT_EQ((*holder)->pid, flocker.pid());
+  EXPECT_FALSE((*holder)->has_record);
+  EXPECT_THAT((*holder)->no_record_reason,
+              HasSubstr(absl::StrCat("names pid ", bystander.pid(),
+                                     ", which does not hold the lock")));
+  release.Send();
+  EXPECT_EQ(flocker.Wait(), 0);
+  bystander_release.Send();
+  EXPECT_EQ(bystander.Wait(), 0);
+}
+
+TEST_F(SingleInstanceTest, ARelativeLockPathIsHeldNotRunning) {
+  char* cwd = getcwd(nullptr, 0);
+  ASSERT_NE(cwd, nullptr);
+  absl::Cleanup back = [cwd] {
+    EXPECT_EQ(chdir(cwd), 0);
+    free(cwd);
+  };
+  ASSERT_EQ(chdir(dir_.c_str()), 0);
+  absl::StatusOr<SingleInstance> first =
+      SingleInstance::AcquireAtPath("x.lock");
+  ASSERT_TRUE(first.ok()) << first.status();
+  Child second = Child::Fork([] {
+    absl::Status refused = SingleInstance::AcquireAtPath("x.lock").status();
+    return absl::StartsWith(refused.message(),
+                            absl::StrCat("x.lock is held by pid ", getppid(),
+                                         " (started "))
+               ? 0
+               : 1;
+  });
+  EXPECT_EQ(second.Wait(), 0);
+}
+
 TEST_F(SingleInstanceTest, PlantedFifoIsRefusedWithoutBlocking) {
   ASSERT_EQ(mkfifo(PathOf("fifo").c_str(), 0600), 0);
   EXPECT_TRUE(absl::IsInvalidArgument(
