@@ -3,6 +3,9 @@
 // Thread safety: every member may be called from any thread at any time.
 // Cancel() never blocks on a waiter; a waiter blocked in the kernel wakes
 // within microseconds and its Acquire() returns absl::StatusCode::kCancelled.
+// A fork()ed child may use, cancel and destroy the tokens it inherited,
+// whatever other threads were doing with them at the fork; the child's
+// copies are its own (cancelling one there leaves the parent's waits alone).
 //
 // Example:
 //   onlyone::CancellationToken stop;

@@ -40,6 +40,22 @@ struct OpenedFile {
   bool locked;
 };
 
+// The status for a failed flock(2) on `fd`, a descriptor of the file on
+// `device`. Reads what only this error path needs: the filesystem type and
+// the descriptor's access mode.
+absl::Status FlockFailed(const std::string& path, int fd, dev_t device,
+                         int operation, int error_number) {
+  const int status_flags = fcntl(fd, F_GETFL);
+  const std::string filesystem_type = internal::FilesystemTypeOfDevice(device);
+  internal::FlockFailure failure;
+  failure.error_number = error_number;
+  failure.filesystem_type = filesystem_type;
+  failure.exclusive_on_read_only_descriptor =
+      operation == LOCK_EX && status_flags >= 0 &&
+      (status_flags & O_ACCMODE) == O_RDONLY;
+  return internal::FlockError(path, failure);
+}
+
 absl::Status NotARegularFile(const std::string& path, const char* kind) {
   return absl::InvalidArgumentError(absl::StrCat(
       path, " is ", kind,
@@ -69,6 +85,7 @@ absl::Status OpenError(const std::string& path, int error_number) {
 // fstat(2) because the uncontended path is what callers pay most often and
 // fstat's answers serve both outcomes; a non-regular file is refused (and
 // the lock a try took on it dropped with the descriptor) before any wait.
+// Call it under a HoldOffFork: the descriptor is not tracked yet.
 absl::StatusOr<OpenedFile> OpenAndTryLock(const std::string& path,
                                           mode_t file_mode, int operation) {
   constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
@@ -100,7 +117,9 @@ absl::StatusOr<OpenedFile> OpenAndTryLock(const std::string& path,
       return NotARegularFile(path, kind);
     }
     if (!locked && lock_error != EWOULDBLOCK) {
-      return PosixError(absl::StrCat(path, ": flock"), lock_error);
+      // The descriptor is read-only only when read-write was refused, so
+      // reopening read-write after EBADF, as flock(1) does, would fail too.
+      return FlockFailed(path, fd, opened.st_dev, operation, lock_error);
     }
     // open(2) applied the umask; the documented mode is the exact one.
     if (created && fchmod(fd, file_mode) != 0) {
@@ -157,8 +176,9 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
   }
   if (deadline == absl::InfiniteFuture() && !options.cancellation.has_value()) {
     while (flock(file.fd, operation) != 0) {
-      if (errno != EINTR) {
-        return PosixError(absl::StrCat(path, ": flock"), errno);
+      if (const int error_number = errno; error_number != EINTR) {
+        return FlockFailed(path, file.fd, file.status.st_dev, operation,
+                           error_number);
       }
     }
     return absl::OkStatus();
@@ -189,8 +209,9 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
         break;
     }
     if (flock(file.fd, operation) == 0) return absl::OkStatus();
-    if (errno != EINTR) {
-      return PosixError(absl::StrCat(path, ": flock"), errno);
+    if (const int error_number = errno; error_number != EINTR) {
+      return FlockFailed(path, file.fd, file.status.st_dev, operation,
+                         error_number);
     }
   }
 }
@@ -231,34 +252,45 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
       options.mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH;
   std::unique_ptr<InterruptibleWait> wait;
   for (;;) {
-    absl::StatusOr<OpenedFile> file =
-        OpenAndTryLock(path, options.file_mode, operation);
-    if (!file.ok()) return file.status();
+    absl::StatusOr<OpenedFile> file;
+    HeldFile* tracked;
+    {
+      // From open(2) to the table entry a fork() child would inherit a
+      // descriptor, maybe locked, that no fork handler closes.
+      internal::HoldOffFork no_fork_until_tracked;
+      file = OpenAndTryLock(path, options.file_mode, operation);
+      if (!file.ok()) return file.status();
 
-    if (HeldFile* mine =
-            internal::FindHeldByCallingThread(file->status.st_dev,
-                                              file->status.st_ino)) {
-      close(file->fd);
-      if (!options.recursive) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            path, " is already held by this thread; waiting for it would "
-                  "deadlock (set LockOptions::recursive to count nested "
-                  "acquisitions)"));
+      const internal::Reacquisition again =
+          internal::AddAcquisitionIfHeldByCallingThread(
+              file->status.st_dev, file->status.st_ino, options.recursive,
+              options.mode == LockMode::kExclusive);
+      switch (again.outcome) {
+        case internal::Reacquisition::Outcome::kNotHeld:
+          break;
+        case internal::Reacquisition::Outcome::kWouldDeadlock:
+          close(file->fd);
+          return absl::FailedPreconditionError(absl::StrCat(
+              path, " is already held by this thread; waiting for it would "
+                    "deadlock (set LockOptions::recursive to count nested "
+                    "acquisitions)"));
+        case internal::Reacquisition::Outcome::kWouldUpgrade:
+          close(file->fd);
+          return absl::FailedPreconditionError(absl::StrCat(
+              path, " is held shared by this thread; waiting to upgrade it "
+                    "to exclusive would deadlock"));
+        case internal::Reacquisition::Outcome::kCounted:
+          close(file->fd);
+          return ScopedFileLock(
+              again.file, path,
+              again.exclusive ? LockMode::kExclusive : LockMode::kShared,
+              file->status);
       }
-      if (options.mode == LockMode::kExclusive && !mine->exclusive) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            path, " is held shared by this thread; waiting to upgrade it to "
-                  "exclusive would deadlock"));
-      }
-      internal::AddAcquisition(mine);
-      return ScopedFileLock(
-          mine, path, mine->exclusive ? LockMode::kExclusive : LockMode::kShared,
-          file->status);
+
+      // Tracked before the wait, so a child forked meanwhile closes its copy.
+      tracked = internal::TrackOpenedFile(file->fd, path, file->status.st_dev,
+                                          file->status.st_ino);
     }
-
-    // Tracked before the wait, so a child forked meanwhile closes its copy.
-    HeldFile* tracked = internal::TrackOpenedFile(
-        file->fd, path, file->status.st_dev, file->status.st_ino);
     // On every early return the descriptor is closed, which also drops a
     // lock taken on a file the path no longer names.
     absl::Cleanup forget = [tracked] {
@@ -314,6 +346,9 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::AdoptInherited(
           "\""));
     }
     if (device != named.st_dev || inode != named.st_ino) continue;
+    // Taking the descriptor over (FD_CLOEXEC on, into the table) is one
+    // step for fork(): a child forked in between would keep the lock.
+    internal::HoldOffFork no_fork_until_tracked;
     if (internal::TracksDescriptor(fd)) {
       return absl::FailedPreconditionError(absl::StrCat(
           path, ": inherited descriptor ", fd, " was already adopted"));
@@ -334,7 +369,8 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::AdoptInherited(
         return absl::FailedPreconditionError(absl::StrCat(
             path, ": inherited descriptor ", fd, " no longer holds the lock"));
       }
-      return PosixError(absl::StrCat(path, ": flock"), error_number);
+      return FlockFailed(path, fd, named.st_dev,
+                         exclusive ? LOCK_EX : LOCK_SH, error_number);
     }
     if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
       return PosixError(absl::StrCat(path, ": setting FD_CLOEXEC"), errno);

@@ -33,10 +33,23 @@
 //      - reliable only on local filesystems (NFS emulates flock(2) with
 //        byte-range locks; some FUSE filesystems ignore it).
 //
-// Status codes of Acquire(): held elsewhere on a try -> Unavailable; timed
-// out -> DeadlineExceeded; cancelled -> Cancelled; bad path (symlink,
-// directory, FIFO, device) -> InvalidArgument; permission -> PermissionDenied;
-// missing directory -> NotFound; would deadlock -> FailedPrecondition.
+// Status codes of Acquire() (docs/api.md has the same table):
+//  * Unavailable: held elsewhere, on a try (timeout zero);
+//  * DeadlineExceeded: the timeout passed while waiting;
+//  * Cancelled: the token was cancelled before or during a wait;
+//  * InvalidArgument: bad request or path (empty, NUL byte, negative timeout,
+//    file_mode outside 07777, symlink, directory, FIFO, socket, device, a
+//    path component not a directory, name too long);
+//  * NotFound: the lock file's directory does not exist;
+//  * PermissionDenied: the file cannot be opened or created;
+//  * FailedPrecondition: the calling thread already holds the lock (not
+//    recursive, or a nested exclusive request on a shared lock); or the
+//    filesystem refused the lock (flock(2) failed with EBADF, EIO or
+//    ENOLCK, as NFS does; the message names the filesystem type);
+//  * ResourceExhausted: a timed or cancellable wait found no free real-time
+//    signal, or the process or system is out of descriptors or memory;
+//  * Internal: any other errno.
+// Every message names the path.
 
 #ifndef ONLYONE_LIB_SCOPED_FILE_LOCK_H_
 #define ONLYONE_LIB_SCOPED_FILE_LOCK_H_

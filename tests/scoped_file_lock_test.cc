@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/cancellation.h"
+#include "lib/internal/posix_error.h"
 #include "tests/test_util.h"
 
 namespace onlyone {
@@ -457,6 +459,37 @@ TEST_F(ScopedFileLockTest, AdoptWithoutInheritanceIsNotFound) {
   EXPECT_THAT(adopted.status().message(), HasSubstr(path_));
 }
 
+// flock(2) on a descriptor that cannot take locks fails with EBADF, as it
+// does on NFS for an exclusive lock on a read-only descriptor. Here the
+// "inherited" descriptor is an O_PATH one: a status the caller can act on,
+// naming the path and the filesystem, not an Internal error.
+TEST_F(ScopedFileLockTest, FlockRefusedByTheFilesystemIsAFailedPrecondition) {
+  ASSERT_TRUE(ScopedFileLock::Acquire(path_).ok());  // creates the file
+  const int path_only = open(path_.c_str(), O_PATH | O_CLOEXEC);
+  ASSERT_GE(path_only, 0);
+  absl::Cleanup close_path_only = [path_only] { close(path_only); };
+  struct stat file;
+  ASSERT_EQ(fstat(path_only, &file), 0);
+  setenv(kInheritedLocksEnvVar,
+         absl::StrCat(path_only, ":", file.st_dev, ":", file.st_ino, ":s")
+             .c_str(),
+         1);
+  absl::Cleanup forget_env = [] { unsetenv(kInheritedLocksEnvVar); };
+
+  absl::StatusOr<ScopedFileLock> adopted =
+      ScopedFileLock::AdoptInherited(path_);
+  ASSERT_TRUE(absl::IsFailedPrecondition(adopted.status())) << adopted.status();
+  EXPECT_THAT(adopted.status().message(),
+              HasSubstr(absl::StrCat(path_, ": flock: Bad file descriptor "
+                                            "(EBADF) on a filesystem of type ")));
+  const std::string filesystem_type =
+      internal::FilesystemTypeOfDevice(file.st_dev);
+  ASSERT_FALSE(filesystem_type.empty());
+  EXPECT_THAT(adopted.status().message(), HasSubstr(filesystem_type));
+  EXPECT_THAT(adopted.status().message(),
+              HasSubstr("may not support flock(2) locks"));
+}
+
 TEST_F(ScopedFileLockTest, TwoLockObjectsInOneProcessExcludeEachOther) {
   absl::StatusOr<ScopedFileLock> first = ScopedFileLock::Acquire(path_);
   ASSERT_TRUE(first.ok());
@@ -526,6 +559,77 @@ TEST_F(ScopedFileLockTest, RecursiveSharedCannotBeUpgradedToExclusive) {
   absl::StatusOr<ScopedFileLock> writer =
       ScopedFileLock::Acquire(path_, exclusive);
   EXPECT_TRUE(absl::IsFailedPrecondition(writer.status())) << writer.status();
+}
+
+// Whether a fresh open file description in this process can take the lock
+// now (flock(2) locks of one process exclude each other too).
+bool FreeForAnotherDescription(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool free = flock(fd, LOCK_EX | LOCK_NB) == 0;
+  close(fd);
+  return free;
+}
+
+// A recursive acquisition racing the release of the outer one on the
+// thread it was moved to: whichever wins, the acquisition that returns OK
+// holds the lock. (Finding the entry and counting it were two steps: a
+// release in between freed the entry, and the "counted" acquisition held
+// nothing.) The race window is a few instructions wide, so this sweeps the
+// releaser's start across it many times; it cannot force a loss.
+TEST_F(ScopedFileLockTest, RecursiveAcquireRacingAMovedLocksReleaseHoldsIt) {
+  LockOptions recursive;
+  recursive.recursive = true;
+  std::optional<ScopedFileLock> handed;  // guarded by the `turn` protocol
+  std::atomic<int> turn{0};  // 1: released may start; 2: it has released
+  std::atomic<int> delay{0};
+  std::atomic<bool> stop{false};
+  std::thread releaser([&] {
+    for (;;) {
+      while (turn.load() != 1) {
+        if (stop) return;
+      }
+      for (int spin = delay.load(); spin > 0; --spin) {
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+      }
+      handed->Release().IgnoreError();
+      handed.reset();
+      turn = 2;
+    }
+  });
+  int rounds = 0, unheld = 0, failed = 0;
+  const absl::Time give_up = absl::Now() + absl::Seconds(2);
+  for (; rounds < 20000 && absl::Now() < give_up; ++rounds) {
+    absl::StatusOr<ScopedFileLock> outer =
+        ScopedFileLock::Acquire(path_, recursive);
+    if (!outer.ok()) {
+      ++failed;
+      break;
+    }
+    handed.emplace(*std::move(outer));
+    delay = rounds % 4000;
+    turn = 1;
+    absl::StatusOr<ScopedFileLock> inner =
+        ScopedFileLock::Acquire(path_, recursive);
+    while (turn.load() != 2) {
+    }
+    turn = 0;
+    if (!inner.ok()) {
+      ++failed;
+      break;
+    }
+    if (FreeForAnotherDescription(path_)) {
+      ++unheld;
+      // Its entry was freed: leak the object rather than release through it.
+      static_cast<void>(new ScopedFileLock(*std::move(inner)));
+      break;
+    }
+    if (!inner->Release().ok()) ++failed;
+  }
+  stop = true;
+  releaser.join();
+  EXPECT_EQ(unheld, 0) << "after " << rounds << " rounds";
+  EXPECT_EQ(failed, 0) << "after " << rounds << " rounds";
 }
 
 TEST_F(ScopedFileLockTest, MovedLockStillReleasesOnce) {

@@ -1,4 +1,5 @@
-// ForkSafeMutex: a mutex that a fork()ed child may use.
+// ForkSafeMutex: a mutex that a fork()ed child may use; ForkSafeSharedMutex:
+// a reader/writer lock that holds off fork() while readers hold it.
 //
 // Why not absl::Mutex: after fork() only the forking thread exists in the
 // child, but absl::Mutex keeps waiter lists naming the parent's threads and
@@ -9,6 +10,10 @@
 //
 // Thread safety: as any mutex. The annotations let clang's
 // -Wthread-safety check ABSL_GUARDED_BY members.
+//
+// Lock order, outermost first: the lock table's fork guard, then the lock
+// table's mutex; the cancellation registry, then the CancellationStates'
+// mutexes. No code holds a lock of one family while taking one of the other.
 
 #ifndef ONLYONE_LIB_INTERNAL_FORK_SAFE_MUTEX_H_
 #define ONLYONE_LIB_INTERNAL_FORK_SAFE_MUTEX_H_
@@ -30,6 +35,48 @@ class ABSL_LOCKABLE ForkSafeMutex {
 
  private:
   pthread_mutex_t mutex_ = PTHREAD_MUTEX_INITIALIZER;
+};
+
+// A reader/writer lock for guarding short sections against fork(): threads
+// take it shared (ReaderLock) and do not wait for each other; a
+// pthread_atfork prepare handler takes it exclusively (Lock), so fork()
+// waits until no thread is inside a section, and the parent handler
+// releases it (Unlock) while the child handler resets it (ResetInForkChild).
+//
+// Writers are preferred, so a steady stream of readers cannot hold off a
+// fork for ever. Hence shared holds must not nest: a thread's second
+// ReaderLock() waits behind a waiting writer, which waits for the first.
+//
+// Cost: ReaderLock() and ReaderUnlock() are one uncontended atomic
+// read-modify-write each (glibc's pthread_rwlock), no system call unless a
+// fork is waiting.
+class ABSL_LOCKABLE ForkSafeSharedMutex {
+ public:
+  ForkSafeSharedMutex() = default;
+  ForkSafeSharedMutex(const ForkSafeSharedMutex&) = delete;
+  ForkSafeSharedMutex& operator=(const ForkSafeSharedMutex&) = delete;
+
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { pthread_rwlock_wrlock(&lock_); }
+  void Unlock() ABSL_UNLOCK_FUNCTION() { pthread_rwlock_unlock(&lock_); }
+  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() {
+    pthread_rwlock_rdlock(&lock_);
+  }
+  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { pthread_rwlock_unlock(&lock_); }
+
+  // In the child, for the lock that the forking thread took with Lock().
+  // pthread_rwlock_unlock() would not do: it recognises the writer by its
+  // thread id, which differs in the child, and would release a read lock
+  // instead. Overwriting the lock with a fresh one is a plain memory copy,
+  // async-signal-safe, and right because no other thread exists there.
+  void ResetInForkChild() ABSL_UNLOCK_FUNCTION() {
+    const pthread_rwlock_t fresh = kUnlocked;
+    lock_ = fresh;
+  }
+
+ private:
+  static constexpr pthread_rwlock_t kUnlocked =
+      PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+  pthread_rwlock_t lock_ = kUnlocked;
 };
 
 // Holds a ForkSafeMutex for a scope.

@@ -43,10 +43,76 @@ ChosenSignal ChooseAndInstallSignal() {
   return {0, EAGAIN};
 }
 
+// Every live CancellationState, for the fork handlers.
+struct CancellationRegistry {
+  ForkSafeMutex mutex;
+  absl::flat_hash_set<CancellationState*> states ABSL_GUARDED_BY(mutex);
+};
+
+// Leaked, so that states destroyed by static destructors can still leave it.
+CancellationRegistry& Registry() {
+  static CancellationRegistry* const registry = new CancellationRegistry;
+  return *registry;
+}
+
+// The registry's mutex, then each state's (the lock order): a state is
+// never destroyed, nor a new one added, while its mutex is held here.
+void LockStatesBeforeFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  CancellationRegistry& registry = Registry();
+  registry.mutex.Lock();
+  for (CancellationState* state : registry.states) state->LockForFork();
+}
+
+void UnlockStatesInParent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  CancellationRegistry& registry = Registry();
+  for (CancellationState* state : registry.states) state->UnlockInParent();
+  registry.mutex.Unlock();
+}
+
+// Runs in the single-threaded child: only async-signal-safe calls.
+void UnlockStatesInChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  CancellationRegistry& registry = Registry();
+  for (CancellationState* state : registry.states) state->UnlockInChild();
+  registry.mutex.Unlock();
+}
+
 }  // namespace
+
+CancellationState::CancellationState() {
+  static absl::once_flag once;
+  absl::call_once(once, [] {
+    pthread_atfork(LockStatesBeforeFork, UnlockStatesInParent,
+                   UnlockStatesInChild);
+  });
+  CancellationRegistry& registry = Registry();
+  ForkSafeLock lock(&registry.mutex);
+  registry.states.insert(this);
+}
+
+CancellationState::~CancellationState() {
+  CancellationRegistry& registry = Registry();
+  ForkSafeLock lock(&registry.mutex);
+  registry.states.erase(this);
+}
+
+void CancellationState::LockForFork() { mu_.Lock(); }
+
+void CancellationState::UnlockInParent() { mu_.Unlock(); }
+
+void CancellationState::UnlockInChild() {
+  timers_from_parent_ = true;
+  mu_.Unlock();
+}
+
+void CancellationState::DropTimersFromParent() {
+  if (!timers_from_parent_) return;
+  timers_.clear();
+  timers_from_parent_ = false;
+}
 
 void CancellationState::Cancel() {
   ForkSafeLock lock(&mu_);
+  DropTimersFromParent();
   if (cancelled_) return;
   cancelled_ = true;
   struct itimerspec now {};
@@ -62,6 +128,7 @@ bool CancellationState::IsCancelled() const {
 
 bool CancellationState::Register(timer_t timer) {
   ForkSafeLock lock(&mu_);
+  DropTimersFromParent();
   if (cancelled_) return false;
   timers_.insert(timer);
   return true;
@@ -69,6 +136,7 @@ bool CancellationState::Register(timer_t timer) {
 
 void CancellationState::Unregister(timer_t timer) {
   ForkSafeLock lock(&mu_);
+  DropTimersFromParent();
   timers_.erase(timer);
 }
 

@@ -51,8 +51,29 @@ namespace onlyone::internal {
 
 // Shared state behind CancellationToken: the flag and the timers of the waits
 // that use it, so Cancel() can fire them.
+//
+// fork(): a child may cancel, or destroy, a token it inherited. Every live
+// state is in a registry whose pthread_atfork handlers lock the states'
+// mutexes before the fork and unlock them after it in both processes, so
+// the child never inherits a mutex held by a thread that does not exist
+// there, nor a timer set caught half-updated. In the child the timers are
+// the parent's (POSIX timers are not inherited, and the child's own timers
+// may get the same ids): the child handler marks them, and the child's
+// first Cancel(), Register() or Unregister() forgets them unfired. The
+// parent's waits are not affected by anything the child does.
+//
+// Cost: constructing and destroying a state takes the registry's mutex;
+// Cancel(), IsCancelled(), Register() and Unregister() cost what they did.
+// A fork() locks every live state's mutex, so it waits only while one is
+// held (a few instructions, a few timer_settime calls in Cancel()), never
+// for a lock wait.
 class CancellationState {
  public:
+  CancellationState();
+  CancellationState(const CancellationState&) = delete;
+  CancellationState& operator=(const CancellationState&) = delete;
+  ~CancellationState();
+
   void Cancel();
   bool IsCancelled() const;
 
@@ -61,11 +82,20 @@ class CancellationState {
   bool Register(timer_t timer);
   void Unregister(timer_t timer);
 
+  // For the registry's fork handlers only.
+  void LockForFork() ABSL_EXCLUSIVE_LOCK_FUNCTION(mu_);
+  void UnlockInParent() ABSL_UNLOCK_FUNCTION(mu_);
+  void UnlockInChild() ABSL_UNLOCK_FUNCTION(mu_);
+
  private:
-  // A fork()ed child may cancel, or destroy, a token it inherited.
+  // Forgets timers registered before a fork(), in the child.
+  void DropTimersFromParent() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   mutable ForkSafeMutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<timer_t> timers_ ABSL_GUARDED_BY(mu_);
+  // Set by the fork child handler: timers_ names the parent's timers.
+  bool timers_from_parent_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Returns CLOCK_MONOTONIC as an absl::Time; deadlines of waits are on this

@@ -33,7 +33,10 @@ LockTable& Table() {
   return *table;
 }
 
+// The fork guard first: a thread inside a HoldOffFork may be waiting for
+// the table's mutex, which must still be free then.
 void LockTableBeforeFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  ForkGuard().Lock();
   Table().mutex.Lock();
 }
 
@@ -46,6 +49,7 @@ void UpdateTableInParent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     }
   }
   table.mutex.Unlock();
+  ForkGuard().Unlock();
 }
 
 // Runs in the single-threaded child: only async-signal-safe calls.
@@ -65,6 +69,7 @@ void UpdateTableInChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     }
   }
   table.mutex.Unlock();
+  ForkGuard().ResetInForkChild();
 }
 
 void InstallForkHandlers() {
@@ -77,9 +82,22 @@ void InstallForkHandlers() {
 
 }  // namespace
 
+ForkSafeSharedMutex& ForkGuard() {
+  static ForkSafeSharedMutex* const guard = new ForkSafeSharedMutex;
+  return *guard;
+}
+
+HoldOffFork::HoldOffFork() {
+  // Before the guard is taken: a fork() that ran no handler of ours would
+  // not wait for it.
+  InstallForkHandlers();
+  ForkGuard().ReaderLock();
+}
+
+HoldOffFork::~HoldOffFork() { ForkGuard().ReaderUnlock(); }
+
 HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
                           ino_t inode) {
-  InstallForkHandlers();
   auto file = std::make_unique<HeldFile>();
   file->fd = fd;
   file->path = std::move(path);
@@ -113,23 +131,31 @@ bool TracksDescriptor(int fd) {
   return false;
 }
 
-HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode) {
+Reacquisition AddAcquisitionIfHeldByCallingThread(dev_t device, ino_t inode,
+                                                  bool recursive,
+                                                  bool want_exclusive) {
   const pthread_t self = pthread_self();
   LockTable& table = Table();
   ForkSafeLock lock(&table.mutex);
   for (auto& [key, file] : table.files) {
-    if (file->device == device && file->inode == inode && file->owned &&
-        pthread_equal(file->holder_thread, self)) {
-      return key;
+    if (file->device != device || file->inode != inode || !file->owned ||
+        !pthread_equal(file->holder_thread, self)) {
+      continue;
     }
+    Reacquisition found;
+    found.file = key;
+    found.exclusive = file->exclusive;
+    if (!recursive) {
+      found.outcome = Reacquisition::Outcome::kWouldDeadlock;
+    } else if (want_exclusive && !file->exclusive) {
+      found.outcome = Reacquisition::Outcome::kWouldUpgrade;
+    } else {
+      ++file->acquisitions;
+      found.outcome = Reacquisition::Outcome::kCounted;
+    }
+    return found;
   }
-  return nullptr;
-}
-
-void AddAcquisition(HeldFile* file) {
-  LockTable& table = Table();
-  ForkSafeLock lock(&table.mutex);
-  ++file->acquisitions;
+  return Reacquisition{};
 }
 
 bool OwnedHere(const HeldFile* file) {
@@ -145,6 +171,9 @@ void MarkHandOffOnFork(HeldFile* file) {
 }
 
 absl::Status ReleaseAcquisition(HeldFile* file) {
+  // Taken before the table's mutex (the lock order), even for a nested
+  // release that closes nothing.
+  HoldOffFork no_fork_until_closed;
   std::unique_ptr<HeldFile> last;
   {
     LockTable& table = Table();
@@ -157,9 +186,7 @@ absl::Status ReleaseAcquisition(HeldFile* file) {
   if (last->fd < 0) return status;
   // When another process may share the open file description, close()
   // alone would leave the lock held by it: unlock explicitly. Otherwise the
-  // close releases the lock, one system call fewer on every release. (A
-  // child forked meanwhile by another thread closes its copy as soon as it
-  // runs the fork handler, or at exec for children that skip handlers.)
+  // close releases the lock, one system call fewer on every release.
   if (last->owned && last->description_shared &&
       flock(last->fd, LOCK_UN) != 0) {
     status = PosixError(absl::StrCat(last->path, ": unlock"), errno);

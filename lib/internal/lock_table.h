@@ -16,14 +16,20 @@
 //  * for an entry marked for hand-off, makes the child the owner instead, and
 //    the parent's copy stops owning it (the daemon pattern); the mark is
 //    spent, so later forks of the new owner hand nothing over.
-// Descriptors are tracked from right after open(), before the possibly long
-// wait for the lock, so that a child forked by another thread during the wait
-// does not keep the lock alive either.
+// A descriptor is never open untracked while fork() can run: Acquire()
+// holds a HoldOffFork from before open(2) until the entry exists,
+// AdoptInherited() from taking an inherited descriptor over until then, and
+// ReleaseAcquisition() from removing the entry until after close(2); the
+// prepare handler waits for all of them. So a child never inherits a lock
+// descriptor the table does not know of, be it locked already (the try
+// before tracking) or about to be. Entries exist before the possibly long
+// wait for the lock, so the wait itself does not hold off fork().
 // The handlers run for fork() and daemon(3). glibc's system(3), popen(3) and
 // posix_spawn(3), a raw clone(2) and vfork(2) skip them; those children exec
 // at once, and O_CLOEXEC closes the descriptor there.
 //
-// Thread safety: all functions are thread-safe.
+// Thread safety: all functions are thread-safe. Lock order: a HoldOffFork
+// first, then the table's mutex (the functions below take it inside).
 
 #ifndef ONLYONE_LIB_INTERNAL_LOCK_TABLE_H_
 #define ONLYONE_LIB_INTERNAL_LOCK_TABLE_H_
@@ -33,8 +39,10 @@
 
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "lib/internal/fork_safe_mutex.h"
 
 namespace onlyone::internal {
 
@@ -64,9 +72,27 @@ struct HeldFile {
   bool description_shared = false;
 };
 
+// The guard that fork() waits for; use it through HoldOffFork.
+ForkSafeSharedMutex& ForkGuard();
+
+// While one lives, fork() in any thread waits (other threads' HoldOffForks
+// do not). Hold one from before a lock descriptor is opened (or, for an
+// inherited one, before it is taken over) until TrackOpenedFile() returned,
+// closing the descriptor inside it on failure. Must not nest, and the holder
+// must not fork(), call ReleaseAcquisition() or block: keep it to a few
+// non-blocking system calls. Installs the fork handlers on first use.
+class [[nodiscard]] ABSL_SCOPED_LOCKABLE HoldOffFork {
+ public:
+  HoldOffFork() ABSL_SHARED_LOCK_FUNCTION(ForkGuard());
+  HoldOffFork(const HoldOffFork&) = delete;
+  HoldOffFork& operator=(const HoldOffFork&) = delete;
+  ~HoldOffFork() ABSL_UNLOCK_FUNCTION();
+};
+
 // Starts tracking a freshly opened, not yet locked descriptor; the table
 // owns it from now on (a fork child closes it) and the entry is not owned
-// until MarkAcquired(). Undo with ReleaseAcquisition().
+// until MarkAcquired(). Undo with ReleaseAcquisition(). Call it inside the
+// HoldOffFork under which the descriptor was opened.
 HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
                           ino_t inode);
 
@@ -79,16 +105,35 @@ void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
 // descriptor twice).
 bool TracksDescriptor(int fd);
 
-// Finds a lock on (device, inode) that the calling thread acquired and this
-// process owns; nullptr if none.
-HeldFile* FindHeldByCallingThread(dev_t device, ino_t inode);
+// What AddAcquisitionIfHeldByCallingThread() found.
+struct Reacquisition {
+  enum class Outcome {
+    kNotHeld,          // not held by the calling thread: lock it anew
+    kCounted,          // one more acquisition of `file` was counted
+    kWouldDeadlock,    // held, and the request is not recursive
+    kWouldUpgrade,     // held shared, and the request is exclusive
+  };
+  Outcome outcome = Outcome::kNotHeld;
+  // With kCounted: the entry, kept alive by the counted acquisition (release
+  // it with ReleaseAcquisition()), and the mode it is held in.
+  HeldFile* file = nullptr;
+  bool exclusive = false;
+};
 
-// Counts one more acquisition of a recursive entry.
-void AddAcquisition(HeldFile* file);
+// Looks for a lock on (device, inode) that the calling thread acquired and
+// this process owns and, if `recursive` and the mode allows, counts one more
+// acquisition of it: all in one critical section, so that the entry cannot
+// be released (by a thread the lock was moved to) between finding and
+// counting it.
+Reacquisition AddAcquisitionIfHeldByCallingThread(dev_t device, ino_t inode,
+                                                  bool recursive,
+                                                  bool want_exclusive);
 
 // Undoes one acquisition; the last one closes the descriptor, unlocking
 // first if another process may share the description, and forgets the entry
-// (also for an entry never marked acquired). Errors from flock(2) and close(2) are returned.
+// (also for an entry never marked acquired). Errors from flock(2) and
+// close(2) are returned. Holds off fork() from forgetting the entry until the
+// descriptor is closed; so it must not be called under a HoldOffFork.
 absl::Status ReleaseAcquisition(HeldFile* file);
 
 // Whether this process owns the entry's kernel lock.
