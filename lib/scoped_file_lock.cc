@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "lib/internal/lock_table.h"
 #include "lib/internal/posix_error.h"
 #include "lib/internal/proc_locks.h"
+#include "lib/internal/user_name.h"
 
 namespace onlyone {
 namespace {
@@ -75,6 +77,17 @@ absl::Status OpenError(const std::string& path, int error_number) {
     if (const char* kind = NonRegularFileKind(in_the_way.st_mode)) {
       return NotARegularFile(path, kind);
     }
+    // Another user's file that we may not even read (a 0600 file planted
+    // in a shared directory blocks the name): say whose, and what to do.
+    if (error_number == EACCES && in_the_way.st_uid != geteuid()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          path, ": open: ", std::strerror(error_number),
+          ": the file belongs to ", internal::DescribeUid(in_the_way.st_uid),
+          " and has mode ",
+          absl::StrFormat("%04o", in_the_way.st_mode & 07777),
+          ", so this user can neither read nor lock it; have its owner or "
+          "root remove it, or use another lock file"));
+    }
   }
   return PosixError(absl::StrCat(path, ": open"), error_number);
 }
@@ -87,13 +100,15 @@ absl::Status OpenError(const std::string& path, int error_number) {
 // the lock a try took on it dropped with the descriptor) before any wait.
 // Call it under a HoldOffFork: the descriptor is not tracked yet.
 absl::StatusOr<OpenedFile> OpenAndTryLock(const std::string& path,
-                                          mode_t file_mode, int operation) {
+                                          mode_t file_mode, int operation,
+                                          bool writable) {
   constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+  int access = writable ? O_RDWR : O_RDONLY;
   for (;;) {
-    int fd = open(path.c_str(), O_RDWR | kFlags);
+    int fd = open(path.c_str(), access | kFlags);
     // Another user's lock file is often not writable by us, nor is any file
     // on a read-only mount; flock(2) works on a read-only descriptor.
-    if (fd < 0 && (errno == EACCES || errno == EROFS)) {
+    if (fd < 0 && access == O_RDWR && (errno == EACCES || errno == EROFS)) {
       fd = open(path.c_str(), O_RDONLY | kFlags);
     }
     bool created = false;
@@ -116,9 +131,16 @@ absl::StatusOr<OpenedFile> OpenAndTryLock(const std::string& path,
     if (const char* kind = NonRegularFileKind(opened.st_mode)) {
       return NotARegularFile(path, kind);
     }
+    // NFS emulates flock(2) with fcntl(2) locks, and an exclusive one needs
+    // a writable descriptor: like flock(1), reopen read-write once when
+    // read-only was our choice rather than the only access we have.
+    if (!locked && lock_error == EBADF && access == O_RDONLY && !created &&
+        !writable) {
+      access = O_RDWR;
+      writable = true;
+      continue;
+    }
     if (!locked && lock_error != EWOULDBLOCK) {
-      // The descriptor is read-only only when read-write was refused, so
-      // reopening read-write after EBADF, as flock(1) does, would fail too.
       return FlockFailed(path, fd, opened.st_dev, operation, lock_error);
     }
     // open(2) applied the umask; the documented mode is the exact one.
@@ -258,7 +280,8 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
       // From open(2) to the table entry a fork() child would inherit a
       // descriptor, maybe locked, that no fork handler closes.
       internal::HoldOffFork no_fork_until_tracked;
-      file = OpenAndTryLock(path, options.file_mode, operation);
+      file = OpenAndTryLock(path, options.file_mode, operation,
+                            options.writable);
       if (!file.ok()) return file.status();
 
       const internal::Reacquisition again =

@@ -102,6 +102,14 @@ struct LockOptions {
   // lockable by them). Existing files are never changed.
   mode_t file_mode = kDefaultLockFileMode;
 
+  // Whether an existing lock file is opened for writing too. false opens it
+  // read-only, as flock(1) does, so that a program can run while a lock on
+  // its own file is held (exec(2) refuses a file open for writing); fd() is
+  // then read-only. A file this call creates is opened read-write, and on
+  // NFS an exclusive lock reopens read-write once (flock(2) is emulated
+  // there with fcntl(2) locks, which need write access).
+  bool writable = true;
+
   // When set, cancelling the token makes a waiting Acquire() return
   // Cancelled.
   std::optional<CancellationToken> cancellation;

@@ -26,6 +26,7 @@
 #include "lib/internal/posix_error.h"
 #include "lib/internal/printable.h"
 #include "lib/internal/proc_locks.h"
+#include "lib/internal/small_file.h"
 
 namespace onlyone {
 namespace {
@@ -42,6 +43,8 @@ constexpr int kConflictAttempts = 3;
 constexpr absl::Duration kKillWait = absl::Seconds(5);
 // Hard ceiling for InstanceOptions::max_message_bytes.
 constexpr size_t kMaxMessageBytesCeiling = 64 * 1024 * 1024;
+// /proc/locks lists every lock of the machine.
+constexpr size_t kMaxProcLocksBytes = 64 << 20;
 // DescribeRunning() shows at most this much of the command line.
 constexpr size_t kMaxDescribedCommandBytes = 256;
 
@@ -52,6 +55,10 @@ struct Location {
   bool is_path = false;
   bool shared = false;
   mode_t file_mode = kDefaultLockFileMode;
+  // False for a file that holds someone's data, which gets no record: it is
+  // locked through a read-only descriptor, so that a script locking its own
+  // file can still be executed.
+  bool writable = true;
   uid_t euid = 0;  // geteuid(), read once per call
   // Where earlier onlyone builds kept this lock; see LegacyLockPaths().
   std::vector<std::string> legacy_lock_paths;
@@ -90,6 +97,21 @@ absl::StatusOr<Location> Locate(absl::string_view name,
   return location;
 }
 
+// Whether `path` is a regular file that holds data other than an owner
+// record. Looked at before locking only to choose the access mode; whether a
+// record is written is decided again on the locked descriptor.
+bool HoldsOtherData(const std::string& path) {
+  const int fd = open(path.c_str(),
+                      O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return false;  // missing, or Acquire will say why
+  absl::Cleanup close_fd = [fd] { close(fd); };
+  struct stat file;
+  if (fstat(fd, &file) != 0 || !S_ISREG(file.st_mode)) return false;
+  absl::StatusOr<bool> may_hold_record =
+      internal::MayHoldOwnerRecord(fd, path, file);
+  return may_hold_record.ok() && !*may_hold_record;
+}
+
 // A lock file given by path: shared between users (mode 0666) when its
 // directory is sticky and writable by everyone, like /run/lock.
 Location LocatePath(absl::string_view lock_path) {
@@ -109,6 +131,7 @@ Location LocatePath(absl::string_view lock_path) {
     location.shared = true;
     location.file_mode = internal::kSharedLockFileMode;
   }
+  location.writable = !HoldsOtherData(location.lock_path);
   return location;
 }
 
@@ -184,25 +207,6 @@ struct Inspection {
   // empty or the record was believed).
   std::string record_rejected;
 };
-
-std::optional<std::string> ReadProcLocks() {
-  const int fd = open("/proc/locks", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string text;
-  char buffer[16 * 1024];
-  for (;;) {
-    const ssize_t got = read(fd, buffer, sizeof buffer);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      close(fd);
-      return std::nullopt;
-    }
-    if (got == 0) break;
-    text.append(buffer, static_cast<size_t>(got));
-  }
-  close(fd);
-  return text;
-}
 
 bool Lists(const std::vector<FlockHolder>& holders, pid_t pid) {
   return std::any_of(
@@ -298,10 +302,11 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
   };
   inspection.device = file.st_dev;
   inspection.inode = file.st_ino;
-  if (std::optional<std::string> locks = ReadProcLocks()) {
+  if (std::string locks;
+      internal::ReadSmallFile("/proc/locks", kMaxProcLocksBytes, &locks)) {
     inspection.holders_known = true;
     inspection.holders =
-        internal::ParseFlockHolders(*locks, file.st_dev, file.st_ino);
+        internal::ParseFlockHolders(locks, file.st_dev, file.st_ino);
     inspection.held = !inspection.holders.empty();
   } else if (fd >= 0) {
     if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
@@ -718,6 +723,7 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
   LockOptions lock_options;
   lock_options.mode = options.shared ? LockMode::kShared : LockMode::kExclusive;
   lock_options.file_mode = location.file_mode;
+  lock_options.writable = location.writable;
   lock_options.inheritable = options.inheritable;
   absl::StatusOr<ScopedFileLock> lock;
   switch (options.on_conflict) {

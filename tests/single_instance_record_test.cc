@@ -23,6 +23,7 @@
 #include "lib/internal/instance_paths.h"
 #include "lib/internal/instance_process.h"
 #include "lib/internal/instance_record.h"
+#include "lib/internal/user_name.h"
 #include "lib/version.h"
 #include "tests/test_util.h"
 

@@ -1166,6 +1166,32 @@ TEST_F(CrossUserInstanceTest, MachineLockIsSharedByTwoUsers) {
   EXPECT_EQ(nobody.Wait(), 0);
 }
 
+// Another user's 0600 file where a machine lock belongs blocks the name:
+// the refusal says whose it is and what to do.
+TEST_F(CrossUserInstanceTest, AnUnreadableFilePlantedInTheMachineScopeIsNamed) {
+  ScopedTestRoot root;
+  InstanceOptions machine;
+  machine.scope = Scope::kMachine;
+  const std::string planted = root("/run/lock/onlyone.job.lock");
+  WriteFile(planted, "mine\n", 0600);
+  Pipe message;
+  Child nobody = Child::Fork([&] {
+    if (!BecomeNobody()) return 10;
+    absl::Status status = SingleInstance::Acquire("job", machine).status();
+    const std::string text(status.message());
+    if (write(message.write_fd(), text.data(), text.size()) < 0) return 2;
+    return absl::IsPermissionDenied(status) ? 0 : 1;
+  });
+  EXPECT_EQ(nobody.Wait(), 0);
+  message.CloseWrite();
+  const std::string text = message.ReadAll();
+  EXPECT_THAT(text, HasSubstr(planted));
+  EXPECT_THAT(text, HasSubstr("belongs to uid 0 (root)"));
+  EXPECT_THAT(text, HasSubstr("mode 0600"));
+  EXPECT_THAT(text, HasSubstr("have its owner or root remove it"));
+  EXPECT_EQ(ReadFileOrEmpty(planted), "mine\n");
+}
+
 TEST_F(CrossUserInstanceTest, SymlinkPlantedByAnotherUserIsNotFollowed) {
   const std::string target = dir_ + "/root-file";
   WriteFile(target, "root's data\n", 0644);

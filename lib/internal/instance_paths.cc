@@ -21,8 +21,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "lib/internal/instance_process.h"
 #include "lib/internal/posix_error.h"
+#include "lib/internal/user_name.h"
 
 namespace onlyone::internal {
 namespace {
@@ -432,11 +432,6 @@ std::string SystemPath(absl::string_view path) {
   return absl::StrCat(WithoutTrailingSlashes(root), path);
 }
 
-std::string DescribeUid(uid_t uid) {
-  std::string name = UserName(uid);
-  return name.empty() ? absl::StrCat("uid ", uid)
-                      : absl::StrCat("uid ", uid, " (", name, ")");
-}
 
 std::string LockPathIn(const InstanceDirectory& directory,
                        absl::string_view name) {

@@ -154,9 +154,6 @@ std::optional<std::string> InstanceNameOf(const InstanceDirectory& directory,
 // "DIR/NAME.lock", else the lock path with ".sock" appended.
 std::string SocketPathFor(absl::string_view lock_path);
 
-// "uid 1001 (mallory)", or "uid 1001" when the name is unknown: how
-// messages name another user.
-std::string DescribeUid(uid_t uid);
 
 }  // namespace onlyone::internal
 

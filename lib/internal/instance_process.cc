@@ -25,6 +25,8 @@
 #include "absl/time/clock.h"
 #include "lib/internal/interruptible_wait.h"
 #include "lib/internal/posix_error.h"
+#include "lib/internal/small_file.h"
+#include "lib/internal/user_name.h"
 #include "lib/version.h"
 
 #ifndef SYS_pidfd_open
@@ -36,32 +38,6 @@
 
 namespace onlyone::internal {
 namespace {
-
-// /etc/passwd files larger than this are left to NSS.
-constexpr size_t kMaxPasswdFileBytes = 4 << 20;
-
-// Reads at most `limit` bytes of a (/proc) file; false if it cannot be
-// opened or read.
-bool ReadSmallFile(const char* path, size_t limit, std::string* contents) {
-  const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return false;
-  contents->clear();
-  char buffer[4096];
-  bool ok = true;
-  while (contents->size() < limit) {
-    const ssize_t got =
-        read(fd, buffer, std::min(sizeof buffer, limit - contents->size()));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      ok = false;
-      break;
-    }
-    if (got == 0) break;
-    contents->append(buffer, static_cast<size_t>(got));
-  }
-  close(fd);
-  return ok;
-}
 
 std::optional<uint64_t> StartTicksFromStat(absl::string_view stat) {
   // "PID (COMM) STATE PPID ..." where COMM may contain spaces and ')': the
@@ -77,17 +53,6 @@ std::optional<uint64_t> StartTicksFromStat(absl::string_view stat) {
     return std::nullopt;
   }
   return ticks;
-}
-
-// The name /etc/passwd gives `uid`, when it lists it; a file too large to
-// read whole is left to NSS.
-std::optional<std::string> NameFromPasswdFile(uid_t uid) {
-  std::string contents;
-  if (!ReadSmallFile("/etc/passwd", kMaxPasswdFileBytes, &contents) ||
-      contents.size() == kMaxPasswdFileBytes) {
-    return std::nullopt;
-  }
-  return NameFromPasswdText(contents, uid);
 }
 
 // The wall-clock time at which a process started `ticks` after boot:
@@ -152,55 +117,8 @@ void ForgetSelfInChild() { cached_self.store(nullptr); }
 
 }  // namespace
 
-// /etc/passwd is read first: a
-// process's first getpwuid_r(3) sets up NSS, which took about 0.5 ms and 30
-// page faults on our test machine (most of a program's first Acquire),
-// against about 10 us for the file. That answers for local users, with
-// "files" first in nsswitch.conf as usual; users it does not list (LDAP,
-// SSSD, systemd's dynamic users) are looked up through NSS.
-std::string UserName(uid_t uid) {
-  if (std::optional<std::string> name = NameFromPasswdFile(uid)) {
-    return *std::move(name);
-  }
-  long suggested = sysconf(_SC_GETPW_R_SIZE_MAX);
-  std::vector<char> buffer(suggested > 0 ? static_cast<size_t>(suggested)
-                                         : 16384);
-  struct passwd entry;
-  struct passwd* found = nullptr;
-  for (;;) {
-    const int error_number =
-        getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found);
-    if (error_number == ERANGE && buffer.size() < (1u << 20)) {
-      buffer.resize(buffer.size() * 2);
-      continue;
-    }
-    if (error_number != 0 || found == nullptr) return "";
-    return entry.pw_name;
-  }
-}
 
 
-std::optional<std::string> NameFromPasswdText(absl::string_view passwd,
-                                              uid_t uid) {
-  for (absl::string_view line : absl::StrSplit(passwd, '\n')) {
-    const size_t name_end = line.find(':');
-    if (name_end == 0 || name_end == absl::string_view::npos ||
-        line[0] == '+' || line[0] == '-') {
-      continue;
-    }
-    const size_t uid_start = line.find(':', name_end + 1);
-    if (uid_start == absl::string_view::npos) continue;
-    const size_t uid_end = line.find(':', uid_start + 1);
-    if (uid_end == absl::string_view::npos) continue;
-    uint32_t listed;
-    if (absl::SimpleAtoi(line.substr(uid_start + 1, uid_end - uid_start - 1),
-                         &listed) &&
-        listed == uid) {
-      return std::string(line.substr(0, name_end));
-    }
-  }
-  return std::nullopt;
-}
 
 std::optional<uint64_t> ProcessStartTicks(pid_t pid) {
   if (pid <= 0) return std::nullopt;

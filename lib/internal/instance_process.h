@@ -51,16 +51,6 @@ const SelfIdentity& CachedSelfIdentity();
 // name replaced when the effective uid has changed since (setuid(2)).
 OwnerRecord SelfRecord(uid_t euid);
 
-// The user name passwd(5) text gives `uid`: the first "name:x:uid:..." line
-// listing it. NIS compat entries ("+" or "-") and malformed lines are
-// skipped; nullopt when none lists it.
-std::optional<std::string> NameFromPasswdText(absl::string_view passwd,
-                                              uid_t uid);
-
-// The user name of `uid`, "" when unknown: /etc/passwd when it lists the
-// uid, NSS otherwise.
-std::string UserName(uid_t uid);
-
 // Whether `record` describes a process that is alive now: same boot and the
 // same start ticks at the recorded pid.
 bool RecordedProcessIsAlive(const OwnerRecord& record);

@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "lib/internal/small_file.h"
 
 namespace onlyone::internal {
 
@@ -111,16 +112,7 @@ std::string FilesystemTypeInMountInfo(absl::string_view mountinfo,
 
 std::string FilesystemTypeOfDevice(dev_t device) {
   std::string mountinfo;
-  const int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "";
-  char buffer[8192];
-  for (;;) {
-    const ssize_t got = read(fd, buffer, sizeof buffer);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    mountinfo.append(buffer, static_cast<size_t>(got));
-  }
-  close(fd);
+  if (!ReadSmallFile("/proc/self/mountinfo", 16 << 20, &mountinfo)) return "";
   return FilesystemTypeInMountInfo(mountinfo, device);
 }
 

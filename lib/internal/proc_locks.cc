@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "lib/internal/small_file.h"
 #include "lib/internal/printable.h"
 
 namespace onlyone::internal {
@@ -34,21 +35,12 @@ bool ParseFileId(absl::string_view field, dev_t* device, ino_t* inode) {
   return true;
 }
 
-// Reads a small /proc file with plain system calls: this runs on the path
-// that reports a refusal, where iostreams' allocations and locale set-up
-// would cost more than the read.
+// /proc files are read whole; /proc/locks lists every lock of the machine.
+constexpr size_t kMaxProcFileBytes = 64 << 20;
+
 std::string ReadProcFile(const std::string& path) {
   std::string text;
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return text;
-  char buffer[8192];
-  for (;;) {
-    const ssize_t got = read(fd, buffer, sizeof buffer);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    text.append(buffer, static_cast<size_t>(got));
-  }
-  close(fd);
+  if (!ReadSmallFile(path, kMaxProcFileBytes, &text)) text.clear();
   return text;
 }
 
