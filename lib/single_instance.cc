@@ -60,8 +60,10 @@ struct Location {
   // file can still be executed.
   bool writable = true;
   uid_t euid = 0;  // geteuid(), read once per call
-  // Where earlier onlyone builds kept this lock; see LegacyLockPaths().
-  std::vector<std::string> legacy_lock_paths;
+  // For LegacyLockPaths(), computed only when needed: where earlier
+  // onlyone builds kept this lock. Unset for a path.
+  std::optional<internal::DirectoryKind> kind;
+  internal::InstanceDirectory directory;
 };
 
 internal::DirectoryKind KindFor(const InstanceOptions& options) {
@@ -92,8 +94,8 @@ absl::StatusOr<Location> Locate(absl::string_view name,
   location.shared = directory->shared;
   location.file_mode = directory->lock_file_mode();
   location.euid = directory->euid;
-  location.legacy_lock_paths =
-      internal::LegacyLockPaths(kind, *directory, name);
+  location.kind = kind;
+  location.directory = *std::move(directory);
   return location;
 }
 
@@ -110,6 +112,13 @@ bool HoldsOtherData(const std::string& path) {
   absl::StatusOr<bool> may_hold_record =
       internal::MayHoldOwnerRecord(fd, path, file);
   return may_hold_record.ok() && !*may_hold_record;
+}
+
+// Where earlier onlyone builds kept the lock of `location`.
+std::vector<std::string> LegacyLockPaths(const Location& location) {
+  if (!location.kind.has_value()) return {};
+  return internal::LegacyLockPaths(*location.kind, location.directory,
+                                   location.display_name);
 }
 
 // A lock file given by path: shared between users (mode 0666) when its
@@ -679,7 +688,7 @@ absl::StatusOr<std::vector<ListedInstance>> ListDirectory(
 }
 
 // Looks for a copy that an earlier onlyone build started, which holds the
-// same lock where that build kept it (Location::legacy_lock_paths): OK when
+// same lock where that build kept it (LegacyLockPaths()): OK when
 // none does, or once it has exited (kWait); otherwise why not. Called while
 // holding our own lock, only while our lock file holds no owner record yet,
 // that is until this build's first copy has run: see "Where the locks live"
@@ -688,7 +697,7 @@ absl::Status CheckLegacyLocks(const Location& location,
                               const InstanceOptions& options,
                               const LockOptions& lock_options,
                               absl::Time deadline) {
-  for (const std::string& path : location.legacy_lock_paths) {
+  for (const std::string& path : LegacyLockPaths(location)) {
     absl::StatusOr<Inspection> inspection = InspectLockFile(path);
     // Not a lock file (something else is there) or not ours to read: no
     // copy of ours can hold it.
@@ -819,7 +828,7 @@ absl::StatusOr<std::optional<InstanceInfo>> SingleInstance::Holder(
   if (!holder.ok() || holder->has_value()) return holder;
   // Free here: a copy of an earlier build may hold it where that build kept
   // it. Locations that are not lock files cannot hold it.
-  for (const std::string& legacy : location->legacy_lock_paths) {
+  for (const std::string& legacy : LegacyLockPaths(*location)) {
     absl::StatusOr<std::optional<InstanceInfo>> old = HolderAtPath(legacy);
     if (old.ok() && old->has_value()) return old;
   }

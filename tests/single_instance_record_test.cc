@@ -17,6 +17,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/internal/instance_channel.h"
@@ -78,6 +80,43 @@ void ExpectSame(const OwnerRecord& a, const OwnerRecord& b) {
 std::string WithValidHeader(const std::string& body) {
   return absl::StrCat("onlyone-owner 1 ", body.size(), " ",
                       absl::Hex(Fnv1a64(body), absl::kZeroPad16), "\n", body);
+}
+
+// The hand-written formatter agrees with absl::FormatTime everywhere:
+// leap days, century years, both ends of its range, and beyond them.
+TEST(RecordTimeTest, FormatsLikeAbslFormatTime) {
+  auto expected = [](absl::Time time) {
+    return absl::FormatTime("%Y-%m-%dT%H:%M:%E6S%Ez", time,
+                            absl::UTCTimeZone());
+  };
+  std::vector<absl::Time> times = {
+      absl::UnixEpoch(),
+      absl::FromUnixMicros(1),
+      absl::FromCivil(absl::CivilSecond(2000, 2, 29, 23, 59, 59),
+                      absl::UTCTimeZone()),
+      absl::FromCivil(absl::CivilSecond(2100, 2, 28, 12, 0, 0),
+                      absl::UTCTimeZone()),
+      absl::FromCivil(absl::CivilSecond(2100, 3, 1, 0, 0, 0),
+                      absl::UTCTimeZone()),
+      absl::FromCivil(absl::CivilSecond(9999, 12, 31, 23, 59, 59),
+                      absl::UTCTimeZone()) +
+          absl::Microseconds(999999),
+      absl::FromCivil(absl::CivilSecond(10000, 1, 1, 0, 0, 0),
+                      absl::UTCTimeZone()),
+      absl::FromUnixMicros(-1),
+      absl::FromCivil(absl::CivilSecond(1969, 12, 31, 0, 0, 0),
+                      absl::UTCTimeZone()),
+  };
+  uint64_t state = 12345;
+  for (int i = 0; i < 100000; ++i) {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    times.push_back(absl::FromUnixMicros(
+        static_cast<int64_t>((state >> 1) % (int64_t{253402300800} * 1000000))));
+  }
+  for (absl::Time time : times) {
+    ASSERT_EQ(FormatRecordTime(time), expected(time))
+        << absl::ToUnixMicros(time);
+  }
 }
 
 TEST(OwnerRecordTest, RoundTripsEveryFieldThroughTheTextFormat) {

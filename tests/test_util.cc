@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "lib/internal/instance_paths.h"
 
 namespace onlyone::testing {
 namespace {
@@ -269,7 +270,9 @@ ScopedEnv::ScopedEnv(const char* name, std::optional<std::string> value)
   }
 }
 
-ScopedEnv::~ScopedEnv() {
+ScopedEnv::~ScopedEnv() { Restore(); }
+
+void ScopedEnv::Restore() {
   if (old_.has_value()) {
     setenv(name_, old_->c_str(), 1);
   } else {
@@ -278,9 +281,15 @@ ScopedEnv::~ScopedEnv() {
 }
 
 ScopedTestRoot::ScopedTestRoot()
-    : root_(MakeTestRoot()), env_("ONLYONE_TEST_ROOT", root_) {}
+    : root_(MakeTestRoot()), env_("ONLYONE_TEST_ROOT", root_) {
+  internal::RereadTestRootForTesting();
+}
 
-ScopedTestRoot::~ScopedTestRoot() { RemoveTree(root_); }
+ScopedTestRoot::~ScopedTestRoot() {
+  RemoveTree(root_);
+  env_.Restore();
+  internal::RereadTestRootForTesting();
+}
 
 std::string ScopedTestRoot::operator()(absl::string_view system_path) const {
   return absl::StrCat(root_, system_path);

@@ -123,14 +123,18 @@ class ScopedEnv {
   ScopedEnv(const ScopedEnv&) = delete;
   ScopedEnv& operator=(const ScopedEnv&) = delete;
 
+  // Puts the old value back now (the destructor does it again: harmless).
+  void Restore();
+
  private:
   const char* name_;
   std::optional<std::string> old_;
 };
 
 // A machine of its own for one test: a fresh MakeTestRoot() that
-// ONLYONE_TEST_ROOT points at (for this process and the programs it
-// starts) while the object lives, removed afterwards.
+// ONLYONE_TEST_ROOT points at (for this process, which is told to read it
+// again, and the programs it starts) while the object lives, removed
+// afterwards.
 class ScopedTestRoot {
  public:
   ScopedTestRoot();

@@ -68,12 +68,24 @@ absl::Status Unsafe(absl::string_view path, absl::string_view reason) {
       absl::StrCat("unsafe lock directory ", path, ": ", reason));
 }
 
-// The test root, or nullptr outside tests. Never in a set-uid or set-gid
-// program: its caller's environment must not move its locks.
+// The test root ("" outside tests), read from the environment once per
+// process (every call would cost a scan of the environment; see
+// RereadTestRootForTesting()). Never in a set-uid or set-gid program: its
+// caller's environment must not move its locks.
+std::string& TestRootStorage() {
+  static std::string* const root = [] {
+    const char* value = std::getenv(kTestRootEnvVar);
+    return new std::string(getauxval(AT_SECURE) == 0 && value != nullptr &&
+                                   value[0] == '/'
+                               ? value
+                               : "");
+  }();
+  return *root;
+}
+
 const char* TestRoot() {
-  if (getauxval(AT_SECURE) != 0) return nullptr;
-  const char* root = std::getenv(kTestRootEnvVar);
-  return root != nullptr && root[0] == '/' ? root : nullptr;
+  const std::string& root = TestRootStorage();
+  return root.empty() ? nullptr : root.c_str();
 }
 
 // Root, or in tests the test root's owner, may own the system directories.
@@ -424,6 +436,14 @@ std::vector<std::string> LegacyLockPaths(DirectoryKind kind,
     if (path != now) paths.push_back(std::move(path));
   }
   return paths;
+}
+
+void RereadTestRootForTesting() {
+  const char* value = std::getenv(kTestRootEnvVar);
+  TestRootStorage() = getauxval(AT_SECURE) == 0 && value != nullptr &&
+                              value[0] == '/'
+                          ? value
+                          : "";
 }
 
 std::string SystemPath(absl::string_view path) {

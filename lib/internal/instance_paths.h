@@ -45,7 +45,8 @@
 // Tests: when $ONLYONE_TEST_ROOT is set (and the program is not set-uid),
 // every system directory above is looked up below it ("/run/lock" becomes
 // "$ONLYONE_TEST_ROOT/run/lock"), and a directory owned by the test root's
-// owner is trusted like one owned by root.
+// owner is trusted like one owned by root. The variable is read at the first
+// call in a process; a test that changes it calls RereadTestRootForTesting().
 //
 // Thread safety: all functions are thread-safe (they read the environment
 // with getenv(3), which must not race with setenv(3)).
@@ -121,6 +122,10 @@ std::vector<std::string> LegacyLockPaths(DirectoryKind kind,
 
 // The login session key used by kSession (see the rules above).
 std::string SessionKey();
+
+// Reads $ONLYONE_TEST_ROOT again (for tests that change it). Not
+// thread-safe against calls that resolve directories.
+void RereadTestRootForTesting();
 
 // `path` ("/run/lock") as this process sees it: below $ONLYONE_TEST_ROOT in
 // tests, else unchanged.

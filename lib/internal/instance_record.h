@@ -108,6 +108,10 @@ struct EncodedIdentity {
   uint64_t hash = kFnv1a64OffsetBasis;
 };
 
+// `time` as records write it: RFC 3339 in UTC with six fraction digits,
+// "2026-11-22T03:00:01.250000+00:00".
+std::string FormatRecordTime(absl::Time time);
+
 // The lines of `record` that describe the process (all but acquired_at).
 EncodedIdentity EncodeIdentity(const OwnerRecord& record);
 

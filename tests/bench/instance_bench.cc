@@ -70,6 +70,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "lib/internal/instance_paths.h"
 #include "lib/single_instance.h"
 #include "tests/bench/bench_util.h"
 
@@ -93,9 +94,17 @@ struct Config {
 // ---------------------------------------------------------------------------
 // The two things being compared, as a child mode too.
 
-std::string RawPath() {
-  return absl::StrCat(getenv("XDG_RUNTIME_DIR"), "/raw-floor.lock");
+// The machine the benchmark runs on, below its TempDir (ONLYONE_TEST_ROOT),
+// so that it never touches the real /run/lock: BASE is its run/lock, as on
+// Debian. The raw floor's files sit in the user directory SingleInstance
+// uses, so both pay for the same filesystem.
+constexpr char kTestRootEnv[] = "ONLYONE_TEST_ROOT";
+
+std::string FloorDirectory() {
+  return absl::StrCat(getenv(kTestRootEnv), "/run/lock/onlyone-", geteuid());
 }
+
+std::string RawPath() { return FloorDirectory() + "/raw-floor.lock"; }
 
 size_t FloorRecordBytes() {
   const char* bytes = getenv(kRecordBytesEnv);
@@ -158,21 +167,22 @@ void AddRows(std::vector<Row>& rows, const std::string& metric,
 // ---------------------------------------------------------------------------
 // 1. Warm.
 
-// kOnlyoneFallback: the per-user scope without a runtime directory, so in
-// /tmp/onlyone-UID.
+// kOnlyoneFallback: a machine whose /run/lock is not writable by everyone
+// (Fedora, Arch), so BASE is /tmp: the usual lstat finds nothing, and the
+// base is chosen at every call.
 enum class Variant { kRaw, kLockLayer, kOnlyone, kOnlyoneFallback };
 constexpr int kVariants = 4;
 
 void BenchWarm(const Config& cfg, std::vector<Row>& rows) {
-  const std::string runtime_directory = getenv("XDG_RUNTIME_DIR");
+  const std::string machine = getenv(kTestRootEnv);
   const std::string raw_path = RawPath();
-  const std::string layer_path =
-      absl::StrCat(runtime_directory, "/lock-layer.lock");
+  const std::string layer_path = FloorDirectory() + "/lock-layer.lock";
   std::vector<double> times[kVariants];
   for (auto& t : times) t.reserve(size_t(cfg.iterations) * cfg.rounds);
   auto run = [&](Variant variant, int n, bool record) {
     if (variant == Variant::kOnlyoneFallback) {
-      setenv("XDG_RUNTIME_DIR", "/nonexistent-runtime-directory", 1);
+      setenv(kTestRootEnv, (machine + "-tmp-base").c_str(), 1);
+      internal::RereadTestRootForTesting();
     }
     for (int i = 0; i < n; ++i) {
       const int64_t start = NowNs();
@@ -193,7 +203,8 @@ void BenchWarm(const Config& cfg, std::vector<Row>& rows) {
       if (!ok) Die("warm: acquire/release failed");
       if (record) times[int(variant)].push_back(static_cast<double>(took));
     }
-    setenv("XDG_RUNTIME_DIR", runtime_directory.c_str(), 1);
+    setenv(kTestRootEnv, machine.c_str(), 1);
+    internal::RereadTestRootForTesting();
   };
   const Variant order[kVariants] = {Variant::kRaw, Variant::kLockLayer,
                                     Variant::kOnlyone,
@@ -209,7 +220,7 @@ void BenchWarm(const Config& cfg, std::vector<Row>& rows) {
           2.0);
   AddRows(rows, "  reference: ScopedFileLock+pwrite alone",
           times[int(Variant::kLockLayer)], raw, 0);
-  AddRows(rows, "  no runtime directory (/tmp/onlyone-UID)",
+  AddRows(rows, "  BASE /tmp (/run/lock not writable by all)",
           times[int(Variant::kOnlyoneFallback)], raw, 0);
 }
 
@@ -323,7 +334,7 @@ bool RawRoundTrip(const std::string& path, const std::string& request) {
 void BenchMessages(const Config& cfg, std::vector<Row>& rows) {
   Pipe ready = MakePipe();  // one byte from each server once it listens
   const std::string raw_socket =
-      absl::StrCat(getenv("XDG_RUNTIME_DIR"), "/raw-floor.sock");
+      FloorDirectory() + "/raw-floor.sock";
   const pid_t primary = ForkChild([&] {
     InstanceOptions options;
     options.listen = true;
@@ -377,6 +388,24 @@ void BenchMessages(const Config& cfg, std::vector<Row>& rows) {
 
 // One acquisition tells how many bytes the owner record takes here; the
 // raw floor (here and in exec'd children) writes as many.
+// ROOT/run/lock with `run_lock_mode` and ROOT/tmp (01777): what onlyone
+// looks at below ONLYONE_TEST_ROOT.
+void MakeMachine(const std::string& root, mode_t run_lock_mode) {
+  struct Directory {
+    std::string path;
+    mode_t mode;
+  };
+  for (const Directory& directory :
+       {Directory{root, 0755}, Directory{root + "/run", 0755},
+        Directory{root + "/run/lock", run_lock_mode},
+        Directory{root + "/tmp", 01777}}) {
+    if (mkdir(directory.path.c_str(), 0700) != 0 ||
+        chmod(directory.path.c_str(), directory.mode) != 0) {
+      Die(absl::StrCat("making ", directory.path));
+    }
+  }
+}
+
 void MeasureRecordSize() {
   if (!OnlyoneOnce()) Die("the first acquisition failed");
   struct stat written;
@@ -411,11 +440,14 @@ int main(int argc, char** argv) {
   const Config cfg = ParseFlags(argc, argv);
   signal(SIGPIPE, SIG_IGN);
 
-  // A fresh private runtime directory, inherited by the exec'd children.
-  // Under /tmp rather than $TMPDIR, which may be long: the raw server's
-  // socket path must fit in sun_path.
+  // Two machines of the benchmark's own (see FloorDirectory()), inherited by
+  // the exec'd children. Under /tmp rather than $TMPDIR, which may be long:
+  // the raw server's socket path must fit in sun_path.
   TempDir dir("instance_bench", "/tmp");
-  setenv("XDG_RUNTIME_DIR", dir.path().c_str(), 1);
+  MakeMachine(dir.File("m"), /*run_lock_mode=*/01777);
+  MakeMachine(dir.File("m-tmp-base"), /*run_lock_mode=*/0755);
+  setenv(kTestRootEnv, dir.File("m").c_str(), 1);
+  onlyone::internal::RereadTestRootForTesting();
   MeasureRecordSize();
 
   printf("instance_bench: %s\n", MachineSummary().c_str());
