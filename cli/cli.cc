@@ -22,19 +22,24 @@ using onlyone::cli::ScopeFlag;
 
 // Which lock.
 ABSL_FLAG(std::string, name, "",
-          "The instance NAME: the lock file is NAME.lock in the --scope "
-          "directory. Letters, digits, '.', '_' and '-', 1 to 200 "
-          "characters. For run, without --name or --lock the name is "
-          "COMMAND's base name.");
+          "The instance NAME, whose lock file --scope places. Letters, "
+          "digits, '.', '_' and '-', 1 to 200 characters. For run, without "
+          "--name or --lock the name is COMMAND's base name.");
 ABSL_FLAG(std::string, lock, "",
-          "Lock the file PATH itself, as flock(1) does (created mode 0644 if "
-          "missing, never truncated or deleted; the directory must exist). "
-          "Instead of --name and --scope.");
+          "Lock the file PATH itself, as flock(1) does (created if missing, "
+          "mode 0644, or 0666 in a sticky world-writable directory such as "
+          "/tmp; never truncated or deleted; the directory must exist). A "
+          "file holding other data, such as a script locking itself, is "
+          "locked read-only and never written. Instead of --name and "
+          "--scope.");
 ABSL_FLAG(ScopeFlag, scope, ScopeFlag{},
-          "Where NAME's lock file lives: user "
-          "($XDG_RUNTIME_DIR/onlyone-NAME.lock, else /tmp/onlyone-UID; "
-          "private to the user), session (a directory there per login "
-          "session) or machine (/run/lock/onlyone, shared by all users).");
+          "Where NAME's lock file lives, in BASE (/run/lock, or /tmp where "
+          "/run/lock is not world-writable): user "
+          "(BASE/onlyone-UID/NAME.lock: one lock per user, however the "
+          "command is started: cron, a login shell, ssh, sudo -u, systemd), "
+          "session (BASE/onlyone-UID/session-ID/NAME.lock: one per login "
+          "session) or machine (BASE/onlyone.NAME.lock: one lock for all "
+          "users).");
 
 // run.
 ABSL_FLAG(DurationFlag, wait, DurationFlag{},
@@ -202,8 +207,9 @@ const Subcommand kSubcommands[] = {
     {"list",
      "onlyone list [--scope SCOPE] [--json]",
      "list the locks of a scope and their holders",
-     "Lists every NAME.lock of the scope's directory, held or free, with "
-     "its holder.",
+     "Lists every lock of the scope, held or free, with its holder, "
+     "including copies of an earlier onlyone build that still run where "
+     "that build kept their locks.",
      kListFlags, false},
     {"wait",
      "onlyone wait (--name NAME | --lock PATH) [--scope SCOPE] "

@@ -6,7 +6,7 @@
 //   single_instance_daemon --name=exampled --run_for=60s
 //
 // prints (each message on one line)
-//   exampled: daemon pid 4713 holds /run/user/1000/onlyone-exampled.lock for 1m
+//   exampled: daemon pid 4713 holds /run/lock/onlyone-1000/exampled.lock for 1m
 //   (or until SIGTERM)
 // and returns at once; started again while the daemon runs, it prints
 //   exampled is already running (pid 4713, started ...,

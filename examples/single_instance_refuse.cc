@@ -5,7 +5,7 @@
 //
 // The first copy prints (each message on one line)
 //   pid 4711 is the only nightly-backup (lock
-//   /run/user/1000/onlyone-nightly-backup.lock); working for 30s
+//   /run/lock/onlyone-1000/nightly-backup.lock); working for 30s
 // and holds the instance for --hold. Started again meanwhile, it prints
 //   nightly-backup is already running (pid 4711, started 2026-11-22 03:00:01,
 //   ./single_instance_refuse --name=nightly-backup --hold=30s)

@@ -193,11 +193,12 @@ class SingleInstance {
   HolderAtPath(absl::string_view lock_path);
 
   // The lock file for `name` under `options` (creating no file, but creating
-  // and checking the private fallback directory if kUser needs it).
+  // and checking the user's or session's private directory if missing).
   [[nodiscard]] static absl::StatusOr<std::string> LockPath(
       absl::string_view name, const InstanceOptions& options = {});
 
-  // Every NAME.lock in the scope's directory, with its holder.
+  // Every lock of the scope, with its holder, and the copies of an earlier
+  // onlyone build that still run where that build kept their locks.
   [[nodiscard]] static absl::StatusOr<std::vector<ListedInstance>> List(
       const InstanceOptions& options = {});
 
