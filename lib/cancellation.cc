@@ -1,6 +1,6 @@
 #include "lib/cancellation.h"
 
-#include "lib/internal/interruptible_wait.h"
+#include "lib/internal/cancellation_state.h"
 
 namespace onlyone {
 

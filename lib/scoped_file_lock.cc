@@ -207,7 +207,9 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
   }
   if (wait == nullptr) {
     absl::StatusOr<std::unique_ptr<InterruptibleWait>> started =
-        InterruptibleWait::Start(deadline, options.cancellation);
+        InterruptibleWait::Start(deadline, options.cancellation.has_value()
+                                               ? &options.cancellation->state()
+                                               : nullptr);
     if (!started.ok()) {
       return absl::Status(started.status().code(),
                           absl::StrCat(path, ": ", started.status().message()));

@@ -32,7 +32,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "lib/cancellation.h"
-#include "lib/internal/interruptible_wait.h"
+#include "lib/internal/cancellation_state.h"
 #include "lib/scoped_file_lock.h"
 #include "tests/test_util.h"
 
@@ -273,13 +273,16 @@ TEST(ForkTortureTest, ChildCancelsAndDestroysInheritedTokensWithoutHanging) {
         std::atomic<bool> stop{false};
         std::atomic<int> hammer_ops{0};
         std::vector<std::thread> hammers;
-        // Timer ids that no timer in this process has: never fired here.
-        for (intptr_t base : {100000, 200000}) {
-          hammers.emplace_back([&, base] {
-            for (intptr_t i = 0; !stop; ++i) {
-              const timer_t fake = reinterpret_cast<timer_t>(base + i % 8);
-              if (hammered_state.Register(fake)) {
-                hammered_state.Unregister(fake);
+        // Wakers registered and unregistered all the time, as waits come
+        // and go.
+        for (int hammer = 0; hammer < 2; ++hammer) {
+          hammers.emplace_back([&] {
+            struct IdleWaker final : internal::CancellationWaker {
+              void Wake() override {}
+            } waker;
+            while (!stop) {
+              if (hammered_state.Register(&waker)) {
+                hammered_state.Unregister(&waker);
               }
               ++hammer_ops;
             }

@@ -43,101 +43,15 @@ ChosenSignal ChooseAndInstallSignal() {
   return {0, EAGAIN};
 }
 
-// Every live CancellationState, for the fork handlers.
-struct CancellationRegistry {
-  ForkSafeMutex mutex;
-  absl::flat_hash_set<CancellationState*> states ABSL_GUARDED_BY(mutex);
-};
-
-// Leaked, so that states destroyed by static destructors can still leave it.
-CancellationRegistry& Registry() {
-  static CancellationRegistry* const registry = new CancellationRegistry;
-  return *registry;
-}
-
-// The registry's mutex, then each state's (the lock order): a state is
-// never destroyed, nor a new one added, while its mutex is held here.
-void LockStatesBeforeFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  CancellationRegistry& registry = Registry();
-  registry.mutex.Lock();
-  for (CancellationState* state : registry.states) state->LockForFork();
-}
-
-void UnlockStatesInParent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  CancellationRegistry& registry = Registry();
-  for (CancellationState* state : registry.states) state->UnlockInParent();
-  registry.mutex.Unlock();
-}
-
-// Runs in the single-threaded child: only async-signal-safe calls.
-void UnlockStatesInChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  CancellationRegistry& registry = Registry();
-  for (CancellationState* state : registry.states) state->UnlockInChild();
-  registry.mutex.Unlock();
-}
-
 }  // namespace
 
-CancellationState::CancellationState() {
-  static absl::once_flag once;
-  absl::call_once(once, [] {
-    pthread_atfork(LockStatesBeforeFork, UnlockStatesInParent,
-                   UnlockStatesInChild);
-  });
-  CancellationRegistry& registry = Registry();
-  ForkSafeLock lock(&registry.mutex);
-  registry.states.insert(this);
-}
-
-CancellationState::~CancellationState() {
-  CancellationRegistry& registry = Registry();
-  ForkSafeLock lock(&registry.mutex);
-  registry.states.erase(this);
-}
-
-void CancellationState::LockForFork() { mu_.Lock(); }
-
-void CancellationState::UnlockInParent() { mu_.Unlock(); }
-
-void CancellationState::UnlockInChild() {
-  timers_from_parent_ = true;
-  mu_.Unlock();
-}
-
-void CancellationState::DropTimersFromParent() {
-  if (!timers_from_parent_) return;
-  timers_.clear();
-  timers_from_parent_ = false;
-}
-
-void CancellationState::Cancel() {
-  ForkSafeLock lock(&mu_);
-  DropTimersFromParent();
-  if (cancelled_) return;
-  cancelled_ = true;
+// Re-arms the wait's timer to fire at once, and every millisecond after
+// until the wait ends (see "check-then-block race" in the header).
+void InterruptibleWait::Wake() {
   struct itimerspec now {};
   now.it_value.tv_nsec = 1;
   now.it_interval.tv_nsec = kRefireIntervalNanos;
-  for (timer_t timer : timers_) timer_settime(timer, 0, &now, nullptr);
-}
-
-bool CancellationState::IsCancelled() const {
-  ForkSafeLock lock(&mu_);
-  return cancelled_;
-}
-
-bool CancellationState::Register(timer_t timer) {
-  ForkSafeLock lock(&mu_);
-  DropTimersFromParent();
-  if (cancelled_) return false;
-  timers_.insert(timer);
-  return true;
-}
-
-void CancellationState::Unregister(timer_t timer) {
-  ForkSafeLock lock(&mu_);
-  DropTimersFromParent();
-  timers_.erase(timer);
+  timer_settime(timer_, 0, &now, nullptr);
 }
 
 absl::Time MonotonicNow() {
@@ -161,8 +75,8 @@ absl::StatusOr<int> InterruptSignal() {
 }
 
 absl::StatusOr<std::unique_ptr<InterruptibleWait>> InterruptibleWait::Start(
-    absl::Time deadline, const std::optional<CancellationToken>& cancellation) {
-  if (cancellation.has_value() && cancellation->state().IsCancelled()) {
+    absl::Time deadline, CancellationState* cancellation) {
+  if (cancellation != nullptr && cancellation->IsCancelled()) {
     return absl::CancelledError("cancelled before the wait started");
   }
   absl::StatusOr<int> signal = InterruptSignal();
@@ -200,8 +114,8 @@ absl::StatusOr<std::unique_ptr<InterruptibleWait>> InterruptibleWait::Start(
       return PosixError("arming the lock-wait timer", errno);
     }
   }
-  if (cancellation.has_value()) {
-    if (!cancellation->state().Register(wait->timer_)) {
+  if (cancellation != nullptr) {
+    if (!cancellation->Register(wait.get())) {
       return absl::CancelledError("cancelled before the wait started");
     }
     wait->registered_ = true;
@@ -209,18 +123,18 @@ absl::StatusOr<std::unique_ptr<InterruptibleWait>> InterruptibleWait::Start(
   return wait;
 }
 
-InterruptibleWait::InterruptibleWait(
-    absl::Time deadline, std::optional<CancellationToken> cancellation,
-    int signal, sigset_t saved_mask)
+InterruptibleWait::InterruptibleWait(absl::Time deadline,
+                                     CancellationState* cancellation,
+                                     int signal, sigset_t saved_mask)
     : deadline_(deadline),
-      cancellation_(std::move(cancellation)),
+      cancellation_(cancellation),
       signal_(signal),
       saved_mask_(saved_mask) {}
 
 InterruptibleWait::~InterruptibleWait() {
   // Unregister first so that a concurrent Cancel() cannot arm a deleted
   // timer; deleting the timer discards a signal it left pending.
-  if (registered_) cancellation_->state().Unregister(timer_);
+  if (registered_) cancellation_->Unregister(this);
   if (timer_created_) timer_delete(timer_);
   // Start() only unblocked our signal; nothing to undo unless it was blocked.
   if (sigismember(&saved_mask_, signal_)) {
@@ -229,7 +143,7 @@ InterruptibleWait::~InterruptibleWait() {
 }
 
 InterruptibleWait::Outcome InterruptibleWait::Check() const {
-  if (cancellation_.has_value() && cancellation_->state().IsCancelled()) {
+  if (cancellation_ != nullptr && cancellation_->IsCancelled()) {
     return Outcome::kCancelled;
   }
   if (MonotonicNow() >= deadline_) return Outcome::kDeadlineExceeded;

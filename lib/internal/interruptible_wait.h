@@ -41,11 +41,9 @@
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "lib/cancellation.h"
-#include "lib/internal/fork_safe_mutex.h"
+#include "lib/internal/cancellation_state.h"
 
 namespace onlyone::internal {
 
@@ -67,37 +65,6 @@ namespace onlyone::internal {
 // A fork() locks every live state's mutex, so it waits only while one is
 // held (a few instructions, a few timer_settime calls in Cancel()), never
 // for a lock wait.
-class CancellationState {
- public:
-  CancellationState();
-  CancellationState(const CancellationState&) = delete;
-  CancellationState& operator=(const CancellationState&) = delete;
-  ~CancellationState();
-
-  void Cancel();
-  bool IsCancelled() const;
-
-  // Adds a waiter's timer; returns false (and adds nothing) if already
-  // cancelled.
-  bool Register(timer_t timer);
-  void Unregister(timer_t timer);
-
-  // For the registry's fork handlers only.
-  void LockForFork() ABSL_EXCLUSIVE_LOCK_FUNCTION(mu_);
-  void UnlockInParent() ABSL_UNLOCK_FUNCTION(mu_);
-  void UnlockInChild() ABSL_UNLOCK_FUNCTION(mu_);
-
- private:
-  // Forgets timers registered before a fork(), in the child.
-  void DropTimersFromParent() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  mutable ForkSafeMutex mu_;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_set<timer_t> timers_ ABSL_GUARDED_BY(mu_);
-  // Set by the fork child handler: timers_ names the parent's timers.
-  bool timers_from_parent_ ABSL_GUARDED_BY(mu_) = false;
-};
-
 // Returns CLOCK_MONOTONIC as an absl::Time; deadlines of waits are on this
 // clock so that setting the wall clock neither shortens nor stretches them.
 absl::Time MonotonicNow();
@@ -106,7 +73,7 @@ absl::Time MonotonicNow();
 // installing it on first use; an error if none is free.
 absl::StatusOr<int> InterruptSignal();
 
-class InterruptibleWait {
+class InterruptibleWait final : public CancellationWaker {
  public:
   enum class Outcome { kKeepWaiting, kDeadlineExceeded, kCancelled };
 
@@ -114,7 +81,7 @@ class InterruptibleWait {
   // MonotonicNow() clock; may be absl::InfiniteFuture()) or when `cancellation` is cancelled. Returns
   // Cancelled if it already is.
   static absl::StatusOr<std::unique_ptr<InterruptibleWait>> Start(
-      absl::Time deadline, const std::optional<CancellationToken>& cancellation);
+      absl::Time deadline, CancellationState* cancellation);
 
   InterruptibleWait(const InterruptibleWait&) = delete;
   InterruptibleWait& operator=(const InterruptibleWait&) = delete;
@@ -125,13 +92,15 @@ class InterruptibleWait {
   // kKeepWaiting and the caller blocks again.
   Outcome Check() const;
 
+  // Cancel() re-arms the timer to fire at once.
+  void Wake() override;
+
  private:
-  InterruptibleWait(absl::Time deadline,
-                    std::optional<CancellationToken> cancellation, int signal,
-                    sigset_t saved_mask);
+  InterruptibleWait(absl::Time deadline, CancellationState* cancellation,
+                    int signal, sigset_t saved_mask);
 
   const absl::Time deadline_;
-  const std::optional<CancellationToken> cancellation_;
+  CancellationState* const cancellation_;  // may be null
   const int signal_;
   const sigset_t saved_mask_;
   timer_t timer_{};
