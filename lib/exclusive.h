@@ -1,5 +1,6 @@
-// RunExclusive and Exclusive: run a function while holding a ScopedFileLock,
-// the way a Python decorator such as fasteners.interprocess_locked does.
+// RunExclusive and Exclusive: run a function while holding a lock (a
+// ScopedFileLock, or any backend's through lib/lock_backend.h), the way a
+// Python decorator such as fasteners.interprocess_locked does.
 //
 // Example:
 //   // Once:
@@ -69,34 +70,63 @@ auto RunHolding(Lock& lock, Fn&& fn, Args&&... args)
   }
 }
 
+// Through a backend: fn may take the lock's lost() token as its first
+// argument, to stop when the lock is lost (a lease not renewed in time).
+template <typename Fn, typename... Args>
+auto RunHoldingLock(HeldLock& lock, Fn&& fn, Args&&... args) {
+  if constexpr (std::is_invocable_v<Fn, const CancellationToken&, Args...>) {
+    const CancellationToken lost = lock.lost();
+    return RunHolding(
+        lock,
+        [&fn, &lost](auto&&... rest) {
+          return std::invoke(std::forward<Fn>(fn), lost,
+                             std::forward<decltype(rest)>(rest)...);
+        },
+        std::forward<Args>(args)...);
+  } else {
+    return RunHolding(lock, std::forward<Fn>(fn), std::forward<Args>(args)...);
+  }
+}
+
+// What fn returns when called as RunHoldingLock calls it.
+template <typename Fn, typename... Args>
+using LockResult =
+    decltype(RunHoldingLock(std::declval<HeldLock&>(), std::declval<Fn>(),
+                            std::declval<Args>()...));
+
 }  // namespace exclusive_internal
 
-// Runs fn(args...) while holding the lock at `path`. Returns absl::Status when
-// fn returns void or absl::Status, fn's StatusOr when it returns one, and
-// absl::StatusOr<R> otherwise.
+// Runs fn(args...) while holding the lock at `path` (the file backend of
+// lib/lock_backend.h, with `options`' file choices). Returns absl::Status
+// when fn returns void or absl::Status, fn's StatusOr when it returns one,
+// and absl::StatusOr<R> otherwise.
 template <typename Fn, typename... Args>
 [[nodiscard]] auto RunExclusive(absl::string_view path,
                                 const LockOptions& options, Fn&& fn,
                                 Args&&... args)
     -> exclusive_internal::Result<std::invoke_result_t<Fn, Args...>> {
-  absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path, options);
-  if (!lock.ok()) return lock.status();
-  return exclusive_internal::RunHolding(*lock, std::forward<Fn>(fn),
-                                        std::forward<Args>(args)...);
-}
-
-// Same, with the lock named `resource` taken through `backend`.
-template <typename Fn, typename... Args>
-[[nodiscard]] auto RunExclusive(LockBackend& backend,
-                                absl::string_view resource,
-                                const LockOptions& options, Fn&& fn,
-                                Args&&... args)
-    -> exclusive_internal::Result<std::invoke_result_t<Fn, Args...>> {
+  const std::unique_ptr<LockBackend> files = NewFileLockBackend(options);
   absl::StatusOr<std::unique_ptr<HeldLock>> lock =
-      backend.Acquire(resource, options);
+      files->Acquire(path, options);
   if (!lock.ok()) return lock.status();
   return exclusive_internal::RunHolding(**lock, std::forward<Fn>(fn),
                                         std::forward<Args>(args)...);
+}
+
+// Same, with the lock named `resource` taken through `backend`. fn may take
+// the lock's lost() token as its first argument (before args...), and then
+// learns when the lock is lost while it runs.
+template <typename Fn, typename... Args>
+[[nodiscard]] auto RunExclusive(LockBackend& backend,
+                                absl::string_view resource,
+                                const AcquireOptions& options, Fn&& fn,
+                                Args&&... args)
+    -> exclusive_internal::LockResult<Fn, Args...> {
+  absl::StatusOr<std::unique_ptr<HeldLock>> lock =
+      backend.Acquire(resource, options);
+  if (!lock.ok()) return lock.status();
+  return exclusive_internal::RunHoldingLock(**lock, std::forward<Fn>(fn),
+                                            std::forward<Args>(args)...);
 }
 
 // Wraps fn so that each call runs it under the lock at `path`, as
@@ -107,6 +137,18 @@ template <typename Fn>
   return [path = std::string(path), options = std::move(options),
           fn = std::move(fn)](auto&&... args) mutable {
     return RunExclusive(path, options, fn,
+                        std::forward<decltype(args)>(args)...);
+  };
+}
+
+// Same, through `backend`, which must outlive the returned callable.
+template <typename Fn>
+[[nodiscard]] auto Exclusive(LockBackend& backend, absl::string_view resource,
+                             AcquireOptions options, Fn fn) {
+  return [&backend, resource = std::string(resource),
+          options = std::move(options),
+          fn = std::move(fn)](auto&&... args) mutable {
+    return RunExclusive(backend, resource, options, fn,
                         std::forward<decltype(args)>(args)...);
   };
 }

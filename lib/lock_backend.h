@@ -1,35 +1,72 @@
-// LockBackend: the interface behind which a lock lives, so that the same
-// code (RunExclusive, and later counting semaphores and fleet-wide leases)
-// can run on the kernel file lock today and on other backends (a Redis lease
-// with fencing tokens) later.
+// LockBackend: the one seam behind which every kind of lock lives (the
+// kernel file lock today; a counting semaphore, a lock for filesystems where
+// flock(2) cannot be trusted and a fleet-wide lease on Redis next), so that
+// RunExclusive, Exclusive and the onlyone command work on any of them.
 //
 // Example:
 //   std::unique_ptr<onlyone::LockBackend> files = onlyone::NewFileLockBackend();
+//   onlyone::AcquireOptions options;
+//   options.timeout = absl::Seconds(30);
 //   absl::StatusOr<std::unique_ptr<onlyone::HeldLock>> lock =
-//       files->Acquire("/run/lock/nightly.lock", {});
-//   if (!lock.ok()) return lock.status();
-//   ...
+//       files->Acquire("/run/lock/nightly.lock", options);
+//   if (!lock.ok()) return lock.status();  // names the lock and its holder
+//   Work((*lock)->lost());  // a token cancelled if the lock is lost
 //   return (*lock)->Release();
 //
-// Contract for every backend:
-//  * Acquire() honours LockOptions::mode, timeout (ZeroDuration tries once)
-//    and cancellation, with the status codes documented in
-//    lib/scoped_file_lock.h; options a backend cannot honour are
-//    InvalidArgument, never silently ignored.
-//  * A HeldLock releases on destruction; Release() reports errors and is
-//    idempotent.
-//  * Thread safety: Acquire() is thread-safe; a HeldLock is used from one
-//    thread at a time.
+// The contract every backend keeps (tests/backend_conformance.h checks it;
+// a new backend adds itself there):
+//  * Acquire(resource, options) takes the lock named `resource` (a path for
+//    the file backend, a name for a fleet lock):
+//      - options.timeout ZeroDuration() tries once: Unavailable when held
+//        elsewhere, the message naming the resource and, where the backend
+//        can tell, the holder;
+//      - a finite timeout waits at most that long and then returns
+//        DeadlineExceeded, never sooner; InfiniteDuration() waits until
+//        the lock is free;
+//      - options.cancellation: Cancel() from another thread makes a waiting
+//        Acquire() return Cancelled promptly;
+//      - waiting never polls: a waiter uses no CPU and makes no requests
+//        while nothing changes, and is woken when the lock is freed;
+//      - options.mode kShared on a backend without shared holders is
+//        InvalidArgument; so is a malformed resource.
+//  * A HeldLock:
+//      - is released on destruction; Release() reports errors and is
+//        idempotent (later calls return OK);
+//      - held() is true until Release(), false in a fork()ed child's copy,
+//        and false once a lease-based lock is lost or may have expired;
+//      - fencing_token() strictly increases per resource across all holders,
+//        for backends that have one (give it to the resource you protect,
+//        which refuses older tokens); 0 for backends that do not;
+//      - lost() is a token that is cancelled when the lock is lost (a lease
+//        not renewed in time, a lock broken by another host), so work can
+//        take it as its cancellation; a kernel lock is never lost while
+//        held, and its token is never cancelled.
+//  * Crashes: a holder that dies (SIGKILL included) frees the lock: at once
+//    for kernel locks, when its lease ends for lease-based ones.
+//  * fork(): a child's copy of a HeldLock is not held, and its Release() or
+//    destructor never releases the parent's lock.
+//  * exec(): a lock is not inherited by exec'd programs unless the backend's
+//    own options say so (FileLockOptions::inheritable).
+//  * Thread safety: Acquire() may be called from any number of threads; one
+//    HeldLock is used from one thread at a time; lost() from any thread.
+//
+// Adding a backend: a file pair lib/NAME_backend.{h,cc} with a factory
+// returning std::unique_ptr<LockBackend>, its cc_library in lib/BUILD (and a
+// dependency of //lib:onlyone), and an instantiation of the conformance
+// suite in tests/ (see docs/design.md, "Adding a backend").
 
 #ifndef ONLYONE_LIB_LOCK_BACKEND_H_
 #define ONLYONE_LIB_LOCK_BACKEND_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/cancellation.h"
+#include "lib/lock_options.h"
 #include "lib/scoped_file_lock.h"
 
 namespace onlyone {
@@ -42,25 +79,33 @@ class HeldLock {
   // Releases the lock; idempotent.
   [[nodiscard]] virtual absl::Status Release() = 0;
 
-  // Whether the lock is still held by this object in this process.
+  // Whether this object holds the lock for this process (see the contract).
   virtual bool held() const = 0;
 
   // Names the lock for messages, e.g. "/run/lock/nightly.lock".
   virtual std::string name() const = 0;
+
+  // Strictly increasing per resource where the backend has fencing tokens;
+  // 0 where it does not.
+  virtual uint64_t fencing_token() const = 0;
+
+  // Cancelled when the lock is lost while this object holds it.
+  virtual CancellationToken lost() const = 0;
 };
 
 class LockBackend {
  public:
   virtual ~LockBackend() = default;
 
-  // Takes the lock named `resource` (a path for the file backend).
+  // Takes the lock named `resource`; see the contract above.
   [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<HeldLock>> Acquire(
-      absl::string_view resource, const LockOptions& options) = 0;
+      absl::string_view resource, const AcquireOptions& options) = 0;
 };
 
 // The kernel file-lock backend: resources are lock file paths, held with
-// ScopedFileLock.
-std::unique_ptr<LockBackend> NewFileLockBackend();
+// ScopedFileLock and `file_options`. No fencing tokens (0); never lost.
+std::unique_ptr<LockBackend> NewFileLockBackend(
+    const FileLockOptions& file_options = {});
 
 }  // namespace onlyone
 

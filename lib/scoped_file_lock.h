@@ -65,14 +65,13 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "lib/cancellation.h"
+#include "lib/lock_options.h"
 
 namespace onlyone {
 
 namespace internal {
 struct HeldFile;
 }  // namespace internal
-
-enum class LockMode { kExclusive, kShared };
 
 // The mode a newly created lock file gets. Readable by everyone so that
 // other users can take the lock too (flock(2) works on a read-only
@@ -83,15 +82,8 @@ inline constexpr mode_t kDefaultLockFileMode = 0644;
 // descriptors it inherited; see ScopedFileLock::AdoptInherited().
 inline constexpr char kInheritedLocksEnvVar[] = "ONLYONE_INHERITED_LOCKS";
 
-struct LockOptions {
-  // Exclusive: one holder. Shared: any number of shared holders, and no
-  // exclusive holder while they hold it.
-  LockMode mode = LockMode::kExclusive;
-
-  // How long Acquire() may wait. ZeroDuration() tries once;
-  // InfiniteDuration() waits until the lock is free.
-  absl::Duration timeout = absl::InfiniteDuration();
-
+// What only a kernel file lock has.
+struct FileLockOptions {
   // When the calling thread already holds this lock: false fails with
   // FailedPrecondition ("would deadlock"); true counts the acquisition, and
   // the lock is released when every acquisition has been released.
@@ -110,10 +102,6 @@ struct LockOptions {
   // there with fcntl(2) locks, which need write access).
   bool writable = true;
 
-  // When set, cancelling the token makes a waiting Acquire() return
-  // Cancelled.
-  std::optional<CancellationToken> cancellation;
-
   // When true, the descriptor is kept open across exec() and in fork()ed
   // children, so a program run under the lock holds it for its whole life
   // (even if this process dies first). The child finds it with
@@ -121,6 +109,16 @@ struct LockOptions {
   // environment. Children never release it; it is freed when the last
   // process holding the descriptor exits or this process releases it.
   bool inheritable = false;
+};
+
+// Everything ScopedFileLock::Acquire() takes: the generic request
+// (lib/lock_options.h: mode, timeout, cancellation) and the file lock's
+// own choices, set as members (`options.timeout = ...; options.file_mode =
+// ...;`).
+struct LockOptions : AcquireOptions, FileLockOptions {
+  LockOptions() = default;
+  LockOptions(const AcquireOptions& request, const FileLockOptions& file)
+      : AcquireOptions(request), FileLockOptions(file) {}
 };
 
 class ScopedFileLock {
