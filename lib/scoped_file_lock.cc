@@ -23,6 +23,7 @@
 #include "lib/internal/lock_table.h"
 #include "lib/internal/posix_error.h"
 #include "lib/internal/proc_locks.h"
+#include "lib/internal/retry.h"
 #include "lib/internal/user_name.h"
 
 namespace onlyone {
@@ -32,6 +33,7 @@ using internal::HeldFile;
 using internal::InterruptibleWait;
 using internal::NonRegularFileKind;
 using internal::PosixError;
+using internal::RetryOnEintr;
 
 struct OpenedFile {
   int fd;
@@ -105,22 +107,22 @@ absl::StatusOr<OpenedFile> OpenAndTryLock(const std::string& path,
   constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
   int access = writable ? O_RDWR : O_RDONLY;
   for (;;) {
-    int fd = open(path.c_str(), access | kFlags);
+    int fd = RetryOnEintr([&] { return open(path.c_str(), access | kFlags); });
     // Another user's lock file is often not writable by us, nor is any file
     // on a read-only mount; flock(2) works on a read-only descriptor.
     if (fd < 0 && access == O_RDWR && (errno == EACCES || errno == EROFS)) {
-      fd = open(path.c_str(), O_RDONLY | kFlags);
+      fd = RetryOnEintr([&] { return open(path.c_str(), O_RDONLY | kFlags); });
     }
     bool created = false;
     if (fd < 0 && errno == ENOENT) {
-      fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | kFlags, file_mode);
+      fd = RetryOnEintr([&] {
+        return open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | kFlags,
+                    file_mode);
+      });
       if (fd < 0 && errno == EEXIST) continue;  // lost a race to create it
       created = fd >= 0;
     }
-    if (fd < 0) {
-      if (errno == EINTR) continue;
-      return OpenError(path, errno);
-    }
+    if (fd < 0) return OpenError(path, errno);
     absl::Cleanup close_fd = [fd] { close(fd); };
     const bool locked = flock(fd, operation | LOCK_NB) == 0;
     const int lock_error = locked ? 0 : errno;
@@ -197,11 +199,8 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
         absl::StrCat(path, " is held by ", HolderDescription(file)));
   }
   if (deadline == absl::InfiniteFuture() && !options.cancellation.has_value()) {
-    while (flock(file.fd, operation) != 0) {
-      if (const int error_number = errno; error_number != EINTR) {
-        return FlockFailed(path, file.fd, file.status.st_dev, operation,
-                           error_number);
-      }
+    if (RetryOnEintr([&] { return flock(file.fd, operation); }) != 0) {
+      return FlockFailed(path, file.fd, file.status.st_dev, operation, errno);
     }
     return absl::OkStatus();
   }

@@ -23,6 +23,7 @@
 #include "lib/internal/file_kind.h"
 #include "lib/internal/interruptible_wait.h"
 #include "lib/internal/posix_error.h"
+#include "lib/internal/retry.h"
 #include "lib/internal/proc_locks.h"
 
 namespace onlyone::internal {
@@ -297,14 +298,12 @@ void BlockSignalsOnThisThread() {
 
 void ConsumeEvent(int event_fd) {
   uint64_t value;
-  while (read(event_fd, &value, sizeof value) < 0 && errno == EINTR) {
-  }
+  RetryOnEintr([&] { return read(event_fd, &value, sizeof value); });
 }
 
 void PostEvent(int event_fd) {
   const uint64_t one = 1;
-  while (write(event_fd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
+  RetryOnEintr([&] { return write(event_fd, &one, sizeof one); });
 }
 
 }  // namespace
@@ -388,10 +387,11 @@ struct MessageListener::Connection {
 
   void WriteSome() {
     while (written < out.size()) {
-      const ssize_t sent = send(fd, out.data() + written, out.size() - written,
-                                MSG_NOSIGNAL | MSG_DONTWAIT);
+      const ssize_t sent = RetryOnEintr([&] {
+        return send(fd, out.data() + written, out.size() - written,
+                    MSG_NOSIGNAL | MSG_DONTWAIT);
+      });
       if (sent < 0) {
-        if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
         state = State::kDone;  // the sender went away
         return;
@@ -416,10 +416,10 @@ struct MessageListener::Connection {
                                 ? kFrameHeaderBytes + body_length - in.size()
                                 : kFrameHeaderBytes - in.size();
       if (wanted == 0) return true;
-      const ssize_t got =
-          recv(fd, buffer, std::min(wanted, sizeof buffer), MSG_DONTWAIT);
+      const ssize_t got = RetryOnEintr([&] {
+        return recv(fd, buffer, std::min(wanted, sizeof buffer), MSG_DONTWAIT);
+      });
       if (got < 0) {
-        if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) state = State::kDone;
         return false;
       }
@@ -770,12 +770,12 @@ void MessageListener::Run() {
           if (displaced == connections.end()) break;
           connections.erase(displaced);
         }
-        const int fd =
-            accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-          if (errno == EINTR) continue;
-          break;  // EAGAIN: none left; EMFILE etc.: retried next round
-        }
+        const int fd = RetryOnEintr([&] {
+          return accept4(listen_fd_, nullptr, nullptr,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        });
+        // EAGAIN: none left; EMFILE etc.: retried next round.
+        if (fd < 0) break;
         struct ucred peer {};
         socklen_t peer_length = sizeof peer;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_length) != 0) {
@@ -839,14 +839,15 @@ IoResult WriteAll(int fd, absl::string_view bytes, absl::Time deadline,
                   int* error_number) {
   size_t written = 0;
   while (written < bytes.size()) {
-    const ssize_t sent =
-        send(fd, bytes.data() + written, bytes.size() - written, MSG_NOSIGNAL);
+    const ssize_t sent = RetryOnEintr([&] {
+      return send(fd, bytes.data() + written, bytes.size() - written,
+                  MSG_NOSIGNAL);
+    });
     if (sent >= 0) {
       written += static_cast<size_t>(sent);
       continue;
     }
     *error_number = errno;
-    if (errno == EINTR) continue;
     if (errno == EPIPE || errno == ECONNRESET) return IoResult::kClosed;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return IoResult::kFailed;
     struct pollfd writable = {fd, POLLOUT, 0};
@@ -867,15 +868,14 @@ IoResult ReadExactly(int fd, size_t count, absl::Time deadline,
   out->resize(start + count);
   size_t filled = 0;
   while (filled < count) {
-    const ssize_t got =
-        recv(fd, out->data() + start + filled, count - filled, 0);
+    const ssize_t got = RetryOnEintr(
+        [&] { return recv(fd, out->data() + start + filled, count - filled, 0); });
     if (got > 0) {
       filled += static_cast<size_t>(got);
       continue;
     }
     if (got == 0) return IoResult::kClosed;
     *error_number = errno;
-    if (errno == EINTR) continue;
     if (errno == ECONNRESET) return IoResult::kClosed;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return IoResult::kFailed;
     struct pollfd readable = {fd, POLLIN, 0};

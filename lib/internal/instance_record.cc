@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "lib/internal/posix_error.h"
+#include "lib/internal/retry.h"
 
 namespace onlyone::internal {
 namespace {
@@ -106,12 +107,9 @@ bool ReadFromStart(int fd, size_t limit, std::string* contents) {
   contents->resize(limit);
   size_t filled = 0;
   while (filled < limit) {
-    const ssize_t got =
-        pread(fd, contents->data() + filled, limit - filled, filled);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
+    const ssize_t got = RetryOnEintr(
+        [&] { return pread(fd, contents->data() + filled, limit - filled, filled); });
+    if (got < 0) return false;
     if (got == 0) break;
     filled += static_cast<size_t>(got);
   }
@@ -340,10 +338,8 @@ absl::StatusOr<bool> MayHoldOwnerRecord(int fd, absl::string_view path,
   constexpr absl::string_view kStart = "onlyone-owner ";
   static_assert(kStart.size() == sizeof(kRecordMagic), "magic and a space");
   char start[kStart.size()];
-  ssize_t got;
-  do {
-    got = pread(fd, start, sizeof start, 0);
-  } while (got < 0 && errno == EINTR);
+  const ssize_t got =
+      RetryOnEintr([&] { return pread(fd, start, sizeof start, 0); });
   if (got < 0) {
     return PosixError(absl::StrCat(path, ": reading the lock file"), errno);
   }
@@ -367,11 +363,12 @@ absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
   if (!ours.ok() || !*ours) return ours;
   size_t written = 0;
   while (written < contents.size()) {
-    const ssize_t wrote = pwrite(fd, contents.data() + written,
-                                 contents.size() - written, written);
+    const ssize_t wrote = RetryOnEintr([&] {
+      return pwrite(fd, contents.data() + written, contents.size() - written,
+                    written);
+    });
     if (wrote < 0) {
       const int error_number = errno;
-      if (error_number == EINTR) continue;
       // Opened read-only: another user's lock file we may lock, not write.
       if (error_number == EBADF && written == 0) return false;
       return PosixError(absl::StrCat(path, ": writing the owner record"),

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <string>
 
+#include "lib/internal/retry.h"
+
 namespace onlyone::internal {
 
 bool ReadSmallFile(absl::string_view path, size_t limit,
@@ -18,10 +20,10 @@ bool ReadSmallFile(absl::string_view path, size_t limit,
   char buffer[8192];
   bool ok = true;
   while (contents->size() < limit) {
-    const ssize_t got =
-        read(fd, buffer, std::min(sizeof buffer, limit - contents->size()));
+    const ssize_t got = RetryOnEintr([&] {
+      return read(fd, buffer, std::min(sizeof buffer, limit - contents->size()));
+    });
     if (got < 0) {
-      if (errno == EINTR) continue;
       ok = false;
       break;
     }
