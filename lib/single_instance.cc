@@ -641,6 +641,26 @@ struct Acquired {
   bool callback_mode = false;
 };
 
+// InstanceMessage is the public type, ChannelMessage the channel's; the
+// fields are the same.
+InstanceMessage FromChannel(const internal::ChannelMessage& message) {
+  InstanceMessage converted;
+  converted.arguments = message.arguments;
+  converted.working_directory = message.working_directory;
+  converted.payload = message.payload;
+  converted.sender_pid = message.sender_pid;
+  converted.sender_uid = message.sender_uid;
+  return converted;
+}
+
+internal::ChannelMessage ToChannel(const InstanceMessage& message) {
+  internal::ChannelMessage converted;
+  converted.arguments = message.arguments;
+  converted.working_directory = message.working_directory;
+  converted.payload = message.payload;
+  return converted;
+}
+
 absl::StatusOr<std::unique_ptr<internal::MessageListener>> StartListening(
     const Location& location, const InstanceOptions& options) {
   internal::ListenerOptions listener;
@@ -650,7 +670,12 @@ absl::StatusOr<std::unique_ptr<internal::MessageListener>> StartListening(
   listener.accept_other_users = options.accept_other_users;
   listener.max_message_bytes = options.max_message_bytes;
   listener.io_timeout = options.message_timeout;
-  listener.on_message = options.on_message;
+  if (options.on_message) {
+    listener.on_message =
+        [on_message = options.on_message](const internal::ChannelMessage& m) {
+          return on_message(FromChannel(m));
+        };
+  }
   return internal::MessageListener::Start(std::move(listener));
 }
 
@@ -929,7 +954,7 @@ absl::StatusOr<std::string> SingleInstance::Send(
   target.lock_path = location->lock_path;
   target.max_message_bytes = options.max_message_bytes;
   target.timeout = options.message_timeout;
-  return internal::SendInstanceMessage(target, message);
+  return internal::SendMessage(target, ToChannel(message));
 }
 
 SingleInstance::SingleInstance(std::unique_ptr<State> state)
@@ -1016,7 +1041,10 @@ absl::StatusOr<std::optional<InstanceMessage>> SingleInstance::TakeMessage() {
         state_ == nullptr ? "SingleInstance" : state_->parts.name,
         ": not listening in pollable mode (set listen without on_message)"));
   }
-  return state_->parts.listener->Take();
+  std::optional<internal::ChannelMessage> message =
+      state_->parts.listener->Take();
+  if (!message.has_value()) return std::nullopt;
+  return FromChannel(*message);
 }
 
 absl::Status SingleInstance::Reply(absl::string_view reply) {

@@ -72,6 +72,11 @@ InstanceMessage MakeMessage(std::string payload) {
   return message;
 }
 
+// `message` as the channel carries it, for raw frames.
+internal::ChannelMessage OnTheWire(const InstanceMessage& message) {
+  return {message.arguments, message.working_directory, message.payload, 0, 0};
+}
+
 // A unix socket address for a path of any length: through
 // /proc/self/fd/N/BASENAME, N a descriptor of its directory (TEST_TMPDIR's
 // paths are longer than sun_path).
@@ -838,7 +843,7 @@ TEST_P(AvailabilityTest, IdleAndStalledPeersDoNotDelayASender) {
   // More peers than the listener keeps open, all staying connected: most
   // send nothing, every fourth half a request.
   const std::string request =
-      internal::EncodeRequest(MakeMessage("never finished"));
+      internal::EncodeRequest(OnTheWire(MakeMessage("never finished")));
   std::vector<int> stalled;
   for (size_t i = 0; i < internal::kMaxListenerConnections + 8; ++i) {
     const int fd = ConnectTo(SocketOf("busy"));
@@ -924,7 +929,7 @@ TEST_F(ChannelTest, GarbageIsAnsweredAsMalformedWithoutDisturbingOthers) {
   Child primary =
       ServeInChild("strict", Listening(options_, false), ready, quit);
   ASSERT_EQ(ready.Receive(), '.');
-  const std::string request = internal::EncodeRequest(MakeMessage("raw"));
+  const std::string request = internal::EncodeRequest(OnTheWire(MakeMessage("raw")));
   // A peer that stalls halfway through a request, throughout.
   const int stalled = ConnectTo(SocketOf("strict"));
   ASSERT_GE(stalled, 0);

@@ -409,13 +409,13 @@ TEST(DirectoryCheckTest, LockFileNamesCarryTheirDirectorysPrefix) {
 }
 
 TEST(WireFormatTest, RequestsRoundTripAndMalformedOnesAreRejected) {
-  InstanceMessage message;
+  ChannelMessage message;
   message.arguments = {"a", "", std::string("b\0c", 3)};
   message.working_directory = "/tmp";
   message.payload = std::string(1000, '\xff');
   const std::string frame = EncodeRequest(message);
   EXPECT_EQ(frame.substr(0, 4), "OO1Q");
-  std::optional<InstanceMessage> decoded =
+  std::optional<ChannelMessage> decoded =
       DecodeRequestBody(absl::string_view(frame).substr(kFrameHeaderBytes));
   ASSERT_TRUE(decoded.has_value());
   EXPECT_EQ(decoded->arguments, message.arguments);

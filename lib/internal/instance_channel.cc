@@ -308,7 +308,7 @@ void PostEvent(int event_fd) {
 
 }  // namespace
 
-std::string EncodeRequest(const InstanceMessage& message) {
+std::string EncodeRequest(const ChannelMessage& message) {
   std::string body;
   PutU32(static_cast<uint32_t>(message.arguments.size()), &body);
   for (const std::string& argument : message.arguments)
@@ -326,8 +326,8 @@ std::string EncodeResponse(ResponseCode code, absl::string_view text) {
   return Frame(kResponseMagic, body);
 }
 
-std::optional<InstanceMessage> DecodeRequestBody(absl::string_view body) {
-  InstanceMessage message;
+std::optional<ChannelMessage> DecodeRequestBody(absl::string_view body) {
+  ChannelMessage message;
   uint32_t count;
   if (!TakeU32(&body, &count)) return std::nullopt;
   // Each argument takes at least its 4-byte length: a larger count is a lie.
@@ -576,7 +576,7 @@ bool MessageListener::IsForkedCopy() const { return getpid() != owner_pid_; }
 
 void MessageListener::Wake() { PostEvent(wake_fd_); }
 
-std::optional<InstanceMessage> MessageListener::Take() {
+std::optional<ChannelMessage> MessageListener::Take() {
   if (message_fd_ < 0) return std::nullopt;
   absl::MutexLock lock(&mu_);
   if (taken_id_ != 0) {
@@ -627,7 +627,7 @@ void MessageListener::Drop(uint64_t id) {
 }
 
 void MessageListener::HandleComplete(Connection& connection) {
-  std::optional<InstanceMessage> message = DecodeRequestBody(
+  std::optional<ChannelMessage> message = DecodeRequestBody(
       absl::string_view(connection.in).substr(kFrameHeaderBytes));
   if (!message.has_value()) {
     connection.Respond(ResponseCode::kMalformed, "malformed message",
@@ -960,8 +960,8 @@ absl::Status VerifyOtherUsersPrimary(const SendTarget& target,
 
 }  // namespace
 
-absl::StatusOr<std::string> SendInstanceMessage(
-    const SendTarget& target, const InstanceMessage& message) {
+absl::StatusOr<std::string> SendMessage(
+    const SendTarget& target, const ChannelMessage& message) {
   const std::string request = EncodeRequest(message);
   const size_t body_bytes = request.size() - kFrameHeaderBytes;
   if (body_bytes > target.max_message_bytes) {

@@ -68,9 +68,19 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "lib/single_instance.h"
 
 namespace onlyone::internal {
+
+// One message as the channel carries it. (SingleInstance's public
+// ChannelMessage has the same fields; the library converts, so that this
+// internal header needs no public one.)
+struct ChannelMessage {
+  std::vector<std::string> arguments;
+  std::string working_directory;
+  std::string payload;
+  pid_t sender_pid = 0;  // from SO_PEERCRED, never from the message
+  uid_t sender_uid = 0;
+};
 
 enum class ResponseCode : uint8_t {
   kHandled = 0,
@@ -81,10 +91,10 @@ enum class ResponseCode : uint8_t {
 };
 
 // Frames (header and body) for the wire protocol above.
-std::string EncodeRequest(const InstanceMessage& message);
+std::string EncodeRequest(const ChannelMessage& message);
 std::string EncodeResponse(ResponseCode code, absl::string_view text);
 // Parses a request body (without the 8-byte header).
-std::optional<InstanceMessage> DecodeRequestBody(absl::string_view body);
+std::optional<ChannelMessage> DecodeRequestBody(absl::string_view body);
 
 inline constexpr size_t kFrameHeaderBytes = 8;
 
@@ -100,7 +110,7 @@ struct ListenerOptions {
   absl::Duration io_timeout = absl::Seconds(5);
   // Runs on the listener thread; its result is the reply. Empty: messages
   // queue for Take().
-  std::function<std::string(const InstanceMessage&)> on_message;
+  std::function<std::string(const ChannelMessage&)> on_message;
 };
 
 // The primary's side. Thread safety: Take(), Reply() and message_fd() may be
@@ -134,7 +144,7 @@ class MessageListener {
   // Queue mode: the oldest waiting message whose sender still waits for the
   // answer (a sender that gave up is never delivered). Replies "" to the
   // previously taken message if Reply() was not called for it.
-  std::optional<InstanceMessage> Take();
+  std::optional<ChannelMessage> Take();
   // Queue mode: answers the message last returned by Take().
   [[nodiscard]] absl::Status Reply(absl::string_view reply);
 
@@ -145,7 +155,7 @@ class MessageListener {
     // The connection's descriptor: open as long as the entry is queued (the
     // thread closes a waiting connection only after removing its entry).
     int fd;
-    InstanceMessage message;
+    ChannelMessage message;
   };
 
   MessageListener(ListenerOptions options, int listen_fd, int wake_fd,
@@ -184,8 +194,8 @@ struct SendTarget {
 
 // The sender's side: sends `message` and returns the reply. See
 // SingleInstance::Send() for the status codes.
-[[nodiscard]] absl::StatusOr<std::string> SendInstanceMessage(
-    const SendTarget& target, const InstanceMessage& message);
+[[nodiscard]] absl::StatusOr<std::string> SendMessage(
+    const SendTarget& target, const ChannelMessage& message);
 
 }  // namespace onlyone::internal
 
