@@ -642,6 +642,24 @@ TEST_F(PlantedByAnotherUserTest, APrivateFileWithDataIsLockedButNotWritten) {
   ExpectUnchanged(before, path);
 }
 
+// The same with an empty file: empty would otherwise take a record, but it
+// is nobody's private file, which root may write only by privilege.
+TEST_F(PlantedByAnotherUserTest, AnEmptyPrivateFileIsLockedButNotWritten) {
+  const std::string path = shared_ + "/job.lock";
+  ASSERT_TRUE(PlantAsNobody([&] {
+    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    return fd >= 0 && close(fd) == 0;
+  }));
+  const FileState before = StateOf(path);
+  {
+    absl::StatusOr<SingleInstance> instance =
+        SingleInstance::Acquire("job", options_);
+    ASSERT_TRUE(instance.ok()) << instance.status();
+    ASSERT_TRUE(instance->Release().ok());
+  }
+  ExpectUnchanged(before, path);
+}
+
 // The other way round: root's private file at nobody's lock path. nobody
 // cannot open it: a clear PermissionDenied naming the path, nothing changed.
 TEST_F(PlantedByAnotherUserTest, AnotherUsersPrivateFileIsPermissionDenied) {
