@@ -12,11 +12,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -982,6 +984,82 @@ TEST_F(ChannelTest, GarbageIsAnsweredAsMalformedWithoutDisturbingOthers) {
   close(raw);
   EXPECT_FALSE(ClosedByPeer(stalled));
   close(stalled);
+  quit.Send();
+  EXPECT_EQ(primary.Wait(), 0);
+}
+
+// One request per connection: a peer that pipelines many gets at most one
+// answer and is closed; a peer that streams garbage without pause is closed
+// instead of being buffered; neither delays a well-behaved sender.
+TEST_F(ChannelTest, PipeliningAndStreamingPeersDoNotDelayASender) {
+  Pipe ready, quit;
+  Child primary =
+      ServeInChild("streamed", Listening(options_, false), ready, quit);
+  ASSERT_EQ(ready.Receive(), '.');
+  const int baseline = OpenDescriptors(primary.pid());
+  ASSERT_GT(baseline, 0);
+
+  std::string pipelined;
+  for (int i = 0; i < 50; ++i) {
+    pipelined += internal::EncodeRequest(OnTheWire(MakeMessage(absl::StrCat("p", i))));
+  }
+  const int pipeliner = ConnectTo(SocketOf("streamed"));
+  ASSERT_GE(pipeliner, 0);
+  ASSERT_TRUE(SendAll(pipeliner, pipelined));
+
+  const int streamer = ConnectTo(SocketOf("streamed"));
+  ASSERT_GE(streamer, 0);
+  constexpr size_t kStreamBound = size_t{64} << 20;
+  std::atomic<size_t> streamed{0};
+  std::atomic<bool> stream_refused{false};
+  std::thread stream([&] {
+    const std::string chunk(64 << 10, 'x');
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (streamed.load() < kStreamBound && absl::Now() < deadline) {
+      struct pollfd writable = {streamer, POLLOUT, 0};
+      if (poll(&writable, 1, 100) < 0) break;
+      if ((writable.revents & (POLLERR | POLLHUP)) != 0) {
+        stream_refused = true;
+        break;
+      }
+      if ((writable.revents & POLLOUT) == 0) continue;
+      const ssize_t sent = send(streamer, chunk.data(), chunk.size(),
+                                MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent < 0 && errno != EAGAIN && errno != EINTR) {
+        stream_refused = true;  // EPIPE or ECONNRESET: the primary closed it
+        break;
+      }
+      if (sent > 0) streamed += static_cast<size_t>(sent);
+    }
+  });
+
+  for (int round = 0; round < 5; ++round) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::string> reply = SingleInstance::Send(
+        "streamed", MakeMessage(absl::StrCat("round ", round)), options_);
+    const absl::Duration took = absl::Now() - start;
+    ASSERT_TRUE(reply.ok()) << reply.status() << " after " << took;
+    EXPECT_EQ(*reply, absl::StrCat("pong round ", round));
+    EXPECT_LT(took, absl::Seconds(1));
+  }
+  stream.join();
+  EXPECT_TRUE(stream_refused.load())
+      << "the primary kept reading " << streamed.load() << " bytes of garbage";
+  EXPECT_LT(streamed.load(), kStreamBound);
+
+  // The pipeliner: the first request answered (or refused), then closed
+  // without a second answer.
+  const std::optional<RawResponse> first = ReadResponse(pipeliner);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_FALSE(ReadResponse(pipeliner).has_value());
+  EXPECT_TRUE(ClosedByPeer(pipeliner));
+  close(pipeliner);
+  close(streamer);
+
+  absl::StatusOr<std::string> after =
+      SingleInstance::Send("streamed", MakeMessage("after"), options_);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(*after, "pong after");
   quit.Send();
   EXPECT_EQ(primary.Wait(), 0);
 }

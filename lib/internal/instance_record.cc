@@ -1,5 +1,6 @@
 #include "lib/internal/instance_record.h"
 
+#include <limits.h>
 #include <sched.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
@@ -326,8 +327,27 @@ bool IsPseudoFilesystem(decltype(statfs::f_type) type) {
   return false;
 }
 
+// Whether root may write into `file` by its permission bits alone, as any
+// user in its place could: the file is root's, or open to root's group or
+// to everyone (a shared lock file, kSharedLockFileMode).
+bool RootMayWriteWithoutPrivilege(const struct stat& file) {
+  if (file.st_uid == 0 || (file.st_mode & S_IWOTH) != 0) return true;
+  if ((file.st_mode & S_IWGRP) == 0) return false;
+  if (file.st_gid == getegid()) return true;
+  gid_t groups[NGROUPS_MAX];
+  const int count = getgroups(NGROUPS_MAX, groups);
+  for (int i = 0; i < count; ++i) {
+    if (groups[i] == file.st_gid) return true;
+  }
+  return false;
+}
+
 absl::StatusOr<bool> MayHoldOwnerRecord(int fd, absl::string_view path,
                                         const struct stat& file) {
+  // Root opens every file read-write. Another user's private file (one
+  // planted in a shared directory at our lock path) is that user's, empty or
+  // not, and a record there would hand them root's command line.
+  if (geteuid() == 0 && !RootMayWriteWithoutPrivilege(file)) return false;
   if (file.st_size == 0) {
     struct statfs filesystem;
     if (fstatfs(fd, &filesystem) != 0) {

@@ -139,7 +139,9 @@ std::optional<OwnerRecord> ReadOwnerRecord(int fd);
 // Whether an owner record may be written into the lock file open on `fd`,
 // whose status is `file`: when it is empty (and not a kernel interface such
 // as a /proc or /sys file) or starts with an owner record's header. Any
-// other file holds someone's data and is never written.
+// other file holds someone's data and is never written. Nor, for root, is
+// another user's file that its mode does not open to root's group or to
+// everyone: root could open it only by privilege.
 [[nodiscard]] absl::StatusOr<bool> MayHoldOwnerRecord(int fd,
                                                       absl::string_view path,
                                                       const struct stat& file);
