@@ -55,6 +55,8 @@ struct Location {
   bool is_path = false;
   bool shared = false;
   mode_t file_mode = kDefaultLockFileMode;
+  // The user and session scopes' directories are onlyone's own.
+  internal::LockFilePlace place = internal::LockFilePlace::kElsewhere;
   // False for a file that holds someone's data, which gets no record: it is
   // locked through a read-only descriptor, so that a script locking its own
   // file can still be executed.
@@ -95,6 +97,10 @@ absl::StatusOr<Location> Locate(absl::string_view name,
   location.file_mode = directory->lock_file_mode();
   location.euid = directory->euid;
   location.kind = kind;
+  if (kind == internal::DirectoryKind::kUser ||
+      kind == internal::DirectoryKind::kSession) {
+    location.place = internal::LockFilePlace::kOwnPrivateDirectory;
+  }
   location.directory = *std::move(directory);
   return location;
 }
@@ -629,6 +635,7 @@ struct Acquired {
 
   std::string name;  // the instance name, or the lock path
   ScopedFileLock lock;
+  internal::LockFilePlace place = internal::LockFilePlace::kElsewhere;
   bool shared = false;  // InstanceOptions::shared: no owner record
   // What UpdateRecord() keeps from the first record: the command line
   // (InstanceOptions::recorded_command_line, or when that is empty the
@@ -787,11 +794,12 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
     absl::StatusOr<bool> written = internal::WriteOwnerRecord(
         lock->fd(), location.lock_path,
         OwnerRecordFor(self, location, options, acquired_at),
-        lock->status_when_locked());
+        lock->status_when_locked(), location.place);
     if (!written.ok()) return written.status();
   }
 
   Acquired acquired(location.display_name, *std::move(lock));
+  acquired.place = location.place;
   acquired.shared = options.shared;
   acquired.recorded_command_line = options.recorded_command_line;
   acquired.identity = &self;
@@ -1023,8 +1031,8 @@ absl::Status SingleInstance::UpdateRecord() {
   // The kernel keeps listing the process that took the lock.
   record.locker_pid = parts.identity->record.pid;
   record.acquired_at = parts.acquired_at;
-  absl::StatusOr<bool> written =
-      internal::WriteOwnerRecord(parts.lock.fd(), parts.lock.path(), record);
+  absl::StatusOr<bool> written = internal::WriteOwnerRecord(
+      parts.lock.fd(), parts.lock.path(), record, parts.place);
   if (!written.ok()) return written.status();
   return absl::OkStatus();
 }

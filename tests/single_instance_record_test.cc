@@ -209,13 +209,13 @@ TEST(OwnerRecordTest, ConcurrentReadersSeeTheOldOrTheNewRecordNeverAMix) {
   OwnerRecord long_record = Sample();
   long_record.pid = 2222;
   long_record.command_line.assign(40, std::string(90, 'L'));
-  ASSERT_TRUE(WriteOwnerRecord(fd, path, short_record).ok());
+  ASSERT_TRUE(WriteOwnerRecord(fd, path, short_record, LockFilePlace::kElsewhere).ok());
 
   std::atomic<bool> stop{false};
   std::thread writer([&] {
     for (int i = 0; !stop.load(); ++i) {
       ASSERT_TRUE(
-          WriteOwnerRecord(fd, path, i % 2 == 0 ? long_record : short_record)
+          WriteOwnerRecord(fd, path, i % 2 == 0 ? long_record : short_record, LockFilePlace::kElsewhere)
               .ok());
     }
   });
@@ -249,26 +249,26 @@ TEST(OwnerRecordTest, WriteRefusesHardLinksAndSkipsReadOnlyDescriptors) {
   const std::string path = dir + "/x.lock";
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0);
-  absl::StatusOr<bool> written = WriteOwnerRecord(fd, path, Sample());
+  absl::StatusOr<bool> written = WriteOwnerRecord(fd, path, Sample(), LockFilePlace::kElsewhere);
   ASSERT_TRUE(written.ok());
   EXPECT_TRUE(*written);
   // Rewriting a shorter record truncates the longer one away.
   OwnerRecord shorter = Sample();
   shorter.command_line.clear();
-  ASSERT_TRUE(WriteOwnerRecord(fd, path, shorter).ok());
+  ASSERT_TRUE(WriteOwnerRecord(fd, path, shorter, LockFilePlace::kElsewhere).ok());
   struct stat info;
   ASSERT_EQ(fstat(fd, &info), 0);
   EXPECT_EQ(static_cast<size_t>(info.st_size),
             EncodeOwnerRecord(shorter).size());
 
   ASSERT_EQ(link(path.c_str(), (dir + "/second-name").c_str()), 0);
-  absl::StatusOr<bool> linked = WriteOwnerRecord(fd, path, Sample());
+  absl::StatusOr<bool> linked = WriteOwnerRecord(fd, path, Sample(), LockFilePlace::kElsewhere);
   EXPECT_TRUE(absl::IsFailedPrecondition(linked.status()));
   EXPECT_THAT(std::string(linked.status().message()), HasSubstr(path));
   ASSERT_EQ(unlink((dir + "/second-name").c_str()), 0);
 
   const int read_only = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  absl::StatusOr<bool> skipped = WriteOwnerRecord(read_only, path, Sample());
+  absl::StatusOr<bool> skipped = WriteOwnerRecord(read_only, path, Sample(), LockFilePlace::kElsewhere);
   ASSERT_TRUE(skipped.ok()) << skipped.status();
   EXPECT_FALSE(*skipped);
   close(read_only);

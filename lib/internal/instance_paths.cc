@@ -72,19 +72,30 @@ absl::Status Unsafe(absl::string_view path, absl::string_view reason) {
 // process (every call would cost a scan of the environment; see
 // RereadTestRootForTesting()). Never in a set-uid or set-gid program: its
 // caller's environment must not move its locks.
-std::string& TestRootStorage() {
-  static std::string* const root = [] {
-    const char* value = std::getenv(kTestRootEnvVar);
-    return new std::string(getauxval(AT_SECURE) == 0 && value != nullptr &&
-                                   value[0] == '/'
-                               ? value
-                               : "");
-  }();
-  return *root;
+// The test root as the environment gives it now, without trailing
+// slashes; "" when unset, not absolute, or in a set-uid program.
+std::string ReadTestRoot() {
+  const char* value = std::getenv(kTestRootEnvVar);
+  if (getauxval(AT_SECURE) != 0 || value == nullptr || value[0] != '/') {
+    return "";
+  }
+  return WithoutTrailingSlashes(value);
+}
+
+// What the lookups below use, and a generation that changes with it, for
+// the caches keyed on it.
+struct TestRootState {
+  std::string root = ReadTestRoot();
+  uint64_t generation = 0;
+};
+
+TestRootState& TestRootStorage() {
+  static TestRootState* const state = new TestRootState;
+  return *state;
 }
 
 const char* TestRoot() {
-  const std::string& root = TestRootStorage();
+  const std::string& root = TestRootStorage().root;
   return root.empty() ? nullptr : root.c_str();
 }
 
@@ -205,8 +216,23 @@ absl::Status RefusedUserDirectory(absl::Status unsafe, const struct stat& info,
 // looked at first: once it exists everyone uses it, so the usual call costs
 // one lstat(2); only when it is missing is the base chosen.
 absl::StatusOr<std::string> UserDirectory(uid_t euid) {
-  const std::string name = UserDirectoryName(euid);
-  const std::string usual = ChildPath(SystemPath(kBaseCandidates[0]), name);
+  // The usual path, built once per thread for its uid and test root (every
+  // call costs a lstat; it need not cost three allocations too).
+  struct UsualPath {
+    uid_t euid = static_cast<uid_t>(-1);
+    uint64_t generation = 0;
+    std::string path;
+  };
+  thread_local UsualPath cached;
+  const uint64_t generation = TestRootStorage().generation;
+  if (cached.euid != euid || cached.generation != generation ||
+      cached.path.empty()) {
+    cached.path =
+        ChildPath(SystemPath(kBaseCandidates[0]), UserDirectoryName(euid));
+    cached.euid = euid;
+    cached.generation = generation;
+  }
+  const std::string& usual = cached.path;
   struct stat info;
   if (lstat(usual.c_str(), &info) == 0) {
     if (absl::Status safe = CheckPrivateDirectoryOf(usual, info, euid);
@@ -218,7 +244,7 @@ absl::StatusOr<std::string> UserDirectory(uid_t euid) {
   if (errno != ENOENT) return PosixError(absl::StrCat(usual, ": lstat"), errno);
   absl::StatusOr<std::string> base = BaseDirectory();
   if (!base.ok()) return base.status();
-  std::string directory = ChildPath(*base, name);
+  std::string directory = ChildPath(*base, UserDirectoryName(euid));
   info.st_uid = euid;
   if (absl::Status ensured = EnsurePrivateDirectory(directory, euid, &info);
       !ensured.ok()) {
@@ -439,24 +465,21 @@ std::vector<std::string> LegacyLockPaths(DirectoryKind kind,
 }
 
 void RereadTestRootForTesting() {
-  const char* value = std::getenv(kTestRootEnvVar);
-  TestRootStorage() = getauxval(AT_SECURE) == 0 && value != nullptr &&
-                              value[0] == '/'
-                          ? value
-                          : "";
+  TestRootState& state = TestRootStorage();
+  state.root = ReadTestRoot();
+  ++state.generation;
 }
 
 std::string SystemPath(absl::string_view path) {
-  const char* root = TestRoot();
-  if (root == nullptr) return std::string(path);
-  return absl::StrCat(WithoutTrailingSlashes(root), path);
+  return absl::StrCat(TestRootStorage().root, path);
 }
 
 
 std::string LockPathIn(const InstanceDirectory& directory,
                        absl::string_view name) {
-  return ChildPath(directory.path,
-                   absl::StrCat(directory.file_prefix, name, kLockFileSuffix));
+  // One StrCat: this runs on every acquisition.
+  return absl::StrCat(directory.path == "/" ? "" : directory.path, "/",
+                      directory.file_prefix, name, kLockFileSuffix);
 }
 
 std::optional<std::string> InstanceNameOf(const InstanceDirectory& directory,

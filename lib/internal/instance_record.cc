@@ -368,7 +368,8 @@ absl::StatusOr<bool> MayHoldOwnerRecord(int fd, absl::string_view path,
 
 absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
                                       absl::string_view contents,
-                                      const struct stat& file) {
+                                      const struct stat& file,
+                                      LockFilePlace place) {
   if (!S_ISREG(file.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(
         path, " is not a regular file; not writing an owner record into it"));
@@ -379,8 +380,10 @@ absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
         " hard links; a lock file has exactly one, and an owner record is "
         "never written through a link that may lead to another file"));
   }
-  absl::StatusOr<bool> ours = MayHoldOwnerRecord(fd, path, file);
-  if (!ours.ok() || !*ours) return ours;
+  if (place == LockFilePlace::kElsewhere) {
+    absl::StatusOr<bool> ours = MayHoldOwnerRecord(fd, path, file);
+    if (!ours.ok() || !*ours) return ours;
+  }
   size_t written = 0;
   while (written < contents.size()) {
     const ssize_t wrote = RetryOnEintr([&] {
@@ -407,12 +410,13 @@ absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
 }
 
 absl::StatusOr<bool> WriteOwnerRecord(int fd, absl::string_view path,
-                                      const OwnerRecord& record) {
+                                      const OwnerRecord& record,
+                                      LockFilePlace place) {
   struct stat file;
   if (fstat(fd, &file) != 0) {
     return PosixError(absl::StrCat(path, ": fstat"), errno);
   }
-  return WriteOwnerRecord(fd, path, EncodeOwnerRecord(record), file);
+  return WriteOwnerRecord(fd, path, EncodeOwnerRecord(record), file, place);
 }
 
 }  // namespace onlyone::internal

@@ -146,23 +146,35 @@ std::optional<OwnerRecord> ReadOwnerRecord(int fd);
                                                       absl::string_view path,
                                                       const struct stat& file);
 
+// Where a lock file is: in one of onlyone's own private directories (the
+// user and session scopes: made by onlyone, mode 0700, so nobody but this
+// user's onlyone puts files there), or anywhere else (the machine scope's
+// shared directory, an explicit directory, a path given by the caller),
+// where a file may hold someone's data.
+enum class LockFilePlace { kOwnPrivateDirectory, kElsewhere };
+
 // Writes `contents` (EncodeOwnerRecord()) into the lock file open on `fd`;
 // the caller holds the lock, and `file` is the file's status since it took
 // it (ScopedFileLock::status_when_locked()). Refuses (FailedPrecondition,
 // naming `path`) unless that is a regular file with exactly one link, so
 // that a hard link planted in a shared directory never makes us write into
 // another file; cuts off the rest of a longer old record. Returns false,
-// writing nothing, when MayHoldOwnerRecord() says no, or when the descriptor
-// is read-only (another user's lock file that we may lock but not write).
+// writing nothing, when the descriptor is read-only (another user's lock
+// file that we may lock but not write), or, for a file `kElsewhere`, when
+// MayHoldOwnerRecord() says no. A file in onlyone's own private directory
+// is not read first: only onlyone writes there, and the read is a system
+// call on every acquisition.
 [[nodiscard]] absl::StatusOr<bool> WriteOwnerRecord(int fd,
                                                     absl::string_view path,
                                                     absl::string_view contents,
-                                                    const struct stat& file);
+                                                    const struct stat& file,
+                                                    LockFilePlace place);
 
 // Same for `record`, with the file's status from fstat(2) now.
 [[nodiscard]] absl::StatusOr<bool> WriteOwnerRecord(int fd,
                                                     absl::string_view path,
-                                                    const OwnerRecord& record);
+                                                    const OwnerRecord& record,
+                                                    LockFilePlace place);
 
 }  // namespace onlyone::internal
 
