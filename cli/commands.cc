@@ -24,6 +24,11 @@
 namespace onlyone::cli {
 namespace {
 
+// The lock `onlyone run` holds for the rest of the process (see Run()).
+// volatile: nothing reads it, and the compiler would drop a pointer that is
+// only written, and with it what shows the leak checker the object is kept.
+SingleInstance* volatile held_for_the_command = nullptr;
+
 using internal::Printable;
 
 constexpr size_t kMaxNameLength = 200;
@@ -259,16 +264,19 @@ int Run(const RunRequest& request, std::ostream& err) {
   // The lock object is never destroyed: destroying it would unlock the
   // open file description the command shares, and the lock must stay held
   // while the command or anything it left running holds it (flock(1)
-  // semantics). The kernel releases it when the last holder exits.
+  // semantics). The kernel releases it when the last holder exits. A global
+  // points at it, so that leak checkers (LeakSanitizer) see it kept on
+  // purpose rather than lost.
   options.shared = request.shared;
   absl::StatusOr<SingleInstance> instance =
       target.lock_path.empty()
           ? SingleInstance::Acquire(target.name, options)
           : SingleInstance::AcquireAtPath(target.lock_path, options);
   if (!instance.ok()) return Refuse(request, instance.status(), err);
-  auto* held = new SingleInstance(*std::move(instance));
-  const std::string& lock_path = held->lock().path();
-  const std::string inherited = held->lock().InheritedLocksEnvValue();
+  held_for_the_command = new SingleInstance(*std::move(instance));
+  ScopedFileLock& lock = held_for_the_command->lock();
+  const std::string& lock_path = lock.path();
+  const std::string inherited = lock.InheritedLocksEnvValue();
   if (request.verbose) {
     err << "onlyone: holding " << Printable(lock_path) << "\n";
   }

@@ -1,5 +1,6 @@
 #include "tests/test_util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <grp.h>
@@ -11,17 +12,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "gtest/gtest.h"
 #include "lib/internal/instance_paths.h"
 
 namespace onlyone::testing {
@@ -323,6 +327,69 @@ class ProcessTestRoot {
 };
 
 const ProcessTestRoot process_test_root;
+
+// Reports of the sanitizers (tools/test --config=asan|tsan) in the programs
+// the tests start: see the header. Their runtimes read the options from the
+// environment at start-up, so changing it here redirects the reports of the
+// programs this process starts, and never its own.
+class ChildSanitizerReports : public ::testing::Environment {
+ public:
+  // Adds log_path to the sanitizer options set for the test (.bazelrc),
+  // unless they name one already (a program started by a test).
+  static void Install() {
+    const char* test_tmpdir = getenv("TEST_TMPDIR");
+    if (test_tmpdir == nullptr) return;
+    const std::string directory =
+        absl::StrCat(test_tmpdir, "/child-sanitizer-reports");
+    bool redirected = false;
+    for (const char* name :
+         {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"}) {
+      const char* options = getenv(name);
+      if (options == nullptr || absl::StrContains(options, "log_path=")) {
+        continue;
+      }
+      setenv(name,
+             absl::StrCat(options, ":log_path=", directory, "/report").c_str(),
+             1);
+      redirected = true;
+    }
+    if (!redirected) return;
+    if (mkdir(directory.c_str(), 0700) != 0 && errno != EEXIST) {
+      perror(directory.c_str());
+      abort();
+    }
+    ::testing::AddGlobalTestEnvironment(new ChildSanitizerReports(directory));
+  }
+
+  // Fails the test binary for each report a started program wrote.
+  void TearDown() override {
+    std::vector<std::string> reports;
+    if (DIR* listing = opendir(directory_.c_str())) {
+      while (const struct dirent* entry = readdir(listing)) {
+        if (entry->d_name[0] != '.') {
+          reports.push_back(absl::StrCat(directory_, "/", entry->d_name));
+        }
+      }
+      closedir(listing);
+    }
+    std::sort(reports.begin(), reports.end());
+    for (const std::string& report : reports) {
+      ADD_FAILURE() << "a program started by the tests reported a sanitizer "
+                       "finding ("
+                    << report << "):\n"
+                    << ReadFileOrEmpty(report);
+    }
+  }
+
+ private:
+  explicit ChildSanitizerReports(std::string directory)
+      : directory_(std::move(directory)) {}
+
+  const std::string directory_;
+};
+
+const bool child_sanitizer_reports_installed =
+    (ChildSanitizerReports::Install(), true);
 
 }  // namespace
 

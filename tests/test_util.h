@@ -8,6 +8,12 @@
 // process that made it exits; processes the tests start inherit it. So no
 // test touches the machine's real lock directories.
 //
+// In the sanitizer builds (tools/test --config=asan|tsan), the programs a
+// test binary starts write their sanitizer reports to files under
+// TEST_TMPDIR rather than to the stderr a test may read as their output, and
+// the test binary fails at its end, showing each report. Every report also
+// ends its process with exit code 86 (.bazelrc), which no test expects.
+//
 // The children run the function and _exit() with its return value, so they
 // never return into GoogleTest. Tests synchronise through pipes (a child
 // writes a byte when it holds a lock, then blocks until the test writes

@@ -6,7 +6,9 @@
 // shares global spin locks with them; a child that locks or even destroys
 // one can hang on a lock a vanished thread held. A plain pthread mutex has
 // no such state, and POSIX lets pthread_atfork handlers lock it before the
-// fork and unlock it in both parent and child.
+// fork and unlock it in both parent and child. ThreadSanitizer also sees
+// its synchronisation, which it cannot see in Debian's uninstrumented
+// absl::Mutex (docs/testing.md); that is why MessageListener uses it too.
 //
 // Thread safety: as any mutex. The annotations let clang's
 // -Wthread-safety check ABSL_GUARDED_BY members.

@@ -543,7 +543,7 @@ absl::Status MessageListener::Stop(bool remove_socket) {
   // a child might hold.
   shutdown(listen_fd_, SHUT_RDWR);
   {
-    absl::MutexLock lock(&mu_);
+    ForkSafeLock lock(&mu_);
     stopping_ = true;
   }
   Wake();
@@ -578,7 +578,7 @@ void MessageListener::Wake() { PostEvent(wake_fd_); }
 
 std::optional<ChannelMessage> MessageListener::Take() {
   if (message_fd_ < 0) return std::nullopt;
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   if (taken_id_ != 0) {
     replies_.emplace_back(taken_id_, "");
     taken_id_ = 0;
@@ -602,7 +602,7 @@ std::optional<ChannelMessage> MessageListener::Take() {
 }
 
 absl::Status MessageListener::Reply(absl::string_view reply) {
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   if (taken_id_ == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(options_.name,
@@ -616,7 +616,7 @@ absl::Status MessageListener::Reply(absl::string_view reply) {
 }
 
 void MessageListener::Drop(uint64_t id) {
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if (it->id == id) {
       queue_.erase(it);
@@ -645,7 +645,7 @@ void MessageListener::HandleComplete(Connection& connection) {
   }
   connection.state = Connection::State::kAwaitingReply;
   connection.deadline = absl::InfiniteFuture();  // bounded by the sender
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   queue_.push_back(Queued{connection.id, connection.fd, *std::move(message)});
   PostEvent(message_fd_);
 }
@@ -672,7 +672,7 @@ void MessageListener::Run() {
   const uid_t self_uid = geteuid();
   for (;;) {
     {
-      absl::MutexLock lock(&mu_);
+      ForkSafeLock lock(&mu_);
       // Replies first: one given just before Stop() still goes out.
       for (auto& [id, text] : replies_) {
         for (auto& connection : connections) {
@@ -820,7 +820,7 @@ void MessageListener::Run() {
         break;
     }
   }
-  absl::MutexLock lock(&mu_);
+  ForkSafeLock lock(&mu_);
   while (!queue_.empty()) {
     queue_.pop_front();
     ConsumeEvent(message_fd_);

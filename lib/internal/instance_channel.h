@@ -66,8 +66,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/internal/fork_safe_mutex.h"
 
 namespace onlyone::internal {
 
@@ -134,8 +134,8 @@ class MessageListener {
   [[nodiscard]] absl::Status Stop(bool remove_socket);
 
   // True in a fork()ed child: the object must then be leaked after Stop(),
-  // never destroyed, because destroying its absl::Mutex may take locks
-  // (Abseil's debug deadlock graph) that a parent thread held at the fork.
+  // never destroyed, because its mutex may have been held by the parent's
+  // listener thread at the fork, and destroying a locked mutex is undefined.
   bool IsForkedCopy() const;
 
   // Queue mode: readable (an eventfd) while Take() has a message; else -1.
@@ -177,7 +177,9 @@ class MessageListener {
   std::unique_ptr<std::thread> thread_;
   bool stopped_ = false;
 
-  absl::Mutex mu_;
+  // A pthread mutex rather than absl::Mutex: ThreadSanitizer sees its
+  // synchronisation (Debian's Abseil is not instrumented; docs/testing.md).
+  ForkSafeMutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t taken_id_ ABSL_GUARDED_BY(mu_) = 0;

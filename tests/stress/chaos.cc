@@ -5,7 +5,7 @@
 //   bazel run -c opt //tests/stress:chaos -- --short          (CI: ~60 s)
 //   bazel run -c opt //tests/stress:chaos -- --sections=1000000 --seconds=900
 //
-// docs/testing-chaos.md describes the variants and the figures. In short:
+// docs/testing.md describes the variants and the figures. In short:
 // every process (or thread) that believes it holds the lock marks its slot
 // in a shared-memory page as "inside" (exclusive or shared) right after the
 // lock is granted and clears it right before releasing; on entry it scans
