@@ -4,7 +4,11 @@
 //
 // What the kernel reports, and its limits:
 //  * the pid is the process that took the lock; after a fork hand-off that
-//    process may have exited while a child keeps the lock alive;
+//    process may have exited while a child keeps the lock alive (and the pid
+//    may have been reused since). /proc/PID/fdinfo tells who holds it now:
+//    every descriptor on a locked open file description lists the lock
+//    ("lock:" lines), so ProcessesHoldingFlockOn() finds the processes that
+//    inherited it;
 //  * a holder in another pid namespace is reported with the pid it has in
 //    /proc's namespace (0 when it has none there);
 //  * /proc may be missing or hide other users' entries; then the list is
@@ -44,6 +48,29 @@ std::vector<FlockHolder> ParseFlockHolders(absl::string_view proc_locks_text,
 // /proc/PID/fdinfo shows ("lock:" lines). False when /proc does not let us
 // see (another user's process, without privilege).
 bool ProcessHoldsFlockOn(pid_t pid, dev_t device, ino_t inode);
+
+// A live process that holds a flock(2) lock on a file through one of its
+// descriptors.
+struct FlockHoldingProcess {
+  pid_t pid = 0;
+  // The pids /proc/locks gives the locks it holds there: the processes that
+  // took them (itself, or the process it inherited the descriptor from).
+  std::vector<pid_t> locker_pids;
+};
+
+// Every process /proc shows holding a flock(2) lock on the file (device,
+// inode), in /proc's order (ascending pids), found by reading every
+// process's /proc/PID/fdinfo: the same test as ProcessHoldsFlockOn(), for
+// all of them. Processes whose fdinfo we may not read (another user's,
+// without privilege) are not seen. It reads a file per open descriptor of
+// the machine, so it is for messages, never for a lock's fast path.
+std::vector<FlockHoldingProcess> ProcessesHoldingFlockOn(dev_t device,
+                                                         ino_t inode);
+
+// /proc/PID/cmdline as arguments, at most `limit` bytes of it (the last
+// argument may be cut); empty when unreadable or empty (a zombie, a kernel
+// thread). The arguments are whatever the process chose.
+std::vector<std::string> ProcessCommandLine(pid_t pid, size_t limit = 4096);
 
 // Returns /proc/PID/comm without its newline, or "" if unreadable. The name
 // is whatever the process chose, control characters included.
