@@ -216,6 +216,11 @@ struct Inspection {
   // empty or the record was believed), and the pid that record names.
   std::string record_rejected;
   pid_t rejected_record_pid = 0;
+  // In a pid namespace, where /proc/locks leaves out a lock whose taker has
+  // exited or is outside it: the processes whose fdinfo shows they hold it
+  // (see internal::InInitialPidNamespace()). Only looked for when
+  // /proc/locks lists no holder.
+  std::vector<internal::FlockHoldingProcess> hidden_holders;
 };
 
 bool Lists(const std::vector<FlockHolder>& holders, pid_t pid) {
@@ -234,11 +239,13 @@ std::string PidList(const std::vector<FlockHolder>& holders) {
 // "" when `record` describes the holder; otherwise why not. The record is
 // believed when it was written in this boot, the recorded process is alive
 // with the recorded start time (so a dead holder's record, or a reused pid,
-// is not believed), and the kernel lists it as holding the lock. After a
-// fork hand-off the kernel lists the process that took the lock
-// (locker_pid), which may have exited; the record is then believed only
-// when the recorded process itself holds the locked file description, so a
-// holder cannot make its record name some other live process.
+// is not believed), and it holds the lock itself: its /proc/PID/fdinfo
+// shows the lock, or, where /proc does not show us its descriptors (another
+// user's process), the kernel lists it in /proc/locks. So a holder cannot
+// make its record name some other live process; a zombie, which the kernel
+// may still list as the lock's taker while children it left hold the lock,
+// holds nothing; and after a fork hand-off, where the kernel lists the
+// process that took the lock (locker_pid), the recorded one proves itself.
 std::string VerifyRecord(const OwnerRecord& record,
                          const Inspection& inspection) {
   if (record.boot_id != internal::BootId()) {
@@ -251,18 +258,23 @@ std::string VerifyRecord(const OwnerRecord& record,
                         ", which is not running, or is another process now "
                         "(start time differs)");
   }
-  if (!inspection.holders_known || Lists(inspection.holders, record.pid)) {
+  if (!inspection.holders_known) return "";
+  const bool listed = Lists(inspection.holders, record.pid);
+  if (internal::ProcessHoldsFlockOn(record.pid, inspection.device,
+                                    inspection.inode)
+          .value_or(listed)) {
     return "";
   }
-  if (record.locker_pid != record.pid &&
-      Lists(inspection.holders, record.locker_pid) &&
-      internal::ProcessHoldsFlockOn(record.pid, inspection.device,
-                                    inspection.inode)) {
-    return "";
+  if (listed) {
+    return absl::StrCat("its owner record names pid ", record.pid,
+                        ", which no longer holds the lock");
   }
-  return absl::StrCat("its owner record names pid ", record.pid,
-                      ", which does not hold the lock (the kernel lists pid ",
-                      PidList(inspection.holders), ")");
+  return absl::StrCat(
+      "its owner record names pid ", record.pid, ", which does not hold the lock",
+      inspection.holders.empty()
+          ? ""
+          : absl::StrCat(" (the kernel lists pid ",
+                         PidList(inspection.holders), ")"));
 }
 
 // Looks at a lock file without locking it: /proc/locks for the holders, and
@@ -318,6 +330,11 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
     inspection.holders =
         internal::ParseFlockHolders(locks, file.st_dev, file.st_ino);
     inspection.held = !inspection.holders.empty();
+    if (!inspection.held && !internal::InInitialPidNamespace()) {
+      inspection.hidden_holders =
+          internal::ProcessesHoldingFlockOn(file.st_dev, file.st_ino);
+      inspection.held = !inspection.hidden_holders.empty();
+    }
   } else if (fd >= 0) {
     if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
       flock(fd, LOCK_UN);
@@ -378,8 +395,9 @@ HolderProcess DescribeProcess(pid_t pid) {
 // listed process that still holds it, and, for each that no longer does
 // (it exited, or closed its descriptor, or its pid is another process's
 // now), the processes that hold the lock it took, which inherited its
-// descriptor. Only the second case reads every process's fdinfo. Sets
-// *inherited_from to such a former holder (0 when none).
+// descriptor. Only the second case reads every process's fdinfo. A listed
+// process whose descriptors /proc does not show us (another user's) is
+// neither. Sets *inherited_from to such a former holder (0 when none).
 std::vector<pid_t> LiveHolders(const std::vector<FlockHolder>& holders,
                                dev_t device, ino_t inode,
                                pid_t* inherited_from) {
@@ -388,7 +406,10 @@ std::vector<pid_t> LiveHolders(const std::vector<FlockHolder>& holders,
   std::vector<pid_t> gone;
   for (const FlockHolder& holder : holders) {
     if (holder.pid <= 0) continue;  // outside our pid namespace
-    if (internal::ProcessHoldsFlockOn(holder.pid, device, inode)) {
+    const std::optional<bool> holds =
+        internal::ProcessHoldsFlockOn(holder.pid, device, inode);
+    if (!holds.has_value()) continue;
+    if (*holds) {
       live.push_back(holder.pid);
     } else {
       gone.push_back(holder.pid);
@@ -430,6 +451,10 @@ std::optional<InstanceInfo> HolderFrom(const Inspection& inspection) {
   for (pid_t pid : LiveHolders(holders, inspection.device, inspection.inode,
                                &info.inherited_from_pid)) {
     info.processes.push_back(DescribeProcess(pid));
+  }
+  for (const internal::FlockHoldingProcess& hidden :
+       inspection.hidden_holders) {
+    info.processes.push_back(DescribeProcess(hidden.pid));
   }
   if (!info.processes.empty()) {
     info.pid = info.processes.front().pid;

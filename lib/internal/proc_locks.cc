@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,14 +51,19 @@ std::string ReadProcFile(const std::string& path,
 // through its descriptors, from its /proc/PID/fdinfo ("lock:" lines, which
 // list the locks of each descriptor's open file description); only the
 // first found with `first_only`. Reads fdinfo alone, never the files the
-// descriptors name (a stat(2) could hang on a dead NFS mount). Empty when
-// /proc does not let us see.
-std::vector<FlockHolder> FlocksHeldBy(pid_t pid, dev_t device, ino_t inode,
-                                      bool first_only) {
+// descriptors name (a stat(2) could hang on a dead NFS mount). nullopt when
+// /proc does not let us see the process's descriptors; empty when it has
+// none on the file, or has exited.
+std::optional<std::vector<FlockHolder>> FlocksHeldBy(pid_t pid, dev_t device,
+                                                     ino_t inode,
+                                                     bool first_only) {
   std::vector<FlockHolder> locks;
   const std::string fdinfo = absl::StrCat("/proc/", pid, "/fdinfo");
   DIR* listing = opendir(fdinfo.c_str());
-  if (listing == nullptr) return locks;
+  if (listing == nullptr) {
+    if (errno == ENOENT) return locks;  // exited
+    return std::nullopt;
+  }
   absl::Cleanup close_listing = [listing] { closedir(listing); };
   while (const struct dirent* entry = readdir(listing)) {
     if (entry->d_name[0] == '.') continue;
@@ -102,8 +108,24 @@ std::vector<FlockHolder> FlockHolders(dev_t device, ino_t inode) {
   return ParseFlockHolders(ReadProcFile("/proc/locks"), device, inode);
 }
 
-bool ProcessHoldsFlockOn(pid_t pid, dev_t device, ino_t inode) {
-  return !FlocksHeldBy(pid, device, inode, /*first_only=*/true).empty();
+std::optional<bool> ProcessHoldsFlockOn(pid_t pid, dev_t device,
+                                        ino_t inode) {
+  std::optional<std::vector<FlockHolder>> locks =
+      FlocksHeldBy(pid, device, inode, /*first_only=*/true);
+  if (!locks.has_value()) return std::nullopt;
+  return !locks->empty();
+}
+
+bool InInitialPidNamespace() {
+  // The initial namespaces have fixed inode numbers (PROC_PID_INIT_INO in
+  // the kernel's include/linux/proc_ns.h).
+  constexpr ino_t kInitialPidNamespaceInode = 0xEFFFFFFC;
+  static const bool initial = [] {
+    struct stat namespace_file;
+    return stat("/proc/self/ns/pid", &namespace_file) == 0 &&
+           namespace_file.st_ino == kInitialPidNamespaceInode;
+  }();
+  return initial;
 }
 
 std::vector<FlockHoldingProcess> ProcessesHoldingFlockOn(dev_t device,
@@ -115,12 +137,12 @@ std::vector<FlockHoldingProcess> ProcessesHoldingFlockOn(dev_t device,
   while (const struct dirent* entry = readdir(listing)) {
     pid_t pid;
     if (!absl::SimpleAtoi(entry->d_name, &pid) || pid <= 0) continue;
-    std::vector<FlockHolder> locks =
+    std::optional<std::vector<FlockHolder>> locks =
         FlocksHeldBy(pid, device, inode, /*first_only=*/false);
-    if (locks.empty()) continue;
+    if (!locks.has_value() || locks->empty()) continue;
     FlockHoldingProcess& process = processes.emplace_back();
     process.pid = pid;
-    for (const FlockHolder& lock : locks) {
+    for (const FlockHolder& lock : *locks) {
       if (std::find(process.locker_pids.begin(), process.locker_pids.end(),
                     lock.pid) == process.locker_pids.end()) {
         process.locker_pids.push_back(lock.pid);

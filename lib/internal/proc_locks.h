@@ -21,6 +21,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,9 +46,11 @@ std::vector<FlockHolder> ParseFlockHolders(absl::string_view proc_locks_text,
 
 // Whether process `pid` has a descriptor open on an open file description
 // that holds a flock(2) lock on the file (device, inode), as its
-// /proc/PID/fdinfo shows ("lock:" lines). False when /proc does not let us
-// see (another user's process, without privilege).
-bool ProcessHoldsFlockOn(pid_t pid, dev_t device, ino_t inode);
+// /proc/PID/fdinfo shows ("lock:" lines): false for a process that has
+// exited (a zombie has no descriptors) or closed its copy; nullopt when
+// /proc does not let us see its descriptors (another user's process,
+// without privilege).
+std::optional<bool> ProcessHoldsFlockOn(pid_t pid, dev_t device, ino_t inode);
 
 // A live process that holds a flock(2) lock on a file through one of its
 // descriptors.
@@ -63,9 +66,17 @@ struct FlockHoldingProcess {
 // process's /proc/PID/fdinfo: the same test as ProcessHoldsFlockOn(), for
 // all of them. Processes whose fdinfo we may not read (another user's,
 // without privilege) are not seen. It reads a file per open descriptor of
-// the machine, so it is for messages, never for a lock's fast path.
+// the machine (of the pid namespace, in a container), so it is for
+// messages, never for a lock's fast path.
 std::vector<FlockHoldingProcess> ProcessesHoldingFlockOn(dev_t device,
                                                          ino_t inode);
+
+// Whether /proc is the initial pid namespace's (read once). Only there does
+// /proc/locks list every lock: in a pid namespace (a container, a sandbox)
+// it leaves out a lock whose taker has exited or is not in the namespace,
+// although processes there may hold it (they inherited it); fdinfo still
+// shows those, with pid 0 for the taker.
+bool InInitialPidNamespace();
 
 // /proc/PID/cmdline as arguments, at most `limit` bytes of it (the last
 // argument may be cut); empty when unreadable or empty (a zombie, a kernel
