@@ -9,12 +9,24 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
 #include "cli/exit_codes.h"
 #include "cli/flag_parser.h"
 #include "cli/flag_types.h"
 #include "lib/version.h"
+
+// Debian's Abseil is built without NDEBUG, so every absl::Mutex lock
+// tracks lock order for deadlock cycles (a debugging aid: a graph, a
+// thread identity and their arenas on first use). The flags below lock one
+// as they register, so for a short command that is a good part of its
+// start-up; builds of Abseil with NDEBUG do not track at all. Off before
+// any other static initializer runs (priority 101, the first one a program
+// may use).
+__attribute__((constructor(101))) static void NoMutexDeadlockTracking() {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+}
 
 using onlyone::cli::DurationFlag;
 using onlyone::cli::OnConflictFlag;
