@@ -858,7 +858,10 @@ TEST(CliHelpTest, RunHelpIsComplete) {
         "--conflict-exit-code N", "--shared", "--grace DURATION",
         "--max-runtime DURATION", "--quiet", "--verbose", "(default: 75)",
         "(default: 5s)", "ONLYONE_INHERITED_LOCKS", "Exit codes:", "  124 ",
-        "  127 "}) {
+        "  127 ", "COMMAND runs in onlyone's place",
+        "Only --max-runtime needs onlyone to stay", "-n (--wait 0)",
+        "-w SECONDS (--wait)", "-E N", "-s (--shared)", "with \"--\", any other word before it is an error",
+        "it says whom it waits for"}) {
     EXPECT_THAT(help.out, HasSubstr(text));
   }
   EXPECT_THAT(help.out, Not(HasSubstr("--json")));
