@@ -141,17 +141,6 @@ std::string InheritedFrom(const InstanceInfo& holder) {
                       ", which no longer holds it");
 }
 
-// Cuts `text` to about `limit` bytes (between characters), for one line.
-std::string Shortened(std::string text, size_t limit) {
-  if (text.size() <= limit) return text;
-  size_t cut = limit;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) {
-    --cut;
-  }
-  text.resize(cut);
-  return text + "...";
-}
-
 // Prints rows as columns separated by two spaces; the last column is not
 // padded. Every cell is shown Printable(): cells hold names, paths and
 // record fields that other users chose.
@@ -205,14 +194,13 @@ std::string WhoHolds(const InstanceInfo& holder) {
   if (!holder.has_record && holder.processes.size() > 1) {
     std::vector<std::string> each;
     for (const HolderProcess& process : holder.processes) {
-      each.push_back(absl::StrCat(process.pid, " (",
-                                  Shortened(CommandOf(process), 40), ")"));
+      each.push_back(absl::StrCat(process.pid, " (", CommandOf(process), ")"));
     }
     who = absl::StrCat("pids ", absl::StrJoin(each, ", "));
   } else {
     who = absl::StrCat("pid ", holder.pid);
     if (std::string command = CommandOf(holder); !command.empty()) {
-      absl::StrAppend(&who, " (", Shortened(command, 80), ")");
+      absl::StrAppend(&who, " (", command, ")");
     }
   }
   if (holder.has_record && holder.acquired_at != absl::InfinitePast()) {

@@ -709,9 +709,10 @@ absl::Status TerminateHolder(const Location& location,
 }
 
 // The refusal when the replaced holder has exited but the lock is still
-// held `status` later: by processes it left running (which are not
-// signalled: only the process an owner record names is), or by another
-// copy that came first. One sentence, describing who holds it now.
+// held a grace period later (`status` says so): by processes it left
+// running (which are not signalled: only the process an owner record names
+// is), or by another copy that came first. One sentence, describing who
+// holds it now.
 absl::Status ReplacedButHeld(const Location& location,
                              const OwnerRecord& replaced,
                              const absl::Status& status) {
@@ -719,9 +720,8 @@ absl::Status ReplacedButHeld(const Location& location,
   std::optional<InstanceInfo> holder;
   if (inspection.ok()) holder = HolderFrom(*inspection);
   if (!holder.has_value()) {  // released meanwhile, or not readable
-    return absl::UnavailableError(
-        absl::StrCat(status.message(), "; stopped pid ", replaced.pid,
-                     " to replace it, but the lock stayed held"));
+    return absl::UnavailableError(absl::StrCat(
+        status.message(), "; pid ", replaced.pid, " was stopped to replace it"));
   }
   const bool inherited = holder->inherited_from_pid != 0 &&
                          (holder->inherited_from_pid == replaced.pid ||
@@ -786,8 +786,9 @@ struct Acquired {
   bool shared = false;  // InstanceOptions::shared: no owner record
   // What UpdateRecord() keeps from the first record: the command line
   // (InstanceOptions::recorded_command_line, or when that is empty the
-  // identity's), the recorded executable if one was given, the locker (the identity's pid) and the time. The identity
-  // is the acquiring process's, never freed.
+  // identity's), the recorded executable if one was given, the locker (the
+  // identity's pid) and the time. The identity is the acquiring process's,
+  // never freed.
   std::vector<std::string> recorded_command_line;
   std::string recorded_executable;
   const internal::SelfIdentity* identity = nullptr;
