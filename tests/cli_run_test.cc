@@ -79,6 +79,18 @@ bool HasSignal(const std::string& status, const std::string& field,
   return false;
 }
 
+// Copies what the test sends on 9 to 8, once it has been exec'd: the test
+// knows cat runs (and not the shell before its exec) when its byte comes
+// back (ExpectEcho()).
+constexpr char kEcho[] = "exec cat <&9 >&8";
+
+// Sends a byte to a command running kEcho (or a cat copying 9 to 8) and
+// waits for it to come back.
+void ExpectEcho(Pipe& to_command, Pipe& from_command) {
+  to_command.Send('x');
+  EXPECT_EQ(from_command.Receive(), 'x');
+}
+
 // Reads a line of digits (a pid a command wrote) from `pipe`.
 std::string ReadPid(Pipe& pipe) {
   std::string pid;
@@ -157,11 +169,11 @@ TEST_F(CliRunTest, LockStaysHeldAcrossTheCommandsOwnForks) {
   // sh starts cat in the background, says cat's pid, and exits at once: cat
   // keeps the lock it inherited.
   std::unique_ptr<Process> holder = Process::StartOnlyone(
-      {"run", "--lock", lock_, "--", "sh", "-c",
-       "cat <&9 >/dev/null & echo $! >&8"},
+      {"run", "--lock", lock_, "--", "sh", "-c", "cat <&9 >&8 & echo $! >&8"},
       {{8, ready_.write_fd()}, {9, release_.read_fd()}});
   const std::string cat_pid = ReadPid(ready_);
   ASSERT_FALSE(cat_pid.empty()) << holder->err();
+  ExpectEcho(release_, ready_);
   const pid_t sh_pid = holder->pid();
   EXPECT_EQ(holder->Wait(), 0) << holder->err();
   EXPECT_TRUE(LockedElsewhere(lock_));
@@ -342,10 +354,11 @@ TEST_F(CliRunTest, ReplaceThatLeavesTheLockHeldSaysWhyInOneSentence) {
   // lock it inherited. The replacer gives up naming the command.
   std::unique_ptr<Process> holder = Process::StartOnlyone(
       {"run", "--lock", lock_, "--max-runtime", "1h", "--", "sh", "-c",
-       "trap '' TERM; echo $$ >&8; exec cat <&9"},
+       absl::StrCat("trap '' TERM; echo $$ >&8; ", kEcho)},
       {{8, ready_.write_fd()}, {9, release_.read_fd()}});
   const std::string command_pid = ReadPid(ready_);
   ASSERT_FALSE(command_pid.empty()) << holder->err();
+  ExpectEcho(release_, ready_);
   const pid_t supervisor_pid = holder->pid();
   Result replacer = RunOnlyone({"run", "--lock", lock_, "--on-conflict",
                                 "replace", "--grace", "200ms", "--", "true"});
@@ -484,8 +497,10 @@ INSTANTIATE_TEST_SUITE_P(Signals, CliRunSignalTest,
                          ::testing::Values(SIGINT, SIGTERM, SIGHUP, SIGQUIT));
 
 TEST_F(CliRunTest, LockOutlivesAKilledSupervisorUntilTheCommandEnds) {
-  std::unique_ptr<Process> holder =
-      StartHolder({"--lock", lock_, "--max-runtime", "1h"});
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--lock", lock_, "--max-runtime", "1h", "--", "sh", "-c", kEcho},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ExpectEcho(release_, ready_);
   const pid_t supervisor_pid = holder->pid();
   holder->Kill(SIGKILL);
   EXPECT_EQ(holder->Wait(), 128 + SIGKILL);

@@ -265,14 +265,23 @@ TEST_F(CliStatusTest, ListShowsHeldAndFreeLocks) {
 // exits: status, list and wait see those processes, not the pid that took
 // the lock.
 TEST_F(CliStatusTest, ProcessesThatInheritedTheLockAreNamed) {
-  Pipe ready, release;
+  // Each cat copies what the test sends it (on 9, on 7) to 8, so the test
+  // knows both are cats (exec'd, not the shell's forks before their exec).
+  Pipe ready, release, release_second;
   std::unique_ptr<Process> holder = Process::StartOnlyone(
       {"run", "--name", "orphans", "--", "sh", "-c",
-       "cat <&9 >/dev/null & echo $! >&8; cat <&9 >/dev/null & echo $! >&8"},
-      {{8, ready.write_fd()}, {9, release.read_fd()}}, env_);
+       "cat <&9 >&8 & echo $! >&8; cat <&7 >&8 & echo $! >&8"},
+      {{8, ready.write_fd()},
+       {9, release.read_fd()},
+       {7, release_second.read_fd()}},
+      env_);
   const std::string first = ReadPid(ready);
   const std::string second = ReadPid(ready);
   ASSERT_FALSE(second.empty()) << holder->err();
+  release.Send('a');
+  EXPECT_EQ(ready.Receive(), 'a');
+  release_second.Send('b');
+  EXPECT_EQ(ready.Receive(), 'b');
   const pid_t taker = holder->pid();
   EXPECT_EQ(holder->Wait(), 0) << holder->err();
 
@@ -319,6 +328,7 @@ TEST_F(CliStatusTest, ProcessesThatInheritedTheLockAreNamed) {
   Result held = Onlyone({"wait", "--name", "orphans", "--timeout", "0"});
   EXPECT_EQ(held.code, 75) << held.err;
   release.CloseWrite();
+  release_second.CloseWrite();
   Result freed = Onlyone({"wait", "--name", "orphans", "--timeout", "60s"});
   EXPECT_EQ(freed.code, 0) << freed.err;
   EXPECT_EQ(Onlyone({"status", "--name", "orphans"}).code, 1);
