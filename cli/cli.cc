@@ -9,12 +9,24 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
 #include "cli/exit_codes.h"
 #include "cli/flag_parser.h"
 #include "cli/flag_types.h"
 #include "lib/version.h"
+
+// Debian's Abseil is built without NDEBUG, so every absl::Mutex lock
+// tracks lock order for deadlock cycles (a debugging aid: a graph, a
+// thread identity and their arenas on first use). The flags below lock one
+// as they register, so for a short command that is a good part of its
+// start-up; builds of Abseil with NDEBUG do not track at all. Off before
+// any other static initializer runs (priority 101, the first one a program
+// may use).
+__attribute__((constructor(101))) static void NoMutexDeadlockTracking() {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+}
 
 using onlyone::cli::DurationFlag;
 using onlyone::cli::OnConflictFlag;
@@ -68,13 +80,15 @@ ABSL_FLAG(DurationFlag, grace, DurationFlag{absl::Seconds(5)},
 ABSL_FLAG(DurationFlag, max_runtime, DurationFlag{absl::InfiniteDuration()},
           "Stop COMMAND once it has run for DURATION: SIGTERM to its process "
           "group, SIGKILL after --grace; onlyone then exits 124, as "
-          "timeout(1) does. 0 or inf: no limit.");
+          "timeout(1) does. 0 or inf: no limit. A limit keeps onlyone "
+          "running beside COMMAND, as its supervisor.");
 ABSL_FLAG(bool, quiet, false,
-          "Print nothing when the lock is held or --max-runtime strikes "
-          "(usage and system errors are still printed).");
+          "Print nothing when the lock is held, while waiting for it, or when "
+          "--max-runtime strikes (usage and system errors are still "
+          "printed).");
 ABSL_FLAG(bool, verbose, false,
-          "Say what happens on stderr: the lock taken, COMMAND's pid, "
-          "signals forwarded, how COMMAND ended.");
+          "Say what happens on stderr: the lock taken, COMMAND's pid, and "
+          "with --max-runtime the signals forwarded and how COMMAND ended.");
 
 // status, list.
 ABSL_FLAG(bool, json, false,
@@ -119,7 +133,9 @@ constexpr char kExitCodes[] =
     "  N      run: COMMAND's own exit status\n"
     "  64     usage error: unknown flag, bad value, bad name, missing "
     "COMMAND,\n"
-    "         conflicting flags, a --lock PATH that is not a regular file\n"
+    "         a stray word before \"--\", conflicting flags, a --lock PATH "
+    "that\n"
+    "         is not a regular file\n"
     "  70     internal error in onlyone\n"
     "  71     system error: permission denied, missing or unsafe directory,\n"
     "         failed system call\n"
@@ -149,6 +165,40 @@ constexpr FlagSpec kRunFlags[] = {
     {"quiet", ""},
     {"verbose", ""},
 };
+// flock(1)'s spellings, typed out of habit, where they mean what one of
+// ours means.
+constexpr ShortFlag kRunShortFlags[] = {
+    {'n', "wait", "0"},         // --nonblock: fail at once
+    {'w', "wait", "", "SECONDS"},  // --timeout SECONDS
+    {'E', "conflict_exit_code", "", "N"},
+    {'s', "shared", "true"},
+    {'x', "shared", "false"},  // exclusive, the default
+    {'e', "shared", "false"},
+};
+// flock(1)'s spellings that mean nothing of ours, and what to use instead.
+constexpr FlagHint kRunHints[] = {
+    {"-c", "give COMMAND after \"--\" (-- sh -c 'COMMAND' for a shell "
+           "command line)"},
+    {"--command", "give COMMAND after \"--\" (-- sh -c 'COMMAND' for a shell "
+                  "command line)"},
+    {"-o", "COMMAND always inherits the lock (flock(1)'s --close is not "
+           "supported)"},
+    {"--close", "COMMAND always inherits the lock (flock(1)'s --close is not "
+                "supported)"},
+    {"-u", "a lock is released when its holders exit; onlyone never unlocks "
+           "one it did not take"},
+    {"--unlock", "a lock is released when its holders exit; onlyone never "
+                 "unlocks one it did not take"},
+    {"-F", "COMMAND runs in onlyone's own process already, unless "
+           "--max-runtime needs onlyone to stay"},
+    {"--no-fork", "COMMAND runs in onlyone's own process already, unless "
+                  "--max-runtime needs onlyone to stay"},
+    {"--nonblock", "failing at once is the default (or -n, or --wait 0)"},
+    {"--nb", "failing at once is the default (or -n, or --wait 0)"},
+    {"--exclusive", "the lock is exclusive unless --shared"},
+    {"--timeout", "did you mean --wait DURATION? (--timeout is for 'onlyone "
+                  "wait')"},
+};
 constexpr FlagSpec kStatusFlags[] = {kName, kLock, kScope, kJson};
 constexpr FlagSpec kListFlags[] = {kScope, kJson};
 constexpr FlagSpec kWaitFlags[] = {
@@ -176,6 +226,8 @@ struct Subcommand {
   const char* description;
   absl::Span<const FlagSpec> flags;
   bool takes_command;
+  absl::Span<const ShortFlag> short_flags = {};
+  absl::Span<const FlagHint> hints = {};
 };
 
 const Subcommand kSubcommands[] = {
@@ -185,18 +237,28 @@ const Subcommand kSubcommands[] = {
      "Takes the lock, then runs COMMAND holding it. COMMAND inherits the "
      "lock (its descriptor is listed in $ONLYONE_INHERITED_LOCKS, for "
      "ScopedFileLock::AdoptInherited), so the lock stays held as long as "
-     "COMMAND, or anything it leaves running, lives, even if onlyone is "
-     "killed; as with flock(1), which excludes it on the same file and the "
-     "other way round. SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to "
-     "COMMAND's process group. COMMAND's exit status becomes onlyone's; "
-     "128+N if signal N killed it.\n\n"
+     "COMMAND, or anything it leaves running, lives; as with flock(1), "
+     "which excludes it on the same file and the other way round.\n\n"
+     "COMMAND runs in onlyone's place: onlyone takes the lock, writes the "
+     "owner record and executes COMMAND in the same process, so COMMAND's "
+     "pid is the one recorded, signals reach it directly, and its exit "
+     "status is onlyone's (a shell shows 128+N if signal N killed it). Only "
+     "--max-runtime needs onlyone to stay: then COMMAND runs as its child, "
+     "in a process group of its own, onlyone forwards SIGINT, SIGTERM, "
+     "SIGHUP and SIGQUIT to that group and exits with COMMAND's status "
+     "(128+N if signal N killed it).\n\n"
      "When another process holds the lock, onlyone prints one line naming "
-     "the lock, the holder's pid, since when it holds it and its command, "
-     "and exits 75 (--conflict-exit-code).\n\n"
+     "the lock, the processes that hold it (pid and command), since when, "
+     "and exits 75 (--conflict-exit-code). While it waits for the lock "
+     "(--wait, --on-conflict wait) with a terminal on stderr, it says whom "
+     "it waits for, and when it has the lock (not with --quiet).\n\n"
      "COMMAND is everything after \"--\", or from the first argument that "
-     "is not a flag. Without --name or --lock, the name is COMMAND's base "
-     "name.",
-     kRunFlags, true},
+     "is not a flag; with \"--\", any other word before it is an error. "
+     "Without --name or --lock, the name is COMMAND's base name.\n\n"
+     "flock(1)'s spellings work too: -n (--wait 0), -w SECONDS (--wait), "
+     "-E N (--conflict-exit-code), -s (--shared), -x and -e (exclusive, the "
+     "default).",
+     kRunFlags, true, kRunShortFlags, kRunHints},
     {"status",
      "onlyone status (--name NAME | --lock PATH) [--scope SCOPE] [--json]",
      "show who holds a lock",
@@ -459,9 +521,14 @@ int Main(absl::Span<const std::string> args, std::ostream& out,
                          : "unknown command \"",
                      absl::CEscape(first), "\""));
   }
-  absl::StatusOr<ParsedArgs> parsed =
-      ParseArgs(args.subspan(1), subcommand->name, subcommand->flags,
-                kAllFlags, subcommand->takes_command);
+  CommandSyntax syntax;
+  syntax.command = subcommand->name;
+  syntax.accepted = subcommand->flags;
+  syntax.known = kAllFlags;
+  syntax.short_flags = subcommand->short_flags;
+  syntax.hints = subcommand->hints;
+  syntax.takes_command = subcommand->takes_command;
+  absl::StatusOr<ParsedArgs> parsed = ParseArgs(args.subspan(1), syntax);
   if (!parsed.ok()) {
     if (!absl::IsInvalidArgument(parsed.status())) {
       err << "onlyone: " << parsed.status().message() << "\n";

@@ -1,7 +1,10 @@
 #include "cli/commands.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <optional>
@@ -14,9 +17,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/flag_types.h"
+#include "cli/program.h"
 #include "cli/supervisor.h"
 #include "lib/internal/printable.h"
 #include "lib/scoped_file_lock.h"
@@ -103,10 +108,42 @@ std::string LocalTimeAndAge(absl::Time time) {
   return text;
 }
 
+// A process's command as a shell would need it typed; its name when its
+// command line is not readable.
+std::string CommandOf(const HolderProcess& process) {
+  if (process.command_line.empty()) return process.name;
+  return ShellJoin(process.command_line);
+}
+
+// What the holder runs: the record's command (for `onlyone run`, COMMAND),
+// or without a record the command line of the one live process holding the
+// lock; "" when unknown.
 std::string CommandOf(const InstanceInfo& holder) {
-  if (!holder.has_record) return "-";
-  if (holder.command_line.empty()) return holder.executable;
-  return ShellJoin(holder.command_line);
+  if (holder.has_record) {
+    if (holder.command_line.empty()) return holder.executable;
+    return ShellJoin(holder.command_line);
+  }
+  if (holder.processes.size() == 1) return CommandOf(holder.processes.front());
+  return "";
+}
+
+// "pid 4711", or "pids 10, 11" for several live holders without a record.
+std::string PidsOf(const InstanceInfo& holder) {
+  if (holder.has_record || holder.processes.size() <= 1) {
+    return absl::StrCat("pid ", holder.pid);
+  }
+  std::vector<std::string> pids;
+  for (const HolderProcess& process : holder.processes) {
+    pids.push_back(absl::StrCat(process.pid));
+  }
+  return absl::StrCat("pids ", absl::StrJoin(pids, ", "));
+}
+
+// "inherited from pid 21760, which no longer holds it", or "".
+std::string InheritedFrom(const InstanceInfo& holder) {
+  if (holder.inherited_from_pid == 0) return "";
+  return absl::StrCat("inherited from pid ", holder.inherited_from_pid,
+                      ", which no longer holds it");
 }
 
 // Prints rows as columns separated by two spaces; the last column is not
@@ -136,6 +173,83 @@ void PrintColumns(std::ostream& out,
     }
     out << line << "\n";
   }
+}
+
+absl::StatusOr<SingleInstance> AcquireFor(const LockTarget& target,
+                                          const InstanceOptions& options) {
+  return target.lock_path.empty()
+             ? SingleInstance::Acquire(target.name, options)
+             : SingleInstance::AcquireAtPath(target.lock_path, options);
+}
+
+// "03:00:01" today, "2026-11-21 03:00:01" before.
+std::string ClockTime(absl::Time time) {
+  const absl::TimeZone zone = absl::LocalTimeZone();
+  const auto day = [&](absl::Time t) {
+    return absl::FormatTime("%Y-%m-%d", t, zone);
+  };
+  return absl::FormatTime(day(time) == day(absl::Now()) ? "%H:%M:%S"
+                                                        : "%Y-%m-%d %H:%M:%S",
+                          time, zone);
+}
+
+// "pid 4711 (backup.sh) since 03:00:01", for the wait notice.
+std::string WhoHolds(const InstanceInfo& holder) {
+  std::string who;
+  if (!holder.has_record && holder.processes.size() > 1) {
+    std::vector<std::string> each;
+    for (const HolderProcess& process : holder.processes) {
+      each.push_back(absl::StrCat(process.pid, " (", CommandOf(process), ")"));
+    }
+    who = absl::StrCat("pids ", absl::StrJoin(each, ", "));
+  } else {
+    who = absl::StrCat("pid ", holder.pid);
+    if (std::string command = CommandOf(holder); !command.empty()) {
+      absl::StrAppend(&who, " (", command, ")");
+    }
+  }
+  if (holder.has_record && holder.acquired_at != absl::InfinitePast()) {
+    absl::StrAppend(&who, " since ", ClockTime(holder.acquired_at));
+  }
+  return who;
+}
+
+// Acquire() for a request that waits, telling the terminal: tries once, and
+// if the lock is held says whom it waits for, waits for the rest of the
+// time, and says when it has the lock.
+absl::StatusOr<SingleInstance> AcquireTellingTheWait(
+    const RunRequest& request, InstanceOptions options, std::ostream& err) {
+  const absl::Time start = absl::Now();
+  InstanceOptions once = options;
+  once.on_conflict = ConflictPolicy::kFail;
+  absl::StatusOr<SingleInstance> instance = AcquireFor(request.target, once);
+  if (instance.ok() || !absl::IsUnavailable(instance.status())) {
+    return instance;
+  }
+  const std::string label = Printable(Label(request.target));
+  absl::StatusOr<std::optional<InstanceInfo>> holder =
+      HolderOf(request.target);
+  if (holder.ok() && holder->has_value()) {
+    err << "onlyone: waiting for " << label << ", held by "
+        << Printable(WhoHolds(**holder));
+    if (options.wait_timeout != absl::InfiniteDuration()) {
+      err << " (giving up after " << absl::FormatDuration(options.wait_timeout)
+          << ")";
+    }
+    err << "\n";
+  }
+  if (options.wait_timeout != absl::InfiniteDuration()) {
+    options.wait_timeout = std::max(
+        options.wait_timeout - (absl::Now() - start), absl::ZeroDuration());
+  }
+  instance = AcquireFor(request.target, options);
+  if (instance.ok()) {
+    err << "onlyone: took " << label << " after waiting "
+        << absl::FormatDuration(
+               absl::Trunc(absl::Now() - start, absl::Milliseconds(1)))
+        << "\n";
+  }
+  return instance;
 }
 
 // Reports a refused acquisition: the conflict code for a lock held
@@ -214,17 +328,31 @@ nlohmann::ordered_json HolderToJson(const InstanceInfo& holder) {
           "user", "executable", "command_line", "version"}) {
       json[field] = nullptr;
     }
-    return json;
+  } else {
+    json["process_start_time"] = TimeOrNull(holder.process_start_time);
+    json["acquired_at"] = TimeOrNull(holder.acquired_at);
+    json["boot_id"] = holder.boot_id;
+    json["hostname"] = holder.hostname;
+    json["uid"] = holder.uid;
+    json["user"] = holder.user;
+    json["executable"] = holder.executable;
+    json["command_line"] = holder.command_line;
+    json["version"] = holder.version;
   }
-  json["process_start_time"] = TimeOrNull(holder.process_start_time);
-  json["acquired_at"] = TimeOrNull(holder.acquired_at);
-  json["boot_id"] = holder.boot_id;
-  json["hostname"] = holder.hostname;
-  json["uid"] = holder.uid;
-  json["user"] = holder.user;
-  json["executable"] = holder.executable;
-  json["command_line"] = holder.command_line;
-  json["version"] = holder.version;
+  // Added after the record's fields, so that earlier readers are not
+  // disturbed.
+  json["processes"] = nlohmann::ordered_json::array();
+  for (const HolderProcess& process : holder.processes) {
+    nlohmann::ordered_json entry;
+    entry["pid"] = process.pid;
+    entry["name"] = process.name;
+    entry["command_line"] = process.command_line;
+    json["processes"].push_back(entry);
+  }
+  json["inherited_from_pid"] =
+      holder.inherited_from_pid == 0
+          ? nlohmann::ordered_json(nullptr)
+          : nlohmann::ordered_json(holder.inherited_from_pid);
   return json;
 }
 
@@ -241,14 +369,30 @@ nlohmann::ordered_json LockToJson(absl::string_view name,
   return json;
 }
 
+bool NeedsSupervisor(const RunRequest& request) {
+  return request.max_runtime != absl::InfiniteDuration();
+}
+
 int Run(const RunRequest& request, std::ostream& err) {
+  // The mask onlyone was started with is COMMAND's, whatever the library
+  // does with it meanwhile (a timed wait unblocks a signal for a moment).
+  sigset_t original_mask;
+  pthread_sigmask(SIG_SETMASK, nullptr, &original_mask);
+  std::string program;
+  if (const int error = FindProgram(request.command.front(), &program);
+      error != 0) {
+    return ReportStartError(request.command.front(), error, err);
+  }
+
   const LockTarget& target = request.target;
   InstanceOptions options = OptionsFor(target);
   options.on_conflict = request.on_conflict;
   options.wait_timeout = request.wait_timeout;
   options.grace_period = request.grace;
   options.recorded_command_line = request.command;
+  options.recorded_executable = program;
   options.inheritable = true;
+  options.shared = request.shared;
   if (request.verbose) {
     err << "onlyone: taking the " << (request.shared ? "shared" : "exclusive")
         << " lock " << Printable(Label(target));
@@ -267,23 +411,37 @@ int Run(const RunRequest& request, std::ostream& err) {
   // semantics). The kernel releases it when the last holder exits. A global
   // points at it, so that leak checkers (LeakSanitizer) see it kept on
   // purpose rather than lost.
-  options.shared = request.shared;
+  const bool tell_wait = request.on_conflict == ConflictPolicy::kWait &&
+                         !request.quiet && isatty(STDERR_FILENO);
   absl::StatusOr<SingleInstance> instance =
-      target.lock_path.empty()
-          ? SingleInstance::Acquire(target.name, options)
-          : SingleInstance::AcquireAtPath(target.lock_path, options);
+      tell_wait ? AcquireTellingTheWait(request, options, err)
+                : AcquireFor(target, options);
   if (!instance.ok()) return Refuse(request, instance.status(), err);
   held_for_the_command = new SingleInstance(*std::move(instance));
   ScopedFileLock& lock = held_for_the_command->lock();
   const std::string& lock_path = lock.path();
-  const std::string inherited = lock.InheritedLocksEnvValue();
+  const std::vector<std::string> environment =
+      EnvironmentWith(kInheritedLocksEnvVar, lock.InheritedLocksEnvValue());
   if (request.verbose) {
     err << "onlyone: holding " << Printable(lock_path) << "\n";
   }
 
+  if (!NeedsSupervisor(request)) {
+    if (request.verbose) {
+      err << "onlyone: running " << ShellJoin(request.command)
+          << " in place of onlyone, as pid " << getpid() << "\n";
+    }
+    err.flush();
+    // Returns only if the exec failed; exiting then releases the lock.
+    return ReportStartError(
+        request.command.front(),
+        ExecInPlace(program, request.command, environment, original_mask),
+        err);
+  }
   SuperviseOptions supervise;
   supervise.command = request.command;
-  supervise.environment = EnvironmentWith(kInheritedLocksEnvVar, inherited);
+  supervise.program = program;
+  supervise.environment = environment;
   supervise.max_runtime = request.max_runtime;
   supervise.grace = request.grace;
   supervise.quiet = request.quiet;
@@ -331,14 +489,29 @@ int Status(const StatusRequest& request, std::ostream& out,
     if (!holder.has_value()) {
       rows.push_back({"state:", "free"});
     } else if (!holder->has_record) {
-      rows.push_back(
-          {"state:",
-           absl::StrCat("held by pid ", holder->pid, " (",
-                        holder->no_record_reason.empty()
-                            ? "no owner record: not taken by onlyone, or its "
-                              "owner has exited"
-                            : holder->no_record_reason,
-                        ")")});
+      std::vector<std::string> notes;
+      if (std::string inherited = InheritedFrom(*holder); !inherited.empty()) {
+        notes.push_back(inherited);
+      }
+      if (!holder->no_record_reason.empty()) {
+        notes.push_back(holder->no_record_reason);
+      } else if (holder->inherited_from_pid == 0) {
+        notes.push_back("no owner record: not taken by onlyone");
+      }
+      rows.push_back({"state:", absl::StrCat("held by ", PidsOf(*holder),
+                                             " (", absl::StrJoin(notes, "; "),
+                                             ")")});
+      // The commands of the live processes that hold it.
+      if (holder->processes.size() == 1) {
+        rows.push_back({"command:", CommandOf(holder->processes.front())});
+      } else {
+        const char* label = "commands:";
+        for (const HolderProcess& process : holder->processes) {
+          rows.push_back(
+              {label, absl::StrCat(process.pid, ": ", CommandOf(process))});
+          label = "";
+        }
+      }
     } else {
       rows.push_back({"state:", absl::StrCat("held by pid ", holder->pid)});
       rows.push_back({"command:", CommandOf(*holder)});
@@ -389,9 +562,26 @@ int List(const ListRequest& request, std::ostream& out, std::ostream& err) {
       continue;
     }
     const InstanceInfo& holder = *instance.holder;
-    rows.push_back({instance.name, "held", absl::StrCat(holder.pid),
+    std::string pids = absl::StrCat(holder.pid);
+    std::string command = CommandOf(holder);
+    if (!holder.has_record && holder.processes.size() > 1) {
+      std::vector<std::string> each;
+      std::vector<std::string> commands;
+      for (const HolderProcess& process : holder.processes) {
+        each.push_back(absl::StrCat(process.pid));
+        commands.push_back(
+            absl::StrCat(process.pid, ": ", CommandOf(process)));
+      }
+      pids = absl::StrJoin(each, ",");
+      command = absl::StrJoin(commands, "; ");
+    }
+    if (!holder.has_record) {
+      command = command.empty() ? "(no record)"
+                                : absl::StrCat(command, " (no record)");
+    }
+    rows.push_back({instance.name, "held", pids,
                     holder.has_record ? LocalTime(holder.acquired_at) : "-",
-                    holder.has_record ? CommandOf(holder) : "(no record)"});
+                    command});
   }
   PrintColumns(out, rows);
   return kExitOk;

@@ -43,11 +43,26 @@ struct RunRequest {
   std::vector<std::string> command;
 };
 
-// onlyone run: takes the lock, runs the command holding it (it inherits the
-// lock), returns the command's exit code or onlyone's own. The lock is never
-// released explicitly: it is freed when the last process holding the
-// inherited descriptor (onlyone, the command, anything it left running)
+// Whether `onlyone run` must stay as COMMAND's supervisor: only a flag that
+// acts after COMMAND has started needs it, which is --max-runtime alone.
+// Otherwise onlyone takes the lock, writes the owner record and becomes
+// COMMAND (exec(2) in the same process, the lock's descriptor inherited):
+// the recorded pid and start time are COMMAND's, signals reach it directly
+// and its exit status is its own.
+bool NeedsSupervisor(const RunRequest& request);
+
+// onlyone run: finds COMMAND's program (127 or 126 without locking when it
+// cannot be run), takes the lock, then runs the command holding it (it
+// inherits the lock): in place of onlyone, or, when NeedsSupervisor(), as a
+// child whose exit code becomes onlyone's. Returns onlyone's exit code; in
+// place, returns only when the exec fails. The lock is never released
+// explicitly: it is freed when the last process holding the inherited
+// descriptor (the command, anything it left running, a supervising onlyone)
 // exits, as with flock(1).
+//
+// With a wait (kWait) and a terminal on stderr (unless quiet), one line
+// says whom it waits for when the wait starts, and one when the lock is
+// taken.
 int Run(const RunRequest& request, std::ostream& err);
 
 struct StatusRequest {

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/exit_codes.h"
+#include "cli/program.h"
 
 extern char** environ;
 
@@ -108,7 +109,8 @@ int Supervise(const SuperviseOptions& options, std::ostream& err) {
     err << "onlyone: no command to run\n";
     return kExitUsage;
   }
-  const std::string& program = options.command.front();
+  const std::string& program =
+      options.program.empty() ? options.command.front() : options.program;
   const std::string shown = ShellJoin(options.command);
 
   // A SIGCHLD ignored by whoever started onlyone would make the kernel reap
@@ -168,21 +170,7 @@ int Supervise(const SuperviseOptions& options, std::ostream& err) {
                                        &attributes, argv.data(), envp.data());
   posix_spawnattr_destroy(&attributes);
   if (spawn_error != 0) {
-    if (spawn_error == ENOENT) {
-      err << "onlyone: " << ShellQuote(program)
-          << (absl::StrContains(program, '/') ? ": no such file"
-                                              : ": command not found")
-          << "\n";
-      return kExitNotFound;
-    }
-    if (spawn_error == EAGAIN || spawn_error == ENOMEM) {
-      err << "onlyone: cannot start " << ShellQuote(program) << ": "
-          << strerror(spawn_error) << "\n";
-      return kExitOsError;
-    }
-    err << "onlyone: " << ShellQuote(program)
-        << ": cannot execute: " << strerror(spawn_error) << "\n";
-    return kExitCannotExecute;
+    return ReportStartError(options.command.front(), spawn_error, err);
   }
   // The process group's id is the command's pid; in the foreground the
   // command alone is signalled.

@@ -2,7 +2,7 @@
 // its fate into onlyone's exit code.
 //
 // What it does:
-//  * spawns COMMAND (searched in PATH) with the given environment, inheriting
+//  * spawns COMMAND (found in PATH) with the given environment, inheriting
 //    every descriptor not marked close-on-exec (the lock's among them);
 //  * forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the command;
 //  * with a time limit, sends SIGTERM when the limit is reached and SIGKILL
@@ -36,8 +36,11 @@
 namespace onlyone::cli {
 
 struct SuperviseOptions {
-  // argv of the command; command[0] is looked up in PATH unless it has a '/'.
+  // argv of the command.
   std::vector<std::string> command;
+  // The file to run (FindProgram() in cli/program.h); empty: command[0],
+  // looked up in PATH unless it has a '/'.
+  std::string program;
   // The command's whole environment, "NAME=VALUE" entries.
   std::vector<std::string> environment;
   // InfiniteDuration(): no limit.

@@ -219,8 +219,14 @@ struct Inspection {
   // the lock; see VerifyRecord().
   std::optional<OwnerRecord> record;
   // Why the file's contents were not believed as a record ("" when it was
-  // empty or the record was believed).
+  // empty or the record was believed), and the pid that record names.
   std::string record_rejected;
+  pid_t rejected_record_pid = 0;
+  // In a pid namespace, where /proc/locks leaves out a lock whose taker has
+  // exited or is outside it: the processes whose fdinfo shows they hold it
+  // (see internal::InInitialPidNamespace()). Only looked for when
+  // /proc/locks lists no holder.
+  std::vector<internal::FlockHoldingProcess> hidden_holders;
 };
 
 bool Lists(const std::vector<FlockHolder>& holders, pid_t pid) {
@@ -239,11 +245,13 @@ std::string PidList(const std::vector<FlockHolder>& holders) {
 // "" when `record` describes the holder; otherwise why not. The record is
 // believed when it was written in this boot, the recorded process is alive
 // with the recorded start time (so a dead holder's record, or a reused pid,
-// is not believed), and the kernel lists it as holding the lock. After a
-// fork hand-off the kernel lists the process that took the lock
-// (locker_pid), which may have exited; the record is then believed only
-// when the recorded process itself holds the locked file description, so a
-// holder cannot make its record name some other live process.
+// is not believed), and it holds the lock itself: its /proc/PID/fdinfo
+// shows the lock, or, where /proc does not show us its descriptors (another
+// user's process), the kernel lists it in /proc/locks. So a holder cannot
+// make its record name some other live process; a zombie, which the kernel
+// may still list as the lock's taker while children it left hold the lock,
+// holds nothing; and after a fork hand-off, where the kernel lists the
+// process that took the lock (locker_pid), the recorded one proves itself.
 std::string VerifyRecord(const OwnerRecord& record,
                          const Inspection& inspection) {
   if (record.boot_id != internal::BootId()) {
@@ -256,18 +264,23 @@ std::string VerifyRecord(const OwnerRecord& record,
                         ", which is not running, or is another process now "
                         "(start time differs)");
   }
-  if (!inspection.holders_known || Lists(inspection.holders, record.pid)) {
+  if (!inspection.holders_known) return "";
+  const bool listed = Lists(inspection.holders, record.pid);
+  if (internal::ProcessHoldsFlockOn(record.pid, inspection.device,
+                                    inspection.inode)
+          .value_or(listed)) {
     return "";
   }
-  if (record.locker_pid != record.pid &&
-      Lists(inspection.holders, record.locker_pid) &&
-      internal::ProcessHoldsFlockOn(record.pid, inspection.device,
-                                    inspection.inode)) {
-    return "";
+  if (listed) {
+    return absl::StrCat("its owner record names pid ", record.pid,
+                        ", which no longer holds the lock");
   }
-  return absl::StrCat("its owner record names pid ", record.pid,
-                      ", which does not hold the lock (the kernel lists pid ",
-                      PidList(inspection.holders), ")");
+  return absl::StrCat(
+      "its owner record names pid ", record.pid, ", which does not hold the lock",
+      inspection.holders.empty()
+          ? ""
+          : absl::StrCat(" (the kernel lists pid ",
+                         PidList(inspection.holders), ")"));
 }
 
 // Looks at a lock file without locking it: /proc/locks for the holders, and
@@ -323,6 +336,11 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
     inspection.holders =
         internal::ParseFlockHolders(locks, file.st_dev, file.st_ino);
     inspection.held = !inspection.holders.empty();
+    if (!inspection.held && !internal::InInitialPidNamespace()) {
+      inspection.hidden_holders =
+          internal::ProcessesHoldingFlockOn(file.st_dev, file.st_ino);
+      inspection.held = !inspection.hidden_holders.empty();
+    }
   } else if (fd >= 0) {
     if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
       flock(fd, LOCK_UN);
@@ -340,8 +358,11 @@ absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
   if (inspection.held && fd >= 0) {
     if (std::optional<OwnerRecord> record = internal::ReadOwnerRecord(fd)) {
       inspection.record_rejected = VerifyRecord(*record, inspection);
-      if (inspection.record_rejected.empty())
+      if (inspection.record_rejected.empty()) {
         inspection.record = std::move(record);
+      } else {
+        inspection.rejected_record_pid = record->pid;
+      }
     } else if (file.st_size > 0) {
       inspection.record_rejected =
           "no owner record: the file holds other data, which onlyone never "
@@ -367,47 +388,101 @@ InstanceInfo InfoFromRecord(const OwnerRecord& record) {
   return info;
 }
 
+HolderProcess DescribeProcess(pid_t pid) {
+  HolderProcess process;
+  process.pid = pid;
+  process.command_line =
+      internal::ProcessCommandLine(pid, internal::kMaxCommandLineBytes);
+  process.name = internal::ProcessName(pid);
+  return process;
+}
+
+// The live processes that hold the lock, from the kernel's list: each
+// listed process that still holds it, and, for each that no longer does
+// (it exited, or closed its descriptor, or its pid is another process's
+// now), the processes that hold the lock it took, which inherited its
+// descriptor. Only the second case reads every process's fdinfo. A listed
+// process whose descriptors /proc does not show us (another user's) is
+// neither. Sets *inherited_from to such a former holder (0 when none).
+std::vector<pid_t> LiveHolders(const std::vector<FlockHolder>& holders,
+                               dev_t device, ino_t inode,
+                               pid_t* inherited_from) {
+  *inherited_from = 0;
+  std::vector<pid_t> live;
+  std::vector<pid_t> gone;
+  for (const FlockHolder& holder : holders) {
+    if (holder.pid <= 0) continue;  // outside our pid namespace
+    const std::optional<bool> holds =
+        internal::ProcessHoldsFlockOn(holder.pid, device, inode);
+    if (!holds.has_value()) continue;
+    if (*holds) {
+      live.push_back(holder.pid);
+    } else {
+      gone.push_back(holder.pid);
+    }
+  }
+  if (gone.empty()) return live;
+  for (const internal::FlockHoldingProcess& process :
+       internal::ProcessesHoldingFlockOn(device, inode)) {
+    if (std::find(live.begin(), live.end(), process.pid) != live.end()) {
+      continue;
+    }
+    for (pid_t locker : process.locker_pids) {
+      if (std::find(gone.begin(), gone.end(), locker) == gone.end()) continue;
+      live.push_back(process.pid);
+      if (*inherited_from == 0) *inherited_from = locker;
+      break;
+    }
+  }
+  return live;
+}
+
 std::optional<InstanceInfo> HolderFrom(const Inspection& inspection) {
   if (!inspection.held) return std::nullopt;
   if (inspection.record.has_value()) {
     InstanceInfo info = InfoFromRecord(*inspection.record);
     info.lock_path = inspection.path;
+    info.processes.push_back(DescribeProcess(info.pid));
     return info;
   }
   InstanceInfo info;
   info.lock_path = inspection.path;
   info.no_record_reason = inspection.record_rejected;
-  // The exclusive holder if any (a SingleInstance holds it exclusively).
-  for (const FlockHolder& holder : inspection.holders) {
-    if (holder.exclusive) {
-      info.pid = holder.pid;
-      break;
-    }
+  // The exclusive holder first (a SingleInstance holds it exclusively).
+  std::vector<FlockHolder> holders = inspection.holders;
+  std::stable_partition(holders.begin(), holders.end(),
+                        [](const FlockHolder& holder) {
+                          return holder.exclusive;
+                        });
+  for (pid_t pid : LiveHolders(holders, inspection.device, inspection.inode,
+                               &info.inherited_from_pid)) {
+    info.processes.push_back(DescribeProcess(pid));
   }
-  if (info.pid == 0 && !inspection.holders.empty()) {
-    info.pid = inspection.holders.front().pid;
+  for (const internal::FlockHoldingProcess& hidden :
+       inspection.hidden_holders) {
+    info.processes.push_back(DescribeProcess(hidden.pid));
+  }
+  if (!info.processes.empty()) {
+    info.pid = info.processes.front().pid;
+  } else if (!holders.empty()) {
+    info.pid = holders.front().pid;  // what the kernel says, unverified
+  }
+  // A record that names the process the lock was inherited from says no
+  // more than "inherited from" does.
+  if (info.inherited_from_pid != 0 &&
+      inspection.rejected_record_pid == info.inherited_from_pid) {
+    info.no_record_reason.clear();
   }
   return info;
 }
 
-// What a message says of a holder: its pid first, then what the record
-// tells.
-std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
-  std::vector<std::string> details;
-  if (holder.pid > 0) {
-    details.push_back(absl::StrCat("pid ", holder.pid));
-  } else {
-    details.push_back("holder's pid not visible");
-  }
-  if (holder.process_start_time != absl::InfinitePast()) {
-    details.push_back(absl::StrCat(
-        "started ",
-        absl::FormatTime("%Y-%m-%d %H:%M:%S", holder.process_start_time,
-                         absl::LocalTimeZone())));
-  }
-  std::string command = holder.command_line.empty()
-                            ? holder.executable
-                            : absl::StrJoin(holder.command_line, " ");
+// A command line as messages show it: the arguments joined by spaces (or
+// `fallback` without any), cut to kMaxDescribedCommandBytes, printable.
+// None of it was written by us: it comes from an owner record or /proc.
+std::string ShownCommand(const std::vector<std::string>& command_line,
+                         const std::string& fallback) {
+  std::string command =
+      command_line.empty() ? fallback : absl::StrJoin(command_line, " ");
   if (command.size() > kMaxDescribedCommandBytes) {
     // Cut between characters, not inside a multi-byte one.
     size_t cut = kMaxDescribedCommandBytes;
@@ -418,17 +493,59 @@ std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
     command.resize(cut);
     command.append("...");
   }
-  // The command line and executable come from the owner record: none of it
-  // was written by us.
-  if (!command.empty()) details.push_back(internal::Printable(command));
-  if (!holder.has_record && holder.pid > 0) {
-    // The kernel's name for it, as ScopedFileLock's messages give it.
-    if (std::string name = internal::ProcessName(holder.pid); !name.empty()) {
-      details.push_back(internal::Printable(name));
+  return internal::Printable(command);
+}
+
+// What a message says of a holder: who first (its pid, or the pids and
+// commands of several live holders), then what the record, or without one
+// /proc, tells.
+std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
+  std::vector<std::string> details;
+  const bool several = !holder.has_record && holder.processes.size() > 1;
+  if (several) {
+    std::vector<std::string> each;
+    for (const HolderProcess& process : holder.processes) {
+      const std::string command =
+          ShownCommand(process.command_line, process.name);
+      each.push_back(command.empty()
+                         ? absl::StrCat(process.pid)
+                         : absl::StrCat(process.pid, " (", command, ")"));
     }
-    details.push_back(holder.no_record_reason.empty()
-                          ? "no owner record"
-                          : internal::Printable(holder.no_record_reason));
+    details.push_back(absl::StrCat("pids ", absl::StrJoin(each, ", ")));
+  } else if (holder.pid > 0) {
+    details.push_back(absl::StrCat("pid ", holder.pid));
+  } else {
+    details.push_back("holder's pid not visible");
+  }
+  if (holder.process_start_time != absl::InfinitePast()) {
+    details.push_back(absl::StrCat(
+        "started ",
+        absl::FormatTime("%Y-%m-%d %H:%M:%S", holder.process_start_time,
+                         absl::LocalTimeZone())));
+  }
+  std::string command;
+  if (holder.has_record) {
+    command = ShownCommand(holder.command_line, holder.executable);
+  } else if (holder.processes.size() == 1) {
+    command = ShownCommand(holder.processes.front().command_line,
+                           holder.processes.front().name);
+  } else if (!several && holder.pid > 0) {
+    // Not shown to hold it by /proc (another user's process): the kernel's
+    // name for the pid it lists, as ScopedFileLock's messages give it.
+    command = internal::Printable(internal::ProcessName(holder.pid));
+  }
+  if (!command.empty()) details.push_back(command);
+  if (holder.inherited_from_pid != 0) {
+    details.push_back(absl::StrCat("inherited from pid ",
+                                   holder.inherited_from_pid,
+                                   ", which no longer holds it"));
+  }
+  if (!holder.has_record) {
+    if (!holder.no_record_reason.empty()) {
+      details.push_back(internal::Printable(holder.no_record_reason));
+    } else if (holder.inherited_from_pid == 0) {
+      details.push_back("no owner record");
+    }
   }
   return details;
 }
@@ -436,16 +553,18 @@ std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
 // ---------------------------------------------------------------------------
 // Acquisition.
 
-// This process's record without acquired_at: `recorded_command_line` (when
-// not empty) stands for its own.
+// This process's record without acquired_at: `recorded_command_line` and
+// `recorded_executable` (when not empty) stand for its own.
 OwnerRecord RecordForThisProcess(
-    uid_t euid, const std::vector<std::string>& recorded_command_line) {
+    uid_t euid, const std::vector<std::string>& recorded_command_line,
+    const std::string& recorded_executable) {
   OwnerRecord record = internal::SelfRecord(euid);
   if (!recorded_command_line.empty()) {
     record.command_line = recorded_command_line;
     record.command_line_truncated =
         internal::TruncateCommandLine(record.command_line);
   }
+  if (!recorded_executable.empty()) record.executable = recorded_executable;
   return record;
 }
 
@@ -457,12 +576,14 @@ std::string OwnerRecordFor(const internal::SelfIdentity& self,
                            const InstanceOptions& options,
                            absl::Time acquired_at) {
   if (options.recorded_command_line.empty() &&
+      options.recorded_executable.empty() &&
       self.record.uid == location.euid) {
     return internal::EncodeOwnerRecord(self.encoded, acquired_at);
   }
   return internal::EncodeOwnerRecord(
       internal::EncodeIdentity(RecordForThisProcess(
-          location.euid, options.recorded_command_line)),
+          location.euid, options.recorded_command_line,
+          options.recorded_executable)),
       acquired_at);
 }
 
@@ -516,8 +637,15 @@ absl::StatusOr<ScopedFileLock> LockWaiting(const Location& location,
 
 // Why the holder may not be replaced, "" when it may: only a process proven
 // to be the holder is ever signalled.
-std::string WhyNotReplaceable(const Inspection& inspection) {
+std::string WhyNotReplaceable(const Inspection& inspection,
+                              const InstanceInfo& holder) {
   if (!inspection.record.has_value()) {
+    if (holder.inherited_from_pid != 0) {
+      return absl::StrCat(
+          "the processes that hold it inherited it from pid ",
+          holder.inherited_from_pid,
+          ", and only a process that an owner record names is signalled");
+    }
     return inspection.record_rejected.empty()
                ? "it wrote no owner record, so it cannot be verified"
                : absl::StrCat(inspection.record_rejected,
@@ -586,6 +714,33 @@ absl::Status TerminateHolder(const Location& location,
       absl::FormatDuration(kKillWait), " of SIGKILL"));
 }
 
+// The refusal when the replaced holder has exited but the lock is still
+// held a grace period later (`status` says so): by processes it left
+// running (which are not signalled: only the process an owner record names
+// is), or by another copy that came first. One sentence, describing who
+// holds it now.
+absl::Status ReplacedButHeld(const Location& location,
+                             const OwnerRecord& replaced,
+                             const absl::Status& status) {
+  absl::StatusOr<Inspection> inspection = InspectLockFile(location.lock_path);
+  std::optional<InstanceInfo> holder;
+  if (inspection.ok()) holder = HolderFrom(*inspection);
+  if (!holder.has_value()) {  // released meanwhile, or not readable
+    return absl::UnavailableError(absl::StrCat(
+        status.message(), "; pid ", replaced.pid, " was stopped to replace it"));
+  }
+  const bool inherited = holder->inherited_from_pid != 0 &&
+                         (holder->inherited_from_pid == replaced.pid ||
+                          holder->inherited_from_pid == replaced.locker_pid);
+  return absl::UnavailableError(absl::StrCat(
+      Describe(location, *holder), "; not replacing it: stopped pid ",
+      replaced.pid,
+      inherited ? ", but processes it left running keep the lock it passed "
+                  "on to them, and only a process that an owner record "
+                  "names is signalled"
+                : ", but another copy took the lock meanwhile"));
+}
+
 absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
                                              const LockOptions& base,
                                              const InstanceOptions& options) {
@@ -599,7 +754,8 @@ absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
     if (!inspection.ok()) return inspection.status();
     std::optional<InstanceInfo> holder = HolderFrom(*inspection);
     if (!holder.has_value()) continue;  // released meanwhile
-    if (std::string why = WhyNotReplaceable(*inspection); !why.empty()) {
+    if (std::string why = WhyNotReplaceable(*inspection, *holder);
+        !why.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           Describe(location, *holder),
           "; not replacing it: ", why));
@@ -609,19 +765,17 @@ absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
         !terminated.ok()) {
       return terminated;
     }
-    // The holder is gone, and the kernel released its lock before its pidfd
-    // became readable; wait a little in case a copy that started meanwhile
-    // got there first and is about to exit too.
+    // The holder is gone. Unless processes it left running keep the lock
+    // (they inherited its descriptor), the kernel released it before the
+    // pidfd became readable; wait a little in case a copy that started
+    // meanwhile got there first and is about to exit too.
     absl::StatusOr<ScopedFileLock> after =
         LockWaiting(location, base, options.grace_period);
     if (after.ok() || (!absl::IsDeadlineExceeded(after.status()) &&
                        !absl::IsUnavailable(after.status()))) {
       return after;
     }
-    absl::Status taken = Conflict(location, after.status());
-    return absl::UnavailableError(absl::StrCat(
-        "replaced pid ", holder->pid, ", but another copy took the lock: ",
-        taken.ok() ? after.status().message() : taken.message()));
+    return ReplacedButHeld(location, *inspection->record, after.status());
   }
   return absl::UnavailableError(absl::StrCat(
       location.display_name, " is already running (", location.lock_path,
@@ -639,9 +793,11 @@ struct Acquired {
   bool shared = false;  // InstanceOptions::shared: no owner record
   // What UpdateRecord() keeps from the first record: the command line
   // (InstanceOptions::recorded_command_line, or when that is empty the
-  // identity's), the locker (the identity's pid) and the time. The identity
-  // is the acquiring process's, never freed.
+  // identity's), the recorded executable if one was given, the locker (the
+  // identity's pid) and the time. The identity is the acquiring process's,
+  // never freed.
   std::vector<std::string> recorded_command_line;
+  std::string recorded_executable;
   const internal::SelfIdentity* identity = nullptr;
   absl::Time acquired_at;
   std::unique_ptr<internal::MessageListener> listener;
@@ -802,6 +958,7 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
   acquired.place = location.place;
   acquired.shared = options.shared;
   acquired.recorded_command_line = options.recorded_command_line;
+  acquired.recorded_executable = options.recorded_executable;
   acquired.identity = &self;
   acquired.acquired_at = acquired_at;
   if (options.listen) {
@@ -1019,8 +1176,8 @@ absl::Status SingleInstance::UpdateRecord() {
         "owner record"));
   }
   const Acquired& parts = state_->parts;
-  OwnerRecord record =
-      RecordForThisProcess(geteuid(), parts.recorded_command_line);
+  OwnerRecord record = RecordForThisProcess(
+      geteuid(), parts.recorded_command_line, parts.recorded_executable);
   if (parts.recorded_command_line.empty()) {
     // The command line as first recorded, even if the process has renamed
     // itself since (setproctitle after daemonizing).

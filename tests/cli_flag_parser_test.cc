@@ -134,6 +134,93 @@ TEST_F(CliFlagParserTest, LastValueWins) {
   EXPECT_EQ(absl::GetFlag(FLAGS_test_count), 2);
 }
 
+TEST_F(CliFlagParserTest, AStrayWordBeforeDoubleDashIsAnError) {
+  absl::StatusOr<ParsedArgs> parsed =
+      Parse({"--test-count", "10", "minutes", "--test-name", "x", "--", "cmd"});
+  ASSERT_TRUE(absl::IsInvalidArgument(parsed.status()));
+  EXPECT_EQ(parsed.status().message(),
+            "stray \"minutes\" before \"--\": it is neither a flag nor a "
+            "flag's value (--test-count took \"10\" as its value); COMMAND "
+            "goes after \"--\"");
+  parsed = Parse({"--test-count=10", "minutes", "--", "cmd"});
+  ASSERT_TRUE(absl::IsInvalidArgument(parsed.status()));
+  EXPECT_EQ(parsed.status().message(),
+            "stray \"minutes\" before \"--\": it is neither a flag nor a "
+            "flag's value; COMMAND goes after \"--\"");
+  // Without "--", the first word starts the command.
+  parsed = Parse({"--test-count", "10", "echo", "-x"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_THAT(parsed->positional, ElementsAre("echo", "-x"));
+  // A command whose own arguments hold "--" goes after ours.
+  parsed = Parse({"--", "echo", "--", "x"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_THAT(parsed->positional, ElementsAre("echo", "--", "x"));
+}
+
+TEST_F(CliFlagParserTest, DidYouMeanACloseFlag) {
+  absl::StatusOr<ParsedArgs> parsed = Parse({"--test-nmae", "x"});
+  ASSERT_TRUE(absl::IsInvalidArgument(parsed.status()));
+  EXPECT_EQ(parsed.status().message(),
+            "unknown flag \"--test-nmae\"; did you mean --test-name?");
+  parsed = Parse({"--test-cont=1"});
+  EXPECT_THAT(parsed.status().message(), HasSubstr("did you mean --test-count?"));
+  // Nothing close: no guess.
+  parsed = Parse({"--verbosity"});
+  EXPECT_EQ(parsed.status().message(), "unknown flag \"--verbosity\"");
+}
+
+constexpr ShortFlag kShort[] = {
+    {'n', "test_count", "0"},
+    {'c', "test_count", "", "COUNT"},
+    {'s', "test_switch", "true"},
+};
+constexpr FlagHint kHints[] = {{"-o", "no such thing here"},
+                               {"--other", "use --test-switch"}};
+
+absl::StatusOr<ParsedArgs> ParseWithShortFlags(
+    const std::vector<std::string>& args) {
+  CommandSyntax syntax;
+  syntax.command = "try";
+  syntax.accepted = kAccepted;
+  syntax.known = kKnown;
+  syntax.short_flags = kShort;
+  syntax.hints = kHints;
+  syntax.takes_command = true;
+  return ParseArgs(args, syntax);
+}
+
+TEST_F(CliFlagParserTest, ShortFlagsStandForFlags) {
+  absl::StatusOr<ParsedArgs> parsed = ParseWithShortFlags({"-n", "-s", "cmd"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(absl::GetFlag(FLAGS_test_count), 0);
+  EXPECT_TRUE(absl::GetFlag(FLAGS_test_switch));
+  EXPECT_THAT(parsed->given, ElementsAre("test_count", "test_switch"));
+  EXPECT_THAT(parsed->positional, ElementsAre("cmd"));
+
+  ASSERT_TRUE(ParseWithShortFlags({"-c", "7"}).ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_test_count), 7);
+  ASSERT_TRUE(ParseWithShortFlags({"-c8"}).ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_test_count), 8);
+  // A long flag with one dash is still that flag.
+  ASSERT_TRUE(ParseWithShortFlags({"-test-count", "9"}).ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_test_count), 9);
+
+  absl::StatusOr<ParsedArgs> missing = ParseWithShortFlags({"-c"});
+  EXPECT_EQ(missing.status().message(), "-c needs a value (COUNT)");
+  absl::StatusOr<ParsedArgs> bad = ParseWithShortFlags({"-cx"});
+  EXPECT_THAT(bad.status().message(), HasSubstr("-c: invalid value \"x\""));
+}
+
+TEST_F(CliFlagParserTest, HintsForRefusedSpellings) {
+  absl::StatusOr<ParsedArgs> parsed = ParseWithShortFlags({"-o", "cmd"});
+  ASSERT_TRUE(absl::IsInvalidArgument(parsed.status()));
+  EXPECT_EQ(parsed.status().message(),
+            "-o is not a flag of 'onlyone try': no such thing here");
+  parsed = ParseWithShortFlags({"--other"});
+  EXPECT_EQ(parsed.status().message(),
+            "--other is not a flag of 'onlyone try': use --test-switch");
+}
+
 TEST(CliFlagHelpTest, ListsFlagsWithMetavarHelpAndDefault) {
   const std::string help = FlagsHelp(kAccepted);
   EXPECT_THAT(help, HasSubstr("  --test-name NAME\n      A name.\n"));

@@ -115,14 +115,15 @@ TEST_F(CliPrintableTest, SelfNamedHolderAndLockPathAreEscaped) {
   EXPECT_THAT(waited.err, HasSubstr(absl::StrCat(escaped_lock, " is held by ",
                                                  escaped_holder)));
 
+  // SingleInstance's refusal shows the holder's command line, which names
+  // the test binary (the holder is a fork of it), not the name it chose.
   Result shared = RunOnlyone({"run", "--lock", lock, "--shared", "--", "true"});
   EXPECT_EQ(shared.code, 75);
   ExpectNoTerminalControls(shared);
   EXPECT_THAT(shared.err,
               HasSubstr(absl::StrCat(escaped_lock, " is held by pid ",
-                                     holder.pid(), " (",
-                                     kEscapedHostileProcessName,
-                                     ", no owner record)")));
+                                     holder.pid(), " (")));
+  EXPECT_THAT(shared.err, HasSubstr(", no owner record)"));
 
   Result refused =
       RunOnlyone({"run", "--verbose", "--lock", lock, "--", "true"});
@@ -146,6 +147,33 @@ TEST_F(CliPrintableTest, SelfNamedHolderAndLockPathAreEscaped) {
   EXPECT_EQ(ran.code, 0) << ran.err;
   ExpectNoTerminalControls(ran);
   EXPECT_THAT(ran.err, HasSubstr("holding " + escaped_lock));
+}
+
+TEST_F(CliPrintableTest, AHoldersOwnCommandLineIsEscapedForHumansExactInJson) {
+  // No owner record: the command line comes from /proc/PID/cmdline.
+  const std::string lock = dir_ + "/job.lock";
+  std::unique_ptr<Process> flock = Process::Start(
+      {"/usr/bin/flock", lock, "sh", "-c", kHold, kHostileArgument},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ASSERT_EQ(ready_.Receive(), 's');
+
+  Result refused = RunOnlyone({"run", "--lock", lock, "--", "true"});
+  EXPECT_EQ(refused.code, 75);
+  ExpectNoTerminalControls(refused);
+  EXPECT_THAT(refused.err, HasSubstr(kEscapedHostileArgument));
+
+  Result table = RunOnlyone({"status", "--lock", lock});
+  EXPECT_EQ(table.code, 0) << table.err;
+  ExpectNoTerminalControls(table);
+  EXPECT_THAT(table.out, HasSubstr(kEscapedHostileArgument));
+
+  Result list = RunOnlyone({"status", "--lock", lock, "--json"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_EQ(json::parse(list.out)["holder"]["processes"][0]["command_line"],
+            json(std::vector<std::string>{"/usr/bin/flock", lock, "sh", "-c",
+                                          kHold, kHostileArgument}));
+  release_.CloseWrite();
+  EXPECT_EQ(flock->Wait(), 0);
 }
 
 }  // namespace

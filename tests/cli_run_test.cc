@@ -1,8 +1,12 @@
 // End-to-end tests of `onlyone run`, through the built binary with real
-// processes: conflicts and their message, --conflict-exit-code, --wait,
-// --on-conflict replace, --shared, exit status and signal pass-through,
-// signal forwarding, the lock outliving a SIGKILLed onlyone, --max-runtime
-// and --grace, interoperation with flock(1), usage errors and help.
+// processes: COMMAND run in onlyone's place (its pid recorded, the lock held
+// across its own forks, signal mask and dispositions as onlyone got them),
+// conflicts and their message, --conflict-exit-code, --wait, --on-conflict
+// replace (reaching a command that ignores SIGTERM), --shared, exit status
+// and signal pass-through, the supervisor of --max-runtime (signal
+// forwarding, the lock outliving a SIGKILLed onlyone, --grace),
+// interoperation with flock(1) and its spellings, usage errors (a stray word
+// before "--", "did you mean") and help.
 //
 // The guarded commands are shell one-liners that write to descriptor 8 (a
 // pipe the test reads) once they run under the lock, and block reading
@@ -11,6 +15,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -20,8 +25,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -66,6 +73,55 @@ bool ReachesEndOfFile(int fd) {
   return read(fd, &byte, 1) == 0;
 }
 
+// Whether the /proc/PID/status text has `signal_number` in its set `field`
+// ("SigBlk").
+bool HasSignal(const std::string& status, const std::string& field,
+               int signal_number) {
+  for (absl::string_view line : absl::StrSplit(status, '\n')) {
+    if (!absl::ConsumePrefix(&line, field + ":\t")) continue;
+    uint64_t set;
+    return absl::SimpleHexAtoi(line, &set) &&
+           (set >> (signal_number - 1) & 1) != 0;
+  }
+  return false;
+}
+
+// Copies what the test sends on 9 to 8, once it has been exec'd: the test
+// knows cat runs (and not the shell before its exec) when its byte comes
+// back (ExpectEcho()).
+constexpr char kEcho[] = "exec cat <&9 >&8";
+
+// Sends a byte to a command running kEcho (or a cat copying 9 to 8) and
+// waits for it to come back.
+void ExpectEcho(Pipe& to_command, Pipe& from_command) {
+  to_command.Send('x');
+  EXPECT_EQ(from_command.Receive(), 'x');
+}
+
+// Reads a line of digits (a pid a command wrote) from `pipe`.
+std::string ReadPid(Pipe& pipe) {
+  std::string pid;
+  for (char c = pipe.Receive(); c >= '0' && c <= '9'; c = pipe.Receive()) {
+    pid += c;
+  }
+  return pid;
+}
+
+// How a refusal names a holder that inherited the lock from `taker_pid`,
+// which has exited: in the initial pid namespace the kernel still names the
+// taker; in a pid namespace (a container, Bazel's sandbox) it hides it, and
+// the owner record the taker left is what says so.
+::testing::Matcher<std::string> NamesInheritor(const std::string& command,
+                                               pid_t taker_pid) {
+  return ::testing::AnyOf(
+      HasSubstr(absl::StrCat(" (", command, ", inherited from pid ",
+                             taker_pid, ", which no longer holds it)")),
+      HasSubstr(absl::StrCat(" (", command, ", its owner record names pid ",
+                             taker_pid,
+                             ", which is not running, or is another process "
+                             "now (start time differs))")));
+}
+
 class CliRunTest : public ::testing::Test {
  protected:
   // Starts `onlyone run FLAGS -- sh -c kHold` and waits until the command
@@ -90,17 +146,106 @@ class CliRunTest : public ::testing::Test {
 TEST_F(CliRunTest, RunsTheCommandUnderTheLock) {
   std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
   EXPECT_TRUE(LockedElsewhere(lock_));
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(holder->err(), "");
+  EXPECT_FALSE(LockedElsewhere(lock_));
+}
+
+TEST_F(CliRunTest, CommandRunsInOnlyonesPlaceHoldingTheLockForItsLife) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  // The process started as onlyone is the command now (sh, which is about
+  // to exec cat): no supervisor, and the kernel lists this very pid as
+  // holding the lock.
+  EXPECT_THAT(onlyone::testing::ReadFileOrEmpty(
+                  absl::StrCat("/proc/", holder->pid(), "/comm")),
+              ::testing::AnyOf("sh\n", "cat\n"));
+  EXPECT_TRUE(onlyone::testing::WaitForHolder(lock_, holder->pid()));
+  // The record names it, and is believed: same pid, same start time.
+  Result status = RunOnlyone({"status", "--lock", lock_});
+  EXPECT_EQ(status.code, 0) << status.err;
+  EXPECT_THAT(status.out, HasSubstr(absl::StrCat("held by pid ",
+                                                 holder->pid(), "\n")));
+  EXPECT_THAT(status.out, HasSubstr("sh -c 'printf s >&8; exec cat <&9'"));
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_FALSE(LockedElsewhere(lock_));
+}
+
+TEST_F(CliRunTest, LockStaysHeldAcrossTheCommandsOwnForks) {
+  // sh starts cat in the background, says cat's pid, and exits at once: cat
+  // keeps the lock it inherited.
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--lock", lock_, "--", "sh", "-c", "cat <&9 >&8 & echo $! >&8"},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  const std::string cat_pid = ReadPid(ready_);
+  ASSERT_FALSE(cat_pid.empty()) << holder->err();
+  ExpectEcho(release_, ready_);
+  const pid_t sh_pid = holder->pid();
+  EXPECT_EQ(holder->Wait(), 0) << holder->err();
+  EXPECT_TRUE(LockedElsewhere(lock_));
+  // The refusal names cat, which holds the lock now, not the pid that took
+  // it and has exited.
+  Result refused = RunOnlyone({"run", "--lock", lock_, "--", "true"});
+  EXPECT_EQ(refused.code, 75);
+  EXPECT_THAT(refused.err, MatchesRegex("onlyone: [^\n]*\n"));
+  EXPECT_THAT(refused.err, StartsWith(absl::StrCat("onlyone: ", lock_,
+                                                   " is held by pid ",
+                                                   cat_pid, " (cat, ")));
+  EXPECT_THAT(refused.err, NamesInheritor("cat", sh_pid));
+  ready_.CloseWrite();
+  release_.CloseWrite();  // cat ends
+  EXPECT_TRUE(ReachesEndOfFile(ready_.read_fd()));
+  EXPECT_EQ(onlyone::testing::RunShell("flock -w 10 " + lock_ + " true"), 0);
+}
+
+TEST_F(CliRunTest, CommandGetsTheSignalMaskAndIgnoredSignalsOnlyoneGot) {
+  // The launcher blocks SIGUSR2 and ignores SIGUSR1 (both are inherited
+  // across exec); onlyone waits for the lock (a timed wait, which uses a
+  // signal of its own) and then runs grep, which shows what it got. It must
+  // be what grep run directly by the same launcher gets.
+  const std::string show = "grep -E '^Sig(Blk|Ign):' /proc/self/status";
+  std::unique_ptr<Process> flock = Process::Start(
+      {"/usr/bin/flock", lock_, "sh", "-c", kHold},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ASSERT_EQ(ready_.Receive(), 's');
+  sigset_t block, saved;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR2);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &block, &saved), 0);
+  std::unique_ptr<Process> direct =
+      Process::Start({"/bin/sh", "-c", "trap '' USR1; exec " + show});
+  std::unique_ptr<Process> run = Process::Start(
+      {"/bin/sh", "-c",
+       absl::StrCat("trap '' USR1; exec ", onlyone::testing::OnlyonePath(),
+                    " run --lock ", lock_, " --wait 60s -- ", show)});
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &saved, nullptr), 0);
+  ASSERT_TRUE(WaitForBlockedWaiters(lock_)) << run->err();
+  release_.CloseWrite();
+  EXPECT_EQ(flock->Wait(), 0);
+  EXPECT_EQ(direct->Wait(), 0) << direct->err();
+  EXPECT_EQ(run->Wait(), 0) << run->err();
+  EXPECT_TRUE(HasSignal(direct->out(), "SigBlk", SIGUSR2)) << direct->out();
+  EXPECT_TRUE(HasSignal(direct->out(), "SigIgn", SIGUSR1)) << direct->out();
+  EXPECT_EQ(run->out(), direct->out());
+}
+
+TEST_F(CliRunTest, TheSupervisorIsLinkedStatically) {
   // Start-up cost: libstdc++ is linked in statically (see //:onlyone).
+  // --max-runtime keeps onlyone running beside the command.
+  std::unique_ptr<Process> holder =
+      StartHolder({"--lock", lock_, "--max-runtime", "1h"});
   const std::string maps = onlyone::testing::ReadFileOrEmpty(
       absl::StrCat("/proc/", holder->pid(), "/maps"));
   EXPECT_THAT(maps, HasSubstr("/libc.so"));
   if (!kSanitizerRuntimeLoadsLibstdcxx) {
     EXPECT_THAT(maps, Not(HasSubstr("libstdc++")));
   }
+  EXPECT_EQ(onlyone::testing::ReadFileOrEmpty(
+                absl::StrCat("/proc/", holder->pid(), "/comm")),
+            "onlyone\n");
   release_.CloseWrite();
   EXPECT_EQ(holder->Wait(), 0);
-  EXPECT_EQ(holder->err(), "");
-  EXPECT_FALSE(LockedElsewhere(lock_));
 }
 
 TEST_F(CliRunTest, ConflictExits75WithOneLineNamingTheHolder) {
@@ -195,6 +340,67 @@ TEST_F(CliRunTest, ReplaceStopsTheHolderAndRuns) {
   EXPECT_EQ(holder->Wait(), 128 + SIGTERM);
 }
 
+TEST_F(CliRunTest, ReplaceReachesACommandThatIgnoresSigterm) {
+  // In onlyone's place, the command is the recorded holder: SIGTERM is
+  // ignored, and the SIGKILL after --grace reaches the command itself.
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--lock", lock_, "--", "sh", "-c",
+       "trap '' TERM; printf s >&8; exec cat <&9"},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ASSERT_EQ(ready_.Receive(), 's') << holder->err();
+  Pipe ran;
+  Result replacer = RunOnlyone({"run", "--lock", lock_, "--on-conflict",
+                                "replace", "--grace", "300ms", "--", "sh",
+                                "-c", "printf r >&8"},
+                               {{8, ran.write_fd()}});
+  EXPECT_EQ(replacer.code, 0) << replacer.err;
+  EXPECT_EQ(ran.Receive(), 'r');
+  EXPECT_EQ(holder->Wait(), 128 + SIGKILL);
+}
+
+TEST_F(CliRunTest, ReplaceThatLeavesTheLockHeldSaysWhyInOneSentence) {
+  // Under the supervisor (--max-runtime), the recorded holder is onlyone:
+  // SIGKILL reaches it, and the command, which ignores SIGTERM, keeps the
+  // lock it inherited. The replacer gives up naming the command.
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--lock", lock_, "--max-runtime", "1h", "--", "sh", "-c",
+       absl::StrCat("trap '' TERM; echo $$ >&8; ", kEcho)},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  const std::string command_pid = ReadPid(ready_);
+  ASSERT_FALSE(command_pid.empty()) << holder->err();
+  ExpectEcho(release_, ready_);
+  const pid_t supervisor_pid = holder->pid();
+  Result replacer = RunOnlyone({"run", "--lock", lock_, "--on-conflict",
+                                "replace", "--grace", "200ms", "--", "true"});
+  EXPECT_EQ(replacer.code, 75);
+  // Not reaped until now, the supervisor was a zombie that the kernel still
+  // named as the lock's taker.
+  EXPECT_EQ(replacer.err,
+            absl::StrCat("onlyone: ", lock_, " is held by pid ", command_pid,
+                         " (cat, inherited from pid ", supervisor_pid,
+                         ", which no longer holds it); not replacing it: "
+                         "stopped pid ",
+                         supervisor_pid,
+                         ", but processes it left running keep the lock it "
+                         "passed on to them, and only a process that an "
+                         "owner record names is signalled\n"));
+  EXPECT_EQ(holder->Wait(), 128 + SIGKILL);
+  // Asked again, it names the same process, and stops nothing.
+  Result again = RunOnlyone(
+      {"run", "--lock", lock_, "--on-conflict", "replace", "--", "true"});
+  EXPECT_EQ(again.code, 75);
+  EXPECT_THAT(again.err, MatchesRegex("onlyone: [^\n]*\n"));
+  EXPECT_THAT(again.err, StartsWith(absl::StrCat("onlyone: ", lock_,
+                                                 " is held by pid ",
+                                                 command_pid, " (cat, ")));
+  EXPECT_THAT(again.err, NamesInheritor("cat", supervisor_pid));
+  EXPECT_THAT(again.err, HasSubstr("; not replacing it: "));
+  EXPECT_TRUE(LockedElsewhere(lock_));
+  ready_.CloseWrite();
+  release_.CloseWrite();
+  EXPECT_TRUE(ReachesEndOfFile(ready_.read_fd()));
+}
+
 TEST_F(CliRunTest, ReplaceRefusedIsAConflict) {
   // flock(1) writes no owner record: its pid cannot be verified as the
   // holder, so it is never signalled.
@@ -244,11 +450,50 @@ TEST_F(CliRunTest, CommandNotFoundAndNotExecutable) {
   EXPECT_FALSE(LockedElsewhere(lock_));
 }
 
+TEST_F(CliRunTest, ACommandThatCannotRunIsFoundOutBeforeTakingTheLock) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  // 127, not 75: the lock is never taken for a command that is not there.
+  Result missing =
+      RunOnlyone({"run", "--lock", lock_, "--", "onlyone-no-such-program"});
+  EXPECT_EQ(missing.code, 127);
+  EXPECT_EQ(missing.err,
+            "onlyone: onlyone-no-such-program: command not found\n");
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+}
+
+TEST_F(CliRunTest, AnExecThatFailsAfterTheLockIsTakenExits126AndFreesIt) {
+  // Executable, but not a program the kernel can run: found, then exec(2)
+  // fails with ENOEXEC once the lock is held; exiting releases it.
+  const std::string garbage = dir_ + "/garbage";
+  {
+    const int fd = open(garbage.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0755);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "\x7f" "ELF-not-really", 15), 15);
+    close(fd);
+  }
+  Result result = RunOnlyone({"run", "--lock", lock_, "--", garbage});
+  EXPECT_EQ(result.code, 126);
+  EXPECT_EQ(result.err,
+            absl::StrCat("onlyone: ", garbage,
+                         ": cannot execute: Exec format error\n"));
+  EXPECT_FALSE(LockedElsewhere(lock_));
+}
+
 class CliRunSignalTest : public CliRunTest,
                          public ::testing::WithParamInterface<int> {};
 
-TEST_P(CliRunSignalTest, SignalIsForwardedToTheCommand) {
+TEST_P(CliRunSignalTest, SignalReachesTheCommandInOnlyonesPlace) {
   std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  holder->Kill(GetParam());
+  // onlyone is cat now: cat dies of the signal, its own status.
+  EXPECT_EQ(holder->Wait(), 128 + GetParam()) << holder->err();
+  EXPECT_FALSE(LockedElsewhere(lock_));
+}
+
+TEST_P(CliRunSignalTest, SupervisorForwardsTheSignalToTheCommand) {
+  std::unique_ptr<Process> holder =
+      StartHolder({"--lock", lock_, "--max-runtime", "1h"});
   holder->Kill(GetParam());
   // onlyone survives the signal, forwards it; cat dies of it; the status
   // passes through.
@@ -261,14 +506,20 @@ TEST_P(CliRunSignalTest, SignalIsForwardedToTheCommand) {
 INSTANTIATE_TEST_SUITE_P(Signals, CliRunSignalTest,
                          ::testing::Values(SIGINT, SIGTERM, SIGHUP, SIGQUIT));
 
-TEST_F(CliRunTest, LockOutlivesAKilledOnlyoneUntilTheCommandEnds) {
-  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+TEST_F(CliRunTest, LockOutlivesAKilledSupervisorUntilTheCommandEnds) {
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--lock", lock_, "--max-runtime", "1h", "--", "sh", "-c", kEcho},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ExpectEcho(release_, ready_);
+  const pid_t supervisor_pid = holder->pid();
   holder->Kill(SIGKILL);
   EXPECT_EQ(holder->Wait(), 128 + SIGKILL);
   // cat still runs, and holds the lock it inherited.
   EXPECT_TRUE(LockedElsewhere(lock_));
   EXPECT_EQ(onlyone::testing::RunShell("flock -n " + lock_ + " true"), 1);
-  EXPECT_EQ(RunOnlyone({"run", "--lock", lock_, "--", "true"}).code, 75);
+  Result refused = RunOnlyone({"run", "--lock", lock_, "--", "true"});
+  EXPECT_EQ(refused.code, 75);
+  EXPECT_THAT(refused.err, NamesInheritor("cat", supervisor_pid));
   ready_.CloseWrite();
   release_.CloseWrite();  // cat ends
   EXPECT_TRUE(ReachesEndOfFile(ready_.read_fd()));
@@ -362,9 +613,12 @@ TEST_F(CliRunTest, OnlyoneCannotTakeALockHeldByFlock) {
   ASSERT_EQ(ready_.Receive(), 's');
   Result refused = RunOnlyone({"run", "--lock", lock_, "--", "true"});
   EXPECT_EQ(refused.code, 75);
-  EXPECT_THAT(refused.err, HasSubstr(lock_));
-  // flock(1) writes no owner record; the kernel still names its pid.
-  EXPECT_THAT(refused.err, HasSubstr(absl::StrCat("pid ", flock->pid())));
+  // flock(1) writes no owner record; the kernel names its pid, /proc its
+  // command line.
+  EXPECT_EQ(refused.err,
+            absl::StrCat("onlyone: ", lock_, " is held by pid ", flock->pid(),
+                         " (/usr/bin/flock ", lock_, " sh -c ", kHold,
+                         ", no owner record)\n"));
   Result shared =
       RunOnlyone({"run", "--lock", lock_, "--shared", "--", "true"});
   EXPECT_EQ(shared.code, 75);
@@ -430,12 +684,81 @@ TEST_F(CliRunTest, WithoutNameTheCommandsBaseNameIsTheName) {
 }
 
 TEST_F(CliRunTest, VerboseSaysWhatHappens) {
-  Result result =
+  Result in_place =
       RunOnlyone({"run", "--lock", lock_, "--verbose", "--", "sh", "-c",
                   "exit 3"});
-  EXPECT_EQ(result.code, 3);
-  EXPECT_THAT(result.err, HasSubstr("holding " + lock_));
-  EXPECT_THAT(result.err, HasSubstr("exited with status 3"));
+  EXPECT_EQ(in_place.code, 3);
+  EXPECT_THAT(in_place.err, HasSubstr("holding " + lock_));
+  EXPECT_THAT(in_place.err, HasSubstr("running sh -c 'exit 3' in place of "
+                                      "onlyone, as pid "));
+  Result supervised =
+      RunOnlyone({"run", "--lock", lock_, "--verbose", "--max-runtime", "1h",
+                  "--", "sh", "-c", "exit 3"});
+  EXPECT_EQ(supervised.code, 3);
+  EXPECT_THAT(supervised.err, HasSubstr("holding " + lock_));
+  EXPECT_THAT(supervised.err, HasSubstr("exited with status 3"));
+}
+
+TEST_F(CliRunTest, FlockSpellingsMeanWhatTheyMeanToFlock) {
+  std::unique_ptr<Process> holder = StartHolder({"--lock", lock_});
+  // -n: fail at once; -E N: the conflict's exit code, also attached.
+  EXPECT_EQ(RunOnlyone({"run", "-n", "--lock", lock_, "--", "true"}).code,
+            75);
+  EXPECT_EQ(
+      RunOnlyone({"run", "-n", "-E", "3", "--lock", lock_, "--", "true"}).code,
+      3);
+  EXPECT_EQ(RunOnlyone({"run", "-E3", "--lock", lock_, "--", "true"}).code, 3);
+  // -w SECONDS: wait that long (fractions too), also attached.
+  const absl::Time start = absl::Now();
+  Result late = RunOnlyone({"run", "-w", "0.2", "--lock", lock_, "--", "true"});
+  EXPECT_EQ(late.code, 75);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+  EXPECT_THAT(late.err, HasSubstr("gave up after waiting 200ms"));
+  EXPECT_EQ(RunOnlyone({"run", "-w0", "--lock", lock_, "--", "true"}).code,
+            75);
+  // -s: shared, refused by the exclusive holder.
+  EXPECT_EQ(RunOnlyone({"run", "-s", "--lock", lock_, "--", "true"}).code, 75);
+  Pipe ran;
+  std::unique_ptr<Process> waiter = Process::StartOnlyone(
+      {"run", "-w", "60", "--lock", lock_, "--", "sh", "-c", "printf r >&8"},
+      {{8, ran.write_fd()}});
+  ASSERT_TRUE(WaitForBlockedWaiters(lock_)) << waiter->err();
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(ran.Receive(), 'r');
+  EXPECT_EQ(waiter->Wait(), 0) << waiter->err();
+}
+
+TEST_F(CliRunTest, FlockSharedAndExclusiveSpellings) {
+  std::unique_ptr<Process> shared = StartHolder({"--lock", lock_, "-s"});
+  EXPECT_EQ(RunOnlyone({"run", "-s", "--lock", lock_, "--", "true"}).code, 0);
+  // -x and -e: exclusive (the default), refused beside a shared holder;
+  // the last of -s and -x wins, as a repeated flag does.
+  EXPECT_EQ(RunOnlyone({"run", "-x", "--lock", lock_, "--", "true"}).code, 75);
+  EXPECT_EQ(RunOnlyone({"run", "-e", "--lock", lock_, "--", "true"}).code, 75);
+  EXPECT_EQ(
+      RunOnlyone({"run", "-s", "-x", "--lock", lock_, "--", "true"}).code, 75);
+  EXPECT_EQ(
+      RunOnlyone({"run", "-x", "-s", "--lock", lock_, "--", "true"}).code, 0);
+  release_.CloseWrite();
+  EXPECT_EQ(shared->Wait(), 0);
+}
+
+TEST_F(CliRunTest, AWordBeforeDoubleDashIsNeverRun) {
+  // "minutes" is not taken for COMMAND (it would exit 127): usage error.
+  Pipe ran;
+  Result result = RunOnlyone({"run", "--wait", "10", "minutes", "--lock",
+                              lock_, "--", "sh", "-c", "printf r >&8"},
+                             {{8, ran.write_fd()}});
+  EXPECT_EQ(result.code, 64);
+  EXPECT_THAT(result.err,
+              StartsWith("onlyone run: stray \"minutes\" before \"--\": it "
+                         "is neither a flag nor a flag's value (--wait took "
+                         "\"10\" as its value); COMMAND goes after \"--\"\n"));
+  ran.CloseWrite();
+  EXPECT_EQ(ran.ReadAll(), "");
+  struct stat ignored;
+  EXPECT_NE(stat(lock_.c_str(), &ignored), 0);  // nothing was locked
 }
 
 struct UsageCase {
@@ -506,7 +829,30 @@ INSTANTIATE_TEST_SUITE_P(
                   "--wait is not a flag of 'onlyone list'"},
         UsageCase{{"wait", "--lock", "/tmp/a", "--timeout", "later"},
                   "--timeout: invalid value \"later\""},
-        UsageCase{{"help", "launch"}, "unknown command \"launch\""}));
+        UsageCase{{"help", "launch"}, "unknown command \"launch\""},
+        UsageCase{{"run", "--name", "x", "echo", "--", "hi"},
+                  "stray \"echo\" before \"--\""},
+        UsageCase{{"run", "--wiat", "5", "--", "true"},
+                  "unknown flag \"--wiat\"; did you mean --wait?"},
+        UsageCase{{"run", "--max-run-time=5", "--", "true"},
+                  "did you mean --max-runtime?"},
+        UsageCase{{"status", "--jsno"}, "did you mean --json?"},
+        UsageCase{{"run", "-q", "--", "true"}, "unknown flag \"-q\""},
+        UsageCase{{"run", "-c", "true"},
+                  "-c is not a flag of 'onlyone run': give COMMAND after "
+                  "\"--\""},
+        UsageCase{{"run", "-o", "--", "true"}, "--close is not supported"},
+        UsageCase{{"run", "-u", "--", "true"}, "never unlocks"},
+        UsageCase{{"run", "-F", "--", "true"},
+                  "COMMAND runs in onlyone's own process already"},
+        UsageCase{{"run", "--timeout", "5", "--", "true"},
+                  "did you mean --wait DURATION?"},
+        UsageCase{{"run", "-w"}, "-w needs a value (SECONDS)"},
+        UsageCase{{"run", "-w", "soon", "--", "true"},
+                  "-w: invalid value \"soon\""},
+        UsageCase{{"run", "-E", "300", "--", "true"}, "use 0 to 255"},
+        UsageCase{{"run", "-n", "--on-conflict", "replace", "--", "true"},
+                  "--wait goes with --on-conflict wait"}));
 
 TEST(CliHelpTest, HelpIsCompleteAndExits0) {
   Result help = RunOnlyone({"--help"});
@@ -537,7 +883,10 @@ TEST(CliHelpTest, RunHelpIsComplete) {
         "--conflict-exit-code N", "--shared", "--grace DURATION",
         "--max-runtime DURATION", "--quiet", "--verbose", "(default: 75)",
         "(default: 5s)", "ONLYONE_INHERITED_LOCKS", "Exit codes:", "  124 ",
-        "  127 "}) {
+        "  127 ", "COMMAND runs in onlyone's place",
+        "Only --max-runtime needs onlyone to stay", "-n (--wait 0)",
+        "-w SECONDS (--wait)", "-E N", "-s (--shared)", "with \"--\", any other word before it is an error",
+        "it says whom it waits for"}) {
     EXPECT_THAT(help.out, HasSubstr(text));
   }
   EXPECT_THAT(help.out, Not(HasSubstr("--json")));

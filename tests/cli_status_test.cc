@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -37,8 +38,29 @@ using ::onlyone::testing::WaitForBlockedWaiters;
 using ::testing::ElementsAre;
 using ::testing::EndsWith;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kHold[] = "printf s >&8; exec cat <&9";
+
+// The first executable `name` in PATH, as execvp(3) would find it.
+std::string ProgramInPath(const std::string& name) {
+  const char* path = getenv("PATH");
+  for (absl::string_view directory :
+       absl::StrSplit(path != nullptr ? path : "/bin:/usr/bin", ':')) {
+    const std::string candidate = absl::StrCat(directory, "/", name);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+// Reads a line of digits (a pid a command wrote) from `pipe`.
+std::string ReadPid(Pipe& pipe) {
+  std::string pid;
+  for (char c = pipe.Receive(); c >= '0' && c <= '9'; c = pipe.Receive()) {
+    pid += c;
+  }
+  return pid;
+}
 
 std::string BootId() {
   std::ifstream file("/proc/sys/kernel/random/boot_id");
@@ -121,7 +143,12 @@ TEST_F(CliStatusTest, HeldLockJsonNamesTheHolderFieldByField) {
   EXPECT_EQ(owner["has_record"], true);
   EXPECT_EQ(owner["command_line"],
             json(std::vector<std::string>{"sh", "-c", kHold}));
-  EXPECT_THAT(owner["executable"].get<std::string>(), EndsWith("/onlyone"));
+  // The program onlyone ran in its place, as found in PATH.
+  EXPECT_EQ(owner["executable"], ProgramInPath("sh"));
+  // The live processes holding it: the recorded one, which is the command.
+  ASSERT_EQ(owner["processes"].size(), 1u) << result.out;
+  EXPECT_EQ(owner["processes"][0]["pid"], holder->pid());
+  EXPECT_TRUE(owner["inherited_from_pid"].is_null());
   EXPECT_EQ(owner["uid"], geteuid());
   EXPECT_TRUE(owner["user"].is_string());
   struct utsname names;
@@ -148,6 +175,9 @@ TEST_F(CliStatusTest, HeldLockJsonNamesTheHolderFieldByField) {
                                                 holder->pid())));
   EXPECT_THAT(table.out, HasSubstr("sh -c 'printf s >&8; exec cat <&9'"));
   EXPECT_THAT(table.out, HasSubstr("nightly.lock"));
+  // Not the path of the onlyone binary that ran it.
+  EXPECT_THAT(table.out, HasSubstr("executable:  " + ProgramInPath("sh")));
+  EXPECT_THAT(table.out, Not(HasSubstr(onlyone::testing::OnlyonePath())));
 
   release.CloseWrite();
   EXPECT_EQ(holder->Wait(), 0);
@@ -167,8 +197,26 @@ TEST_F(CliStatusTest, LockHeldByFlockHasNoRecord) {
   EXPECT_EQ(status["holder"]["pid"], flock->pid());
   EXPECT_EQ(status["holder"]["has_record"], false);
   EXPECT_TRUE(status["holder"]["command_line"].is_null());
+  // What /proc says of it: its command line, exactly.
+  ASSERT_EQ(status["holder"]["processes"].size(), 1u) << result.out;
+  EXPECT_EQ(status["holder"]["processes"][0]["pid"], flock->pid());
+  EXPECT_EQ(status["holder"]["processes"][0]["name"], "flock");
+  EXPECT_EQ(status["holder"]["processes"][0]["command_line"],
+            json(std::vector<std::string>{"/usr/bin/flock", lock_, "sh", "-c",
+                                          kHold}));
   Result table = Onlyone({"status", "--lock", lock_});
-  EXPECT_THAT(table.out, HasSubstr("no owner record"));
+  EXPECT_THAT(table.out, HasSubstr(absl::StrCat(
+                             "held by pid ", flock->pid(),
+                             " (no owner record: not taken by onlyone)")));
+  EXPECT_THAT(table.out,
+              HasSubstr(absl::StrCat("command:  /usr/bin/flock ", lock_,
+                                     " sh -c '", kHold, "'\n")));
+  Result refused = Onlyone({"run", "--lock", lock_, "--", "true"});
+  EXPECT_EQ(refused.code, 75);
+  EXPECT_THAT(refused.err, HasSubstr(absl::StrCat(
+                               "held by pid ", flock->pid(),
+                               " (/usr/bin/flock ", lock_, " sh -c ", kHold,
+                               ", no owner record)")));
   release.CloseWrite();
   EXPECT_EQ(flock->Wait(), 0);
 }
@@ -211,6 +259,79 @@ TEST_F(CliStatusTest, ListShowsHeldAndFreeLocks) {
 
   release.CloseWrite();
   EXPECT_EQ(holder->Wait(), 0);
+}
+
+// A command that leaves processes running, which inherit the lock, and
+// exits: status, list and wait see those processes, not the pid that took
+// the lock.
+TEST_F(CliStatusTest, ProcessesThatInheritedTheLockAreNamed) {
+  // Each cat copies what the test sends it (on 9, on 7) to 8, so the test
+  // knows both are cats (exec'd, not the shell's forks before their exec).
+  Pipe ready, release, release_second;
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--name", "orphans", "--", "sh", "-c",
+       "cat <&9 >&8 & echo $! >&8; cat <&7 >&8 & echo $! >&8"},
+      {{8, ready.write_fd()},
+       {9, release.read_fd()},
+       {7, release_second.read_fd()}},
+      env_);
+  const std::string first = ReadPid(ready);
+  const std::string second = ReadPid(ready);
+  ASSERT_FALSE(second.empty()) << holder->err();
+  release.Send('a');
+  EXPECT_EQ(ready.Receive(), 'a');
+  release_second.Send('b');
+  EXPECT_EQ(ready.Receive(), 'b');
+  const pid_t taker = holder->pid();
+  EXPECT_EQ(holder->Wait(), 0) << holder->err();
+
+  Result result = Onlyone({"status", "--name", "orphans", "--json"});
+  ASSERT_EQ(result.code, 0) << result.err;
+  const json status = json::parse(result.out);
+  EXPECT_EQ(status["held"], true);
+  const json& owner = status["holder"];
+  EXPECT_EQ(owner["has_record"], false);
+  EXPECT_EQ(std::to_string(owner["pid"].get<int>()), first);
+  ASSERT_EQ(owner["processes"].size(), 2u) << result.out;
+  EXPECT_EQ(std::to_string(owner["processes"][0]["pid"].get<int>()), first);
+  EXPECT_EQ(std::to_string(owner["processes"][1]["pid"].get<int>()), second);
+  EXPECT_EQ(owner["processes"][1]["command_line"],
+            json(std::vector<std::string>{"cat"}));
+  // The kernel names the pid that took it only outside a pid namespace
+  // (Bazel's sandbox has one): then it is said to have passed it on.
+  EXPECT_TRUE(owner["inherited_from_pid"].is_null() ||
+              owner["inherited_from_pid"] == taker)
+      << result.out;
+
+  Result table = Onlyone({"status", "--name", "orphans"});
+  EXPECT_EQ(table.code, 0);
+  EXPECT_THAT(table.out,
+              HasSubstr(absl::StrCat("held by pids ", first, ", ", second)));
+  EXPECT_THAT(table.out, HasSubstr(absl::StrCat("commands:  ", first,
+                                                ": cat\n")));
+  EXPECT_THAT(table.out, HasSubstr(absl::StrCat("           ", second,
+                                                ": cat\n")));
+  EXPECT_THAT(table.out, Not(HasSubstr(absl::StrCat("pid ", taker, "\n"))));
+
+  Result list = Onlyone({"list"});
+  EXPECT_EQ(list.code, 0);
+  EXPECT_THAT(list.out,
+              ::testing::ContainsRegex(absl::StrCat(
+                  "orphans +held +", first, ",", second, " +- +", first,
+                  ": cat; ", second, ": cat \\(no record\\)")));
+  Result listed = Onlyone({"list", "--json"});
+  ASSERT_EQ(listed.code, 0);
+  EXPECT_EQ(json::parse(listed.out)["locks"][0]["holder"]["processes"].size(),
+            2u);
+
+  // wait sees them hold it, and returns once both are gone.
+  Result held = Onlyone({"wait", "--name", "orphans", "--timeout", "0"});
+  EXPECT_EQ(held.code, 75) << held.err;
+  release.CloseWrite();
+  release_second.CloseWrite();
+  Result freed = Onlyone({"wait", "--name", "orphans", "--timeout", "60s"});
+  EXPECT_EQ(freed.code, 0) << freed.err;
+  EXPECT_EQ(Onlyone({"status", "--name", "orphans"}).code, 1);
 }
 
 TEST_F(CliStatusTest, EmptyScopeListsNothing) {

@@ -4,8 +4,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/cleanup/cleanup.h"
@@ -38,10 +40,41 @@ bool ParseFileId(absl::string_view field, dev_t* device, ino_t* inode) {
 // /proc files are read whole; /proc/locks lists every lock of the machine.
 constexpr size_t kMaxProcFileBytes = 64 << 20;
 
-std::string ReadProcFile(const std::string& path) {
+std::string ReadProcFile(const std::string& path,
+                         size_t limit = kMaxProcFileBytes) {
   std::string text;
-  if (!ReadSmallFile(path, kMaxProcFileBytes, &text)) text.clear();
+  if (!ReadSmallFile(path, limit, &text)) text.clear();
   return text;
+}
+
+// The flock(2) locks on the file (device, inode) that process `pid` holds
+// through its descriptors, from its /proc/PID/fdinfo ("lock:" lines, which
+// list the locks of each descriptor's open file description); only the
+// first found with `first_only`. Reads fdinfo alone, never the files the
+// descriptors name (a stat(2) could hang on a dead NFS mount). nullopt when
+// /proc does not let us see the process's descriptors; empty when it has
+// none on the file, or has exited.
+std::optional<std::vector<FlockHolder>> FlocksHeldBy(pid_t pid, dev_t device,
+                                                     ino_t inode,
+                                                     bool first_only) {
+  std::vector<FlockHolder> locks;
+  const std::string fdinfo = absl::StrCat("/proc/", pid, "/fdinfo");
+  DIR* listing = opendir(fdinfo.c_str());
+  if (listing == nullptr) {
+    if (errno == ENOENT) return locks;  // exited
+    return std::nullopt;
+  }
+  absl::Cleanup close_listing = [listing] { closedir(listing); };
+  while (const struct dirent* entry = readdir(listing)) {
+    if (entry->d_name[0] == '.') continue;
+    const std::string text =
+        ReadProcFile(absl::StrCat(fdinfo, "/", entry->d_name));
+    for (const FlockHolder& lock : ParseFlockHolders(text, device, inode)) {
+      locks.push_back(lock);
+      if (first_only) return locks;
+    }
+  }
+  return locks;
 }
 
 }  // namespace
@@ -75,18 +108,56 @@ std::vector<FlockHolder> FlockHolders(dev_t device, ino_t inode) {
   return ParseFlockHolders(ReadProcFile("/proc/locks"), device, inode);
 }
 
-bool ProcessHoldsFlockOn(pid_t pid, dev_t device, ino_t inode) {
-  const std::string fdinfo = absl::StrCat("/proc/", pid, "/fdinfo");
-  DIR* listing = opendir(fdinfo.c_str());
-  if (listing == nullptr) return false;
+std::optional<bool> ProcessHoldsFlockOn(pid_t pid, dev_t device,
+                                        ino_t inode) {
+  std::optional<std::vector<FlockHolder>> locks =
+      FlocksHeldBy(pid, device, inode, /*first_only=*/true);
+  if (!locks.has_value()) return std::nullopt;
+  return !locks->empty();
+}
+
+bool InInitialPidNamespace() {
+  // The initial namespaces have fixed inode numbers (PROC_PID_INIT_INO in
+  // the kernel's include/linux/proc_ns.h).
+  constexpr ino_t kInitialPidNamespaceInode = 0xEFFFFFFC;
+  static const bool initial = [] {
+    struct stat namespace_file;
+    return stat("/proc/self/ns/pid", &namespace_file) == 0 &&
+           namespace_file.st_ino == kInitialPidNamespaceInode;
+  }();
+  return initial;
+}
+
+std::vector<FlockHoldingProcess> ProcessesHoldingFlockOn(dev_t device,
+                                                         ino_t inode) {
+  std::vector<FlockHoldingProcess> processes;
+  DIR* listing = opendir("/proc");
+  if (listing == nullptr) return processes;
   absl::Cleanup close_listing = [listing] { closedir(listing); };
   while (const struct dirent* entry = readdir(listing)) {
-    if (entry->d_name[0] == '.') continue;
-    const std::string text =
-        ReadProcFile(absl::StrCat(fdinfo, "/", entry->d_name));
-    if (!ParseFlockHolders(text, device, inode).empty()) return true;
+    pid_t pid;
+    if (!absl::SimpleAtoi(entry->d_name, &pid) || pid <= 0) continue;
+    std::optional<std::vector<FlockHolder>> locks =
+        FlocksHeldBy(pid, device, inode, /*first_only=*/false);
+    if (!locks.has_value() || locks->empty()) continue;
+    FlockHoldingProcess& process = processes.emplace_back();
+    process.pid = pid;
+    for (const FlockHolder& lock : *locks) {
+      if (std::find(process.locker_pids.begin(), process.locker_pids.end(),
+                    lock.pid) == process.locker_pids.end()) {
+        process.locker_pids.push_back(lock.pid);
+      }
+    }
   }
-  return false;
+  return processes;
+}
+
+std::vector<std::string> ProcessCommandLine(pid_t pid, size_t limit) {
+  std::string text =
+      ReadProcFile(absl::StrCat("/proc/", pid, "/cmdline"), limit);
+  if (!text.empty() && text.back() == '\0') text.pop_back();
+  if (text.empty()) return {};
+  return absl::StrSplit(text, '\0');
 }
 
 std::string ProcessName(pid_t pid) {
