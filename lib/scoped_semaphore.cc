@@ -286,8 +286,11 @@ std::string DescribeHolders(const std::string& path, int slots) {
 }
 
 // One thread per slot blocks in flock(2) on it; the first to take its slot
-// wins, the others are cancelled and give back what they took.
-class SlotRace {
+// wins. The others are cancelled and not waited for: each gives back what
+// it took and ends on its own (holding the race alive through a
+// shared_ptr), so that a hand-off costs the winner's wake-up only, not the
+// losers' interruption.
+class SlotRace : public std::enable_shared_from_this<SlotRace> {
  public:
   SlotRace(std::string path, int slots, const SemaphoreFileOptions& file)
       : path_(std::move(path)), slots_(slots), file_(file) {}
@@ -296,11 +299,12 @@ class SlotRace {
   // `cancellation` (may be null).
   absl::StatusOr<Permit> Run(absl::Time deadline,
                              internal::CancellationState* cancellation) {
-    std::vector<std::thread> threads;
     absl::Status started;
     try {
       for (int slot = 0; slot < slots_; ++slot) {
-        threads.emplace_back([this, slot] { WaitForSlot(slot); });
+        std::thread([self = shared_from_this(), slot] {
+          self->WaitForSlot(slot);
+        }).detach();
       }
     } catch (const std::system_error& error) {
       started = absl::ResourceExhaustedError(absl::StrCat(
@@ -308,6 +312,8 @@ class SlotRace {
           error.what()));
     }
     absl::Status waited;
+    std::optional<Permit> winner;
+    absl::Status failure;
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (started.ok()) {
@@ -317,14 +323,16 @@ class SlotRace {
             deadline, cancellation);
       }
       over_ = true;
+      winner = std::move(winner_);
+      winner_.reset();
+      failure = failure_;
     }
     stop_.Cancel();
-    for (std::thread& thread : threads) thread.join();
     if (!started.ok()) return started;
     // A slot taken by the time the wait ended is kept even if the deadline
     // passed at the same moment.
-    if (winner_.has_value()) return *std::move(winner_);
-    if (!failure_.ok()) return failure_;
+    if (winner.has_value()) return *std::move(winner);
+    if (!failure.ok()) return failure;
     return waited;
   }
 
@@ -466,8 +474,8 @@ absl::StatusOr<ScopedSemaphore> ScopedSemaphore::Acquire(
     return ScopedSemaphore(path, slots, (*tried)->slot,
                            std::move((*tried)->lock));
   }
-  SlotRace race(path, slots, options);
-  absl::StatusOr<Permit> won = race.Run(
+  auto race = std::make_shared<SlotRace>(path, slots, options);
+  absl::StatusOr<Permit> won = race->Run(
       deadline, options.cancellation.has_value()
                     ? &options.cancellation->state()
                     : nullptr);
