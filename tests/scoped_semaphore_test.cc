@@ -288,8 +288,11 @@ TEST_F(ScopedSemaphoreTest, ABlockedWaiterUsesNoCpuAndWakesPromptly) {
   ASSERT_GE(cpu_before, 0);
   ASSERT_GE(switches_before, 0);
   EXPECT_LE(cpu_after - cpu_before, 1) << "CPU ticks while blocked";
+  // ThreadSanitizer's runtime thread in the waiter wakes up on its own.
+#if !defined(__SANITIZE_THREAD__)
   EXPECT_LE(switches_after - switches_before, 2)
       << "context switches while blocked: the waiter polls";
+#endif
 
   const int64_t released = absl::ToUnixMicros(absl::Now());
   release[0].Send();
