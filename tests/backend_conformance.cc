@@ -63,20 +63,6 @@ Child HoldInChild(const BackendUnderTest& backend, const std::string& resource,
   });
 }
 
-// Counters in memory shared with forked children, outside any lock: the
-// overlap check does not trust the lock it checks.
-struct SharedCounters {
-  std::atomic<int> inside{0};
-  std::atomic<int> most_inside{0};
-};
-
-SharedCounters* MapSharedCounters() {
-  void* memory = mmap(nullptr, sizeof(SharedCounters), PROT_READ | PROT_WRITE,
-                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) return nullptr;
-  return new (memory) SharedCounters;
-}
-
 TEST_P(BackendConformanceTest, TryingAHeldLockIsUnavailableAndNamesIt) {
   const std::string resource = Resource("held");
   Pipe ready, release;
@@ -172,11 +158,7 @@ TEST_P(BackendConformanceTest, ProcessesExcludeEachOtherExactly) {
         absl::StatusOr<std::unique_ptr<HeldLock>> lock =
             backend->Acquire(resource, AcquireOptions());
         if (!lock.ok()) return 2;
-        const int now_inside = ++shared->inside;
-        int most = shared->most_inside;
-        while (now_inside > most &&
-               !shared->most_inside.compare_exchange_weak(most, now_inside)) {
-        }
+        shared->Enter();
         // Read, add one, write back: lost updates if two were inside.
         const int fd = open(counter.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (fd < 0) return 3;
@@ -185,7 +167,7 @@ TEST_P(BackendConformanceTest, ProcessesExcludeEachOtherExactly) {
         ++value;
         if (pwrite(fd, &value, sizeof value, 0) != sizeof value) return 5;
         close(fd);
-        --shared->inside;
+        shared->Leave();
         if (!(*lock)->Release().ok()) return 6;
       }
       return 0;

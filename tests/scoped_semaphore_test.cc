@@ -37,6 +37,8 @@ namespace {
 using ::onlyone::testing::Child;
 using ::onlyone::testing::ForgetTestRunnerFiles;
 using ::onlyone::testing::MakeTempDir;
+using ::onlyone::testing::MapSharedCounters;
+using ::onlyone::testing::SharedCounters;
 using ::onlyone::testing::Pipe;
 using ::onlyone::testing::ReadFileOrEmpty;
 using ::onlyone::testing::WaitForBlockedWaiters;
@@ -75,18 +77,6 @@ int TryFromAnotherProcess(const std::string& path, int slots) {
     return absl::IsUnavailable(permit.status()) ? 1 : 2;
   });
   return child.Wait();
-}
-
-struct SharedCounters {
-  std::atomic<int> inside{0};
-  std::atomic<int> most_inside{0};
-};
-
-SharedCounters* MapSharedCounters() {
-  void* memory = mmap(nullptr, sizeof(SharedCounters), PROT_READ | PROT_WRITE,
-                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) return nullptr;
-  return new (memory) SharedCounters;
 }
 
 // CPU ticks (utime + stime of all threads) of process `pid`.
@@ -211,16 +201,12 @@ TEST_F(ScopedSemaphoreTest, NeverMoreThanNInsideUnderContention) {
         absl::StatusOr<ScopedSemaphore> permit =
             ScopedSemaphore::Acquire(path_, kSlots);
         if (!permit.ok()) return 2;
-        const int now_inside = ++shared->inside;
-        int most = shared->most_inside;
-        while (now_inside > most &&
-               !shared->most_inside.compare_exchange_weak(most, now_inside)) {
-        }
+        shared->Enter();
         // Stay inside a little so that sections overlap.
         for (int spin = 0; spin < 20000; ++spin) {
           std::atomic_signal_fence(std::memory_order_seq_cst);
         }
-        --shared->inside;
+        shared->Leave();
         if (!permit->Release().ok()) return 3;
       }
       return 0;

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -252,6 +253,13 @@ std::string MakeTestRoot() {
     }
   }
   return root;
+}
+
+SharedCounters* MapSharedCounters() {
+  void* memory = mmap(nullptr, sizeof(SharedCounters), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) return nullptr;
+  return new (memory) SharedCounters;
 }
 
 void RemoveTree(const std::string& path) {

@@ -24,6 +24,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -156,6 +157,28 @@ class ScopedTestRoot {
   const std::string root_;
   ScopedEnv env_;
 };
+
+// Counters in memory shared with forked children, outside any lock: an
+// overlap check that does not trust the lock it checks. Entering a section
+// increments `inside` and raises `most_inside`; leaving decrements.
+struct SharedCounters {
+  std::atomic<int> inside{0};
+  std::atomic<int> most_inside{0};
+
+  void Enter() {
+    const int now_inside = ++inside;
+    int most = most_inside;
+    while (now_inside > most &&
+           !most_inside.compare_exchange_weak(most, now_inside)) {
+    }
+  }
+  void Leave() { --inside; }
+};
+
+// A SharedCounters in a MAP_SHARED anonymous page (children forked after
+// see the same one); nullptr if mmap failed. Unmap with munmap(p,
+// sizeof(SharedCounters)).
+SharedCounters* MapSharedCounters();
 
 // Reads a whole file; "" if it cannot be read.
 std::string ReadFileOrEmpty(const std::string& path);
