@@ -13,6 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -324,12 +328,22 @@ class ProcessTestRoot {
     root_ = MakeTestRoot();
     owner_ = getpid();
     setenv("ONLYONE_TEST_ROOT", root_.c_str(), 1);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    // An ASan or TSan report ends the process without running destructors
+    // (halt_on_error): remove the tree then too. (UBSan's runtime has a
+    // death callback of its own, which this does not reach.)
+    current_ = this;
+    __sanitizer_set_death_callback([] { current_->Remove(); });
+#endif
   }
-  ~ProcessTestRoot() {
+  ~ProcessTestRoot() { Remove(); }
+
+ private:
+  void Remove() {
     if (!root_.empty() && getpid() == owner_) RemoveTree(root_);
   }
 
- private:
+  static inline ProcessTestRoot* current_ = nullptr;
   std::string root_;
   pid_t owner_ = 0;
 };
