@@ -15,7 +15,7 @@
 #include "cli/exit_codes.h"
 #include "cli/flag_parser.h"
 #include "cli/flag_types.h"
-#include "lib/version.h"
+#include "onlyone/version.h"
 
 // Debian's Abseil is built without NDEBUG, so every absl::Mutex lock
 // tracks lock order for deadlock cycles (a debugging aid: a graph, a

@@ -23,8 +23,8 @@
 #include "cli/flag_types.h"
 #include "cli/program.h"
 #include "cli/supervisor.h"
-#include "lib/internal/printable.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/internal/printable.h"
+#include "onlyone/scoped_file_lock.h"
 
 namespace onlyone::cli {
 namespace {

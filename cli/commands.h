@@ -13,7 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "cli/exit_codes.h"
-#include "lib/single_instance.h"
+#include "onlyone/single_instance.h"
 #include "nlohmann/json.hpp"
 
 namespace onlyone::cli {

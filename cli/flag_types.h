@@ -9,7 +9,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "lib/single_instance.h"
+#include "onlyone/single_instance.h"
 
 namespace onlyone::cli {
 

@@ -35,8 +35,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "lib/exclusive.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/exclusive.h"
+#include "onlyone/scoped_file_lock.h"
 
 ABSL_FLAG(int, processes, 3, "Worker processes to fork.");
 ABSL_FLAG(int, threads, 4, "Threads in each worker process.");

@@ -26,7 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/scoped_file_lock.h"
 
 ABSL_FLAG(std::string, lock, "",
           "Path of the lock file; created (mode 0644) if missing.");

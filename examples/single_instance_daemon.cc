@@ -37,7 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
-#include "lib/single_instance.h"
+#include "onlyone/single_instance.h"
 
 ABSL_FLAG(std::string, name, "onlyone-daemon-example",
           "Instance name: letters, digits, '.', '_', '-'.");

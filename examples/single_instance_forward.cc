@@ -33,7 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "lib/single_instance.h"
+#include "onlyone/single_instance.h"
 
 namespace {
 

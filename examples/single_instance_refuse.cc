@@ -27,7 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "lib/single_instance.h"
+#include "onlyone/single_instance.h"
 
 ABSL_FLAG(std::string, name, "onlyone-example",
           "Instance name: letters, digits, '.', '_', '-'.");

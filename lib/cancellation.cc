@@ -1,6 +1,6 @@
-#include "lib/cancellation.h"
+#include "onlyone/cancellation.h"
 
-#include "lib/internal/cancellation_state.h"
+#include "onlyone/internal/cancellation_state.h"
 
 namespace onlyone {
 

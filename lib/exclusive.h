@@ -35,8 +35,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "lib/lock_backend.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/lock_backend.h"
+#include "onlyone/scoped_file_lock.h"
 
 namespace onlyone {
 namespace exclusive_internal {

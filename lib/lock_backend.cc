@@ -1,4 +1,4 @@
-#include "lib/lock_backend.h"
+#include "onlyone/lock_backend.h"
 
 #include <utility>
 

@@ -65,9 +65,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "lib/cancellation.h"
-#include "lib/lock_options.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/lock_options.h"
+#include "onlyone/scoped_file_lock.h"
 
 namespace onlyone {
 

@@ -15,7 +15,7 @@
 #include <optional>
 
 #include "absl/time/time.h"
-#include "lib/cancellation.h"
+#include "onlyone/cancellation.h"
 
 namespace onlyone {
 

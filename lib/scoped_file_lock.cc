@@ -1,4 +1,4 @@
-#include "lib/scoped_file_lock.h"
+#include "onlyone/scoped_file_lock.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -18,13 +18,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "lib/internal/file_kind.h"
-#include "lib/internal/interruptible_wait.h"
-#include "lib/internal/lock_table.h"
-#include "lib/internal/posix_error.h"
-#include "lib/internal/proc_locks.h"
-#include "lib/internal/retry.h"
-#include "lib/internal/user_name.h"
+#include "onlyone/internal/file_kind.h"
+#include "onlyone/internal/interruptible_wait.h"
+#include "onlyone/internal/lock_table.h"
+#include "onlyone/internal/posix_error.h"
+#include "onlyone/internal/proc_locks.h"
+#include "onlyone/internal/retry.h"
+#include "onlyone/internal/user_name.h"
 
 namespace onlyone {
 namespace {

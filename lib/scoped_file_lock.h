@@ -64,8 +64,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "lib/cancellation.h"
-#include "lib/lock_options.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/lock_options.h"
 
 namespace onlyone {
 

@@ -1,4 +1,4 @@
-#include "lib/scoped_semaphore.h"
+#include "onlyone/scoped_semaphore.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -25,15 +25,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "lib/internal/cancellation_state.h"
-#include "lib/internal/file_kind.h"
-#include "lib/internal/instance_process.h"
-#include "lib/internal/lock_table.h"
-#include "lib/internal/posix_error.h"
-#include "lib/internal/printable.h"
-#include "lib/internal/proc_locks.h"
-#include "lib/internal/retry.h"
-#include "lib/internal/small_file.h"
+#include "onlyone/internal/cancellation_state.h"
+#include "onlyone/internal/file_kind.h"
+#include "onlyone/internal/instance_process.h"
+#include "onlyone/internal/lock_table.h"
+#include "onlyone/internal/posix_error.h"
+#include "onlyone/internal/printable.h"
+#include "onlyone/internal/proc_locks.h"
+#include "onlyone/internal/retry.h"
+#include "onlyone/internal/small_file.h"
 
 namespace onlyone {
 namespace {

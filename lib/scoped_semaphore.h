@@ -67,8 +67,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "lib/cancellation.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/scoped_file_lock.h"
 
 namespace onlyone {
 

@@ -1,4 +1,4 @@
-#include "lib/semaphore_backend.h"
+#include "onlyone/semaphore_backend.h"
 
 #include <string>
 #include <utility>

@@ -11,8 +11,8 @@
 
 #include <memory>
 
-#include "lib/lock_backend.h"
-#include "lib/scoped_semaphore.h"
+#include "onlyone/lock_backend.h"
+#include "onlyone/scoped_semaphore.h"
 
 namespace onlyone {
 

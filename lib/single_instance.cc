@@ -1,4 +1,4 @@
-#include "lib/single_instance.h"
+#include "onlyone/single_instance.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -18,15 +18,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "lib/internal/file_kind.h"
-#include "lib/internal/instance_channel.h"
-#include "lib/internal/instance_paths.h"
-#include "lib/internal/instance_process.h"
-#include "lib/internal/instance_record.h"
-#include "lib/internal/posix_error.h"
-#include "lib/internal/printable.h"
-#include "lib/internal/proc_locks.h"
-#include "lib/internal/small_file.h"
+#include "onlyone/internal/file_kind.h"
+#include "onlyone/internal/instance_channel.h"
+#include "onlyone/internal/instance_paths.h"
+#include "onlyone/internal/instance_process.h"
+#include "onlyone/internal/instance_record.h"
+#include "onlyone/internal/posix_error.h"
+#include "onlyone/internal/printable.h"
+#include "onlyone/internal/proc_locks.h"
+#include "onlyone/internal/small_file.h"
 
 namespace onlyone {
 namespace {

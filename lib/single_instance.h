@@ -60,7 +60,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/scoped_file_lock.h"
 
 namespace onlyone {
 

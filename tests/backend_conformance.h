@@ -33,7 +33,7 @@
 
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
-#include "lib/lock_backend.h"
+#include "onlyone/lock_backend.h"
 
 namespace onlyone::testing {
 

@@ -30,8 +30,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
-#include "lib/cancellation.h"
-#include "lib/internal/cancellation_state.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/internal/cancellation_state.h"
 #include "tests/test_util.h"
 
 namespace onlyone {

@@ -33,7 +33,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/scoped_file_lock.h"
 #include "tests/cli_test_util.h"
 #include "tests/test_util.h"
 

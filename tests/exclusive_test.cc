@@ -1,7 +1,7 @@
 // Tests of RunExclusive and Exclusive: return types, exclusion across
 // threads and processes, and that fn does not run without the lock.
 
-#include "lib/exclusive.h"
+#include "onlyone/exclusive.h"
 
 #include <fstream>
 #include <string>

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "lib/lock_backend.h"
+#include "onlyone/lock_backend.h"
 #include "tests/backend_conformance.h"
 
 namespace onlyone::testing {

@@ -31,9 +31,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "lib/cancellation.h"
-#include "lib/internal/cancellation_state.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/internal/cancellation_state.h"
+#include "onlyone/scoped_file_lock.h"
 #include "tests/test_util.h"
 
 namespace onlyone {

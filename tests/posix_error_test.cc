@@ -1,7 +1,7 @@
 // Tests of the errno -> status mapping for flock(2) failures and of the
 // filesystem-type lookup that the messages use.
 
-#include "lib/internal/posix_error.h"
+#include "onlyone/internal/posix_error.h"
 
 #include <sys/stat.h>
 #include <sys/sysmacros.h>

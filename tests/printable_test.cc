@@ -7,7 +7,7 @@
 // prctl(PR_SET_NAME) and flock(2)s the file; the tests synchronise with it
 // through pipes.
 
-#include "lib/internal/printable.h"
+#include "onlyone/internal/printable.h"
 
 #include <sys/stat.h>
 
@@ -22,9 +22,9 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/internal/proc_locks.h"
-#include "lib/scoped_file_lock.h"
-#include "lib/single_instance.h"
+#include "onlyone/internal/proc_locks.h"
+#include "onlyone/scoped_file_lock.h"
+#include "onlyone/single_instance.h"
 #include "tests/named_holder.h"
 #include "tests/test_util.h"
 

@@ -1,6 +1,6 @@
 // Tests of the /proc/locks parser and of holder discovery on a real lock.
 
-#include "lib/internal/proc_locks.h"
+#include "onlyone/internal/proc_locks.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/scoped_file_lock.h"
 #include "tests/test_util.h"
 
 namespace onlyone {

@@ -32,9 +32,9 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/cancellation.h"
-#include "lib/scoped_file_lock.h"
-#include "lib/single_instance.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/scoped_file_lock.h"
+#include "onlyone/single_instance.h"
 #include "tests/test_util.h"
 
 namespace onlyone {

@@ -2,7 +2,7 @@
 // crashes, fork/exec/daemon behaviour, threads, replaced lock files, refused
 // file types and interoperation with flock(1).
 
-#include "lib/scoped_file_lock.h"
+#include "onlyone/scoped_file_lock.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -23,8 +23,8 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/cancellation.h"
-#include "lib/internal/posix_error.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/internal/posix_error.h"
 #include "tests/test_util.h"
 
 namespace onlyone {

@@ -4,7 +4,7 @@
 // portalocker's BoundedSemaphore both ways, disagreeing counts, holders in
 // the refusal, bad arguments.
 
-#include "lib/scoped_semaphore.h"
+#include "onlyone/scoped_semaphore.h"
 
 #include <dirent.h>
 #include <fcntl.h>

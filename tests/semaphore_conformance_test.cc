@@ -4,7 +4,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "lib/semaphore_backend.h"
+#include "onlyone/semaphore_backend.h"
 #include "tests/backend_conformance.h"
 
 namespace onlyone::testing {

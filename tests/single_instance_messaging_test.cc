@@ -26,9 +26,9 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/internal/instance_channel.h"
-#include "lib/scoped_file_lock.h"
-#include "lib/single_instance.h"
+#include "onlyone/internal/instance_channel.h"
+#include "onlyone/scoped_file_lock.h"
+#include "onlyone/single_instance.h"
 #include "tests/single_instance_test_util.h"
 #include "tests/test_util.h"
 

@@ -21,12 +21,12 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/internal/instance_channel.h"
-#include "lib/internal/instance_paths.h"
-#include "lib/internal/instance_process.h"
-#include "lib/internal/instance_record.h"
-#include "lib/internal/user_name.h"
-#include "lib/version.h"
+#include "onlyone/internal/instance_channel.h"
+#include "onlyone/internal/instance_paths.h"
+#include "onlyone/internal/instance_process.h"
+#include "onlyone/internal/instance_record.h"
+#include "onlyone/internal/user_name.h"
+#include "onlyone/version.h"
 #include "tests/test_util.h"
 
 namespace onlyone::internal {

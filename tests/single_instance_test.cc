@@ -3,7 +3,7 @@
 // scopes and directory safety, planted files, cross-user machine locks,
 // listing, and the fork hand-off. Processes synchronise through pipes.
 
-#include "lib/single_instance.h"
+#include "onlyone/single_instance.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -24,10 +24,10 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/internal/instance_process.h"
-#include "lib/internal/instance_record.h"
-#include "lib/internal/proc_locks.h"
-#include "lib/version.h"
+#include "onlyone/internal/instance_process.h"
+#include "onlyone/internal/instance_record.h"
+#include "onlyone/internal/proc_locks.h"
+#include "onlyone/version.h"
 #include "tests/single_instance_test_util.h"
 #include "tests/test_util.h"
 

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "lib/single_instance.h"
+#include "onlyone/single_instance.h"
 #include "tests/test_util.h"
 
 namespace onlyone::testing {

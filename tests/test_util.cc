@@ -31,7 +31,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "lib/internal/instance_paths.h"
+#include "onlyone/internal/instance_paths.h"
 
 namespace onlyone::testing {
 namespace {

@@ -1,4 +1,4 @@
-#include "lib/internal/cancellation_state.h"
+#include "onlyone/internal/cancellation_state.h"
 
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "absl/base/call_once.h"
-#include "lib/internal/posix_error.h"
+#include "onlyone/internal/posix_error.h"
 
 namespace onlyone::internal {
 namespace {

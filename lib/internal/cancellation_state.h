@@ -36,7 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "lib/internal/fork_safe_mutex.h"
+#include "onlyone/internal/fork_safe_mutex.h"
 
 namespace onlyone::internal {
 

@@ -1,4 +1,4 @@
-#include "lib/internal/instance_channel.h"
+#include "onlyone/internal/instance_channel.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,11 +20,11 @@
 #include "absl/base/call_once.h"
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
-#include "lib/internal/file_kind.h"
-#include "lib/internal/interruptible_wait.h"
-#include "lib/internal/posix_error.h"
-#include "lib/internal/retry.h"
-#include "lib/internal/proc_locks.h"
+#include "onlyone/internal/file_kind.h"
+#include "onlyone/internal/interruptible_wait.h"
+#include "onlyone/internal/posix_error.h"
+#include "onlyone/internal/retry.h"
+#include "onlyone/internal/proc_locks.h"
 
 namespace onlyone::internal {
 namespace {

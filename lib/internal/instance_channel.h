@@ -67,7 +67,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "lib/internal/fork_safe_mutex.h"
+#include "onlyone/internal/fork_safe_mutex.h"
 
 namespace onlyone::internal {
 

@@ -1,4 +1,4 @@
-#include "lib/internal/instance_paths.h"
+#include "onlyone/internal/instance_paths.h"
 
 #include <fcntl.h>
 #include <sys/auxv.h>
@@ -21,8 +21,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "lib/internal/posix_error.h"
-#include "lib/internal/user_name.h"
+#include "onlyone/internal/posix_error.h"
+#include "onlyone/internal/user_name.h"
 
 namespace onlyone::internal {
 namespace {

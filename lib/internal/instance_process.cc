@@ -1,4 +1,4 @@
-#include "lib/internal/instance_process.h"
+#include "onlyone/internal/instance_process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -23,11 +23,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "lib/internal/interruptible_wait.h"
-#include "lib/internal/posix_error.h"
-#include "lib/internal/small_file.h"
-#include "lib/internal/user_name.h"
-#include "lib/version.h"
+#include "onlyone/internal/interruptible_wait.h"
+#include "onlyone/internal/posix_error.h"
+#include "onlyone/internal/small_file.h"
+#include "onlyone/internal/user_name.h"
+#include "onlyone/version.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434

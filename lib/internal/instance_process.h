@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "lib/internal/instance_record.h"
+#include "onlyone/internal/instance_record.h"
 
 namespace onlyone::internal {
 

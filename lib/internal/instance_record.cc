@@ -1,4 +1,4 @@
-#include "lib/internal/instance_record.h"
+#include "onlyone/internal/instance_record.h"
 
 #include <limits.h>
 #include <sched.h>
@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "lib/internal/posix_error.h"
-#include "lib/internal/retry.h"
+#include "onlyone/internal/posix_error.h"
+#include "onlyone/internal/retry.h"
 
 namespace onlyone::internal {
 namespace {

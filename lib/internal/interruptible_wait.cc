@@ -1,4 +1,4 @@
-#include "lib/internal/interruptible_wait.h"
+#include "onlyone/internal/interruptible_wait.h"
 
 #include <pthread.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 
 #include "absl/base/call_once.h"
 #include "absl/strings/str_cat.h"
-#include "lib/internal/posix_error.h"
+#include "onlyone/internal/posix_error.h"
 
 namespace onlyone::internal {
 namespace {

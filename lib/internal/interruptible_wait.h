@@ -43,7 +43,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "lib/internal/cancellation_state.h"
+#include "onlyone/internal/cancellation_state.h"
 
 namespace onlyone::internal {
 

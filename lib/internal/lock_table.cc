@@ -1,4 +1,4 @@
-#include "lib/internal/lock_table.h"
+#include "onlyone/internal/lock_table.h"
 
 #include <pthread.h>
 #include <sys/file.h>
@@ -12,8 +12,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "lib/internal/fork_safe_mutex.h"
-#include "lib/internal/posix_error.h"
+#include "onlyone/internal/fork_safe_mutex.h"
+#include "onlyone/internal/posix_error.h"
 
 namespace onlyone::internal {
 namespace {

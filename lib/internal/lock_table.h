@@ -42,7 +42,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "lib/internal/fork_safe_mutex.h"
+#include "onlyone/internal/fork_safe_mutex.h"
 
 namespace onlyone::internal {
 

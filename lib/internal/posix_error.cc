@@ -1,4 +1,4 @@
-#include "lib/internal/posix_error.h"
+#include "onlyone/internal/posix_error.h"
 
 #include <fcntl.h>
 #include <sys/sysmacros.h>
@@ -11,7 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "lib/internal/small_file.h"
+#include "onlyone/internal/small_file.h"
 
 namespace onlyone::internal {
 

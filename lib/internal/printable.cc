@@ -1,4 +1,4 @@
-#include "lib/internal/printable.h"
+#include "onlyone/internal/printable.h"
 
 #include <cstddef>
 

@@ -1,4 +1,4 @@
-#include "lib/internal/proc_locks.h"
+#include "onlyone/internal/proc_locks.h"
 
 #include <sys/sysmacros.h>
 
@@ -15,8 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "lib/internal/small_file.h"
-#include "lib/internal/printable.h"
+#include "onlyone/internal/small_file.h"
+#include "onlyone/internal/printable.h"
 
 namespace onlyone::internal {
 namespace {

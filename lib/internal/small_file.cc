@@ -1,4 +1,4 @@
-#include "lib/internal/small_file.h"
+#include "onlyone/internal/small_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <string>
 
-#include "lib/internal/retry.h"
+#include "onlyone/internal/retry.h"
 
 namespace onlyone::internal {
 

@@ -1,4 +1,4 @@
-#include "lib/internal/user_name.h"
+#include "onlyone/internal/user_name.h"
 
 #include <pwd.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "lib/internal/small_file.h"
+#include "onlyone/internal/small_file.h"
 
 namespace onlyone::internal {
 namespace {

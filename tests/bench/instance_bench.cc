@@ -70,8 +70,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "lib/internal/instance_paths.h"
-#include "lib/single_instance.h"
+#include "onlyone/internal/instance_paths.h"
+#include "onlyone/single_instance.h"
 #include "tests/bench/bench_util.h"
 
 namespace onlyone::bench {

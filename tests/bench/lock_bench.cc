@@ -77,8 +77,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
-#include "lib/cancellation.h"
-#include "lib/scoped_file_lock.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/scoped_file_lock.h"
 #include "tests/bench/bench_util.h"
 
 namespace onlyone::bench {

@@ -28,7 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "lib/scoped_semaphore.h"
+#include "onlyone/scoped_semaphore.h"
 #include "tests/bench/bench_util.h"
 
 namespace onlyone::bench {

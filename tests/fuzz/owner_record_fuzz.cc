@@ -19,7 +19,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "lib/internal/instance_record.h"
+#include "onlyone/internal/instance_record.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace onlyone::fuzz {

@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "lib/internal/proc_locks.h"
+#include "onlyone/internal/proc_locks.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace onlyone::fuzz {

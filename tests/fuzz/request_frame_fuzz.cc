@@ -15,7 +15,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "lib/internal/instance_channel.h"
+#include "onlyone/internal/instance_channel.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace onlyone::fuzz {

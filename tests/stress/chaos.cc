@@ -61,9 +61,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "lib/cancellation.h"
-#include "lib/scoped_file_lock.h"
-#include "lib/single_instance.h"
+#include "onlyone/cancellation.h"
+#include "onlyone/scoped_file_lock.h"
+#include "onlyone/single_instance.h"
 
 namespace onlyone::chaos {
 namespace {
