@@ -138,11 +138,13 @@ std::string ThisHost() {
 
 // "host\npid\nsince_ms\ncommand": the rest of a lock's value after the
 // token. The command comes last and may hold anything but is cut short.
-std::string HolderDescription(const RedisLockOptions& options) {
-  std::string command = options.command.empty() ? ThisCommandLine()
-                                                : options.command;
-  if (command.size() > kMaxCommandSize) command.resize(kMaxCommandSize);
-  return absl::StrCat(ThisHost(), "\n", getpid(), "\n",
+std::string HolderDescription(const RedisLockOptions& options,
+                              absl::string_view host,
+                              absl::string_view command_line) {
+  absl::string_view command =
+      options.command.empty() ? command_line : options.command;
+  command = command.substr(0, kMaxCommandSize);
+  return absl::StrCat(host, "\n", getpid(), "\n",
                       absl::ToUnixMillis(absl::Now()), "\n", command);
 }
 
@@ -365,7 +367,9 @@ class Renewer {
       started_ = true;
       std::thread([this] { Run(); }).detach();
     }
-    changed_.notify_one();
+    // Waking the thread only when it would sleep past the new lock's first
+    // renewal keeps it (and a context switch) off the Acquire() path.
+    if (next < wake_) changed_.notify_one();
   }
 
   void Remove(const RedisLockState* state) {
@@ -395,6 +399,7 @@ class Renewer {
         }
       }
       if (due.empty()) {
+        wake_ = wake;
         if (wake == absl::InfiniteFuture()) {
           changed_.wait(lock);
         } else {
@@ -406,6 +411,9 @@ class Renewer {
         }
         continue;
       }
+      // Busy: it looks at locks_ again before it sleeps, so Add() need not
+      // wake it.
+      wake_ = absl::InfinitePast();
       lock.unlock();
       std::vector<std::pair<const RedisLockState*, absl::Time>> renewed;
       for (const std::shared_ptr<RedisLockState>& state : due) {
@@ -473,6 +481,9 @@ class Renewer {
   std::condition_variable changed_;
   std::map<const RedisLockState*, Entry> locks_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
+  // When the sleeping thread will look at locks_ next; InfinitePast()
+  // while it is not sleeping (it looks before it sleeps).
+  absl::Time wake_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // Used by the renewal thread only.
   std::map<std::string, std::unique_ptr<RedisConnection>> connections_;
 };
@@ -481,8 +492,13 @@ class Renewer {
 // own at its first use: the parent's belongs to threads that the child
 // does not have (and is kept, unused, rather than freed under them).
 struct ProcessRedis {
-  explicit ProcessRedis(pid_t owner) : pid(owner) {}
+  explicit ProcessRedis(pid_t owner)
+      : pid(owner), host(ThisHost()), command_line(ThisCommandLine()) {}
   const pid_t pid;
+  // For holder descriptions, read once: a process's host name and command
+  // line do not change while it runs.
+  const std::string host;
+  const std::string command_line;
   ConnectionPool pool;
   Renewer renewer;
 };
@@ -598,7 +614,8 @@ absl::StatusOr<RedisLock> RedisLock::Acquire(absl::string_view name,
       may_wait ? std::min(options.io_timeout, options.timeout)
                : options.io_timeout;
   internal::ProcessRedis& process = internal::CurrentProcess();
-  const std::string description = internal::HolderDescription(options);
+  const std::string description = internal::HolderDescription(
+      options, process.host, process.command_line);
 
   std::unique_ptr<internal::RedisConnection> subscriber;
   std::unique_ptr<internal::CancellationEventFd> cancel_fd;

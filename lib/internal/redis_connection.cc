@@ -172,9 +172,11 @@ absl::StatusOr<std::unique_ptr<RedisConnection>> RedisConnection::Connect(
 }
 
 absl::Status RedisConnection::SetTimeout(absl::Duration timeout) {
+  if (timeout == timeout_) return absl::OkStatus();
   if (redisSetTimeout(context_, TimevalOf(timeout)) != REDIS_OK) {
     return IoError("setting the timeout");
   }
+  timeout_ = timeout;
   return absl::OkStatus();
 }
 

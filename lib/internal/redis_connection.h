@@ -79,6 +79,8 @@ class RedisConnection {
   RedisConnection& operator=(const RedisConnection&) = delete;
   ~RedisConnection();
 
+  // Sets the reply (and write) timeout; costs no system call when it is
+  // already `timeout`.
   [[nodiscard]] absl::Status SetTimeout(absl::Duration timeout);
 
   // Sends one command and waits for its reply.
@@ -114,6 +116,7 @@ class RedisConnection {
   redisContext* const context_;
   const std::string server_;
   bool broken_ = false;
+  absl::Duration timeout_ = absl::ZeroDuration();
 };
 
 }  // namespace onlyone::internal
