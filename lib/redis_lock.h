@@ -31,7 +31,8 @@
 //    refuses the login is PermissionDenied.
 //  * Blocking: a waiter subscribes to the lock's release channel and sends
 //    no command while it waits; it tries again when a release is published
-//    and when the lease it last saw ends (a holder that died), and it
+//    and when the lease it last saw ends (a holder that died; a live holder
+//    has extended it by then, so that is one try per lease), and it
 //    reconnects if its connection breaks (or returns Unavailable when the
 //    server is gone). It uses no CPU while it waits.
 //  * Holding: a process-wide thread renews the lease every lease/3 with a

@@ -51,6 +51,7 @@ constexpr absl::Duration kPrompt = absl::Seconds(2);
 bool WaitLost(const CancellationToken& lost, absl::Duration timeout) {
   absl::StatusOr<std::unique_ptr<internal::CancellationEventFd>> fd =
       internal::CancellationEventFd::Create(lost.state());
+  if (absl::IsCancelled(fd.status())) return true;  // already lost
   if (!fd.ok()) return false;
   struct pollfd ready = {(*fd)->fd(), POLLIN, 0};
   return poll(&ready, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) ==
