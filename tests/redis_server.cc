@@ -27,15 +27,6 @@
 
 extern char** environ;
 
-#if defined(__SANITIZE_THREAD__)
-// The Redis tests fork children (of a process whose renewal thread runs)
-// that take leases, and a lease's renewal thread starts in the child.
-// ThreadSanitizer refuses to start threads after a multi-threaded fork
-// unless told otherwise; glibc makes it safe (malloc and the dynamic
-// loader are fork-safe), and the child's lock code never touches what the
-// parent's threads held (lib/redis_lock.cc, ProcessRedis).
-extern "C" const char* __tsan_default_options() { return "die_after_fork=0"; }
-#endif
 
 namespace onlyone::testing {
 namespace {
