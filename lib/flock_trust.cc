@@ -56,8 +56,9 @@ std::string Distrust(absl::string_view type, absl::string_view options) {
         "share the data are not excluded");
   }
   if (type == "nfs" || type == "nfs4") {
-    for (absl::string_view option : {"local_lock=flock", "local_lock=all",
-                                     "nolock"}) {
+    // nolock first: it implies local_lock=all, and is what the user typed.
+    for (absl::string_view option :
+         {"nolock", "local_lock=flock", "local_lock=all"}) {
       if (HasOption(options, option)) {
         return absl::StrCat("an NFS mount with ", option,
                             ": flock(2) locks are local to this client and "
