@@ -362,6 +362,21 @@ TEST_F(SoftFileLockTest, ABrokenHolderLearnsItAndKeepsItsSuccessorsLock) {
   EXPECT_TRUE(lock->Release().ok()) << "a second Release() is OK";
 }
 
+TEST_F(SoftFileLockTest, ReleaseNeverDeletesASuccessorsLock) {
+  // No heartbeat before the release (every 10 s): Release() itself must
+  // see that the path is no longer its file.
+  absl::StatusOr<SoftFileLock> lock = SoftFileLock::Acquire(path_);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  ASSERT_EQ(unlink(path_.c_str()), 0);
+  WriteFile(path_, internal::EncodeSoftLockRecord(OtherHostRecord()));
+  const struct stat successor = StatOrDie(path_);
+  const absl::Status released = lock->Release();
+  EXPECT_TRUE(absl::IsAborted(released)) << released;
+  ASSERT_EQ(access(path_.c_str(), F_OK), 0) << "the successor's lock is gone";
+  EXPECT_EQ(StatOrDie(path_).st_ino, successor.st_ino);
+  EXPECT_TRUE(lock->lost().IsCancelled());
+}
+
 TEST_F(SoftFileLockTest, HeldTurnsFalseAtOnceWhenBroken) {
   absl::StatusOr<SoftFileLock> lock = SoftFileLock::Acquire(path_);
   ASSERT_TRUE(lock.ok()) << lock.status();
