@@ -407,12 +407,51 @@ absl::StatusOr<bool> RemoveIfStill(const PathParts& parts,
 // Waiting: inotify on the directory for a holder on this host, polling for
 // others; the cancellation token's eventfd ends either.
 
+// Inotify instances kept for reuse by later waits: closing one waits for an
+// SRCU grace period in the kernel, which took 15 ms on a loaded machine,
+// on every hand-off. Lock-free slots, each an fd tagged with the pid that
+// made it, so that a fork() child never reuses (and shares) its parent's.
+class InotifyPool {
+ public:
+  // An instance with no watch, or -1 (make one).
+  static int Take() {
+    const uint64_t pid = static_cast<uint32_t>(getpid());
+    for (std::atomic<uint64_t>& slot : slots_) {
+      const uint64_t entry = slot.exchange(kEmpty);
+      if (entry == kEmpty) continue;
+      const int fd = static_cast<int>(entry & 0xffffffffu);
+      if ((entry >> 32) == pid) return fd;
+      close(fd);  // this process's copy of its parent's instance
+    }
+    return -1;
+  }
+
+  // Keeps `fd` (whose watch was removed) for a later Take(), or closes it.
+  static void Give(int fd) {
+    const uint64_t entry =
+        (static_cast<uint64_t>(static_cast<uint32_t>(getpid())) << 32) |
+        static_cast<uint32_t>(fd);
+    for (std::atomic<uint64_t>& slot : slots_) {
+      uint64_t empty = kEmpty;
+      if (slot.compare_exchange_strong(empty, entry)) return;
+    }
+    close(fd);
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  static inline std::atomic<uint64_t> slots_[8] = {
+      kEmpty, kEmpty, kEmpty, kEmpty, kEmpty, kEmpty, kEmpty, kEmpty};
+};
+
 class Waiter {
  public:
   Waiter(const PathParts& lock, internal::CancellationState* cancellation)
       : lock_(lock), cancellation_(cancellation) {}
   ~Waiter() {
-    if (inotify_fd_ >= 0) close(inotify_fd_);
+    if (inotify_fd_ < 0) return;
+    inotify_rm_watch(inotify_fd_, watch_);
+    InotifyPool::Give(inotify_fd_);
   }
 
   bool started() const { return started_; }
@@ -427,11 +466,15 @@ class Waiter {
       if (!waker.ok()) return waker.status();
       waker_ = *std::move(waker);
     }
-    inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (inotify_fd_ >= 0 &&
-        inotify_add_watch(inotify_fd_, lock_.directory.c_str(),
-                          IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR) < 0) {
-      close(inotify_fd_);
+    inotify_fd_ = InotifyPool::Take();
+    if (inotify_fd_ < 0) {
+      inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+      if (inotify_fd_ < 0) return absl::OkStatus();
+    }
+    watch_ = inotify_add_watch(inotify_fd_, lock_.directory.c_str(),
+                               IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR);
+    if (watch_ < 0) {
+      InotifyPool::Give(inotify_fd_);
       inotify_fd_ = -1;
     }
     return absl::OkStatus();
@@ -496,7 +539,10 @@ class Waiter {
             reinterpret_cast<const struct inotify_event*>(buffer + offset);
         const absl::string_view name =
             event->len > 0 ? absl::string_view(event->name) : "";
-        if (name == lock_.base || name == break_name ||
+        // Events of an earlier user's watch of a reused instance are not
+        // ours.
+        if ((event->wd == watch_ &&
+             (name == lock_.base || name == break_name)) ||
             (event->mask & IN_Q_OVERFLOW) != 0) {
           relevant = true;
         }
@@ -510,6 +556,7 @@ class Waiter {
   internal::CancellationState* const cancellation_;
   bool started_ = false;
   int inotify_fd_ = -1;
+  int watch_ = -1;
   std::unique_ptr<internal::CancellationEventFd> waker_;
 };
 
@@ -732,6 +779,9 @@ struct SoftFileLock::State {
     return SameFile(named, file);
   }
 
+  // Closes the descriptor only when the heartbeat thread is done with it.
+  ~State() { close(fd); }
+
   void MarkLost() {
     if (held.exchange(false)) lost.Cancel();
   }
@@ -752,6 +802,8 @@ struct SoftFileLock::State {
       futimens(fd, nullptr);
       const bool ours = StillOurs();
       lock.lock();
+      // A release in the meantime removed the file: not a loss.
+      if (stopping) return;
       if (!ours) {
         MarkLost();
         return;
@@ -759,13 +811,14 @@ struct SoftFileLock::State {
     }
   }
 
+  // Tells the heartbeat thread to end, without waiting for it: it is
+  // detached and keeps the state alive until it has seen this.
   void StopHeartbeat() {
     {
       std::lock_guard<std::mutex> lock(mu);
       stopping = true;
     }
     wake.notify_all();
-    if (heartbeat.joinable()) heartbeat.join();
   }
 
   const PathParts parts;
@@ -779,7 +832,6 @@ struct SoftFileLock::State {
   std::mutex mu;
   std::condition_variable wake;
   bool stopping ABSL_GUARDED_BY(mu) = false;
-  std::thread heartbeat;
 };
 
 absl::StatusOr<SoftFileLock> SoftFileLock::Acquire(
@@ -869,10 +921,10 @@ absl::StatusOr<SoftFileLock> SoftFileLock::Acquire(
   }
   // The lock path keeps the file; the record file's name goes.
   (*record)->RemoveName();
-  auto state = std::make_unique<State>(*std::move(parts), (*record)->TakeFd(),
+  auto state = std::make_shared<State>(*std::move(parts), (*record)->TakeFd(),
                                        file, options);
-  State* const running = state.get();
-  state->heartbeat = std::thread([running] { running->Heartbeat(); });
+  // Detached, so that a release never waits for it to be scheduled.
+  std::thread([state] { state->Heartbeat(); }).detach();
   return SoftFileLock(std::move(state));
 }
 
@@ -914,7 +966,7 @@ absl::StatusOr<std::optional<SoftLockHolder>> SoftFileLock::Holder(
   return holder;
 }
 
-SoftFileLock::SoftFileLock(std::unique_ptr<State> state)
+SoftFileLock::SoftFileLock(std::shared_ptr<State> state)
     : state_(std::move(state)) {}
 
 SoftFileLock::SoftFileLock(SoftFileLock&& other) noexcept
@@ -934,9 +986,9 @@ void SoftFileLock::Reset() {
   if (state_ == nullptr) return;
   if (getpid() != state_->owner_pid) {
     // A fork() child: the heartbeat thread and the lock are the parent's.
-    // The state is left as it is (its thread object names a thread this
-    // process does not have, and its mutex may be held by it).
-    state_.release();
+    // The state is left as it is: its mutex may have been held by that
+    // thread at the fork, and its descriptor is the parent's to close.
+    new std::shared_ptr<State>(std::move(state_));
     return;
   }
   [[maybe_unused]] absl::Status ignored = Release();
@@ -949,6 +1001,8 @@ absl::Status SoftFileLock::Release() {
     return absl::OkStatus();
   }
   State& state = *state_;
+  // Not waited for: a waiter is not kept waiting for a thread to be
+  // scheduled.
   state.StopHeartbeat();
   absl::Status status;
   if (state.held.load()) {
@@ -971,7 +1025,6 @@ absl::Status SoftFileLock::Release() {
         "path was left alone (it may be a successor's lock)"));
   }
   state.held.store(false);
-  close(state.fd);
   return status;
 }
 

@@ -156,10 +156,11 @@ class SoftFileLock {
   struct State;
 
  private:
-  explicit SoftFileLock(std::unique_ptr<State> state);
+  explicit SoftFileLock(std::shared_ptr<State> state);
   void Reset();
 
-  std::unique_ptr<State> state_;
+  // Shared with the heartbeat thread, which may outlive Release() by a beat.
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace onlyone
