@@ -4,8 +4,12 @@
 // nature: a killed holder on this host is provably gone (its pid has no
 // process with the recorded start time), so its lock is broken by the next
 // Acquire() at once, and a waiter is woken through inotify or the holder's
-// pidfd, never by polling. soft_file_lock_test runs the same suite on a
-// FUSE (bindfs) mount where one can be made.
+// pidfd, never by polling. The suite's holders are all on this host; the
+// contract's one exception for this backend, a waiter for a holder on
+// another host that looks again with backoff (no kernel tells it of another
+// host's changes), is tested with planted records in soft_file_lock_test.
+// soft_lock_fuse_conformance_test runs the same suite on a FUSE (bindfs)
+// mount where one can be made.
 
 #include <string>
 
