@@ -779,7 +779,7 @@ struct SoftFileLock::State {
     return SameFile(named, file);
   }
 
-  // Closes the descriptor only when the heartbeat thread is done with it.
+  // After the heartbeat thread is joined (or, in a fork child, never).
   ~State() { close(fd); }
 
   void MarkLost() {
@@ -811,8 +811,7 @@ struct SoftFileLock::State {
     }
   }
 
-  // Tells the heartbeat thread to end, without waiting for it: it is
-  // detached and keeps the state alive until it has seen this.
+  // Tells the heartbeat thread to end, without waiting for it.
   void StopHeartbeat() {
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -832,6 +831,11 @@ struct SoftFileLock::State {
   std::mutex mu;
   std::condition_variable wake;
   bool stopping ABSL_GUARDED_BY(mu) = false;
+  // Joined by Release() once the lock file is gone, so that a waiter is not
+  // kept waiting for it to be scheduled, and a process that forks after a
+  // release has no thread of ours left (ThreadSanitizer refuses threads in
+  // a child forked from a multi-threaded process).
+  std::thread heartbeat;
 };
 
 absl::StatusOr<SoftFileLock> SoftFileLock::Acquire(
@@ -921,10 +925,10 @@ absl::StatusOr<SoftFileLock> SoftFileLock::Acquire(
   }
   // The lock path keeps the file; the record file's name goes.
   (*record)->RemoveName();
-  auto state = std::make_shared<State>(*std::move(parts), (*record)->TakeFd(),
+  auto state = std::make_unique<State>(*std::move(parts), (*record)->TakeFd(),
                                        file, options);
-  // Detached, so that a release never waits for it to be scheduled.
-  std::thread([state] { state->Heartbeat(); }).detach();
+  State* const beating = state.get();
+  state->heartbeat = std::thread([beating] { beating->Heartbeat(); });
   return SoftFileLock(std::move(state));
 }
 
@@ -966,7 +970,7 @@ absl::StatusOr<std::optional<SoftLockHolder>> SoftFileLock::Holder(
   return holder;
 }
 
-SoftFileLock::SoftFileLock(std::shared_ptr<State> state)
+SoftFileLock::SoftFileLock(std::unique_ptr<State> state)
     : state_(std::move(state)) {}
 
 SoftFileLock::SoftFileLock(SoftFileLock&& other) noexcept
@@ -988,7 +992,7 @@ void SoftFileLock::Reset() {
     // A fork() child: the heartbeat thread and the lock are the parent's.
     // The state is left as it is: its mutex may have been held by that
     // thread at the fork, and its descriptor is the parent's to close.
-    new std::shared_ptr<State>(std::move(state_));
+    state_.release();
     return;
   }
   [[maybe_unused]] absl::Status ignored = Release();
@@ -1001,8 +1005,7 @@ absl::Status SoftFileLock::Release() {
     return absl::OkStatus();
   }
   State& state = *state_;
-  // Not waited for: a waiter is not kept waiting for a thread to be
-  // scheduled.
+  // Told now, joined at the end.
   state.StopHeartbeat();
   absl::Status status;
   if (state.held.load()) {
@@ -1025,6 +1028,7 @@ absl::Status SoftFileLock::Release() {
         "path was left alone (it may be a successor's lock)"));
   }
   state.held.store(false);
+  if (state.heartbeat.joinable()) state.heartbeat.join();
   return status;
 }
 

@@ -156,11 +156,10 @@ class SoftFileLock {
   struct State;
 
  private:
-  explicit SoftFileLock(std::shared_ptr<State> state);
+  explicit SoftFileLock(std::unique_ptr<State> state);
   void Reset();
 
-  // Shared with the heartbeat thread, which may outlive Release() by a beat.
-  std::shared_ptr<State> state_;
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace onlyone
