@@ -124,7 +124,9 @@ struct Observation {
   std::optional<SoftLockRecord> record;
 };
 
-absl::StatusOr<Observation> Observe(const std::string& path) {
+// One look; nullopt when the file was replaced between lstat and open.
+absl::StatusOr<std::optional<Observation>> ObserveOnce(
+    const std::string& path) {
   Observation observation;
   struct stat named;
   if (lstat(path.c_str(), &named) != 0) {
@@ -168,8 +170,7 @@ absl::StatusOr<Observation> Observe(const std::string& path) {
   struct stat opened;
   const bool same = fstat(fd, &opened) == 0 && SameFile(opened, named);
   close(fd);
-  // Replaced between lstat and open: look again.
-  if (!same) return Observe(path);
+  if (!same) return std::nullopt;
   contents.resize(got);
   if (!contents.empty() && !internal::LooksLikeSoftLockRecord(contents)) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -185,6 +186,25 @@ absl::StatusOr<Observation> Observe(const std::string& path) {
     observation.record = std::move(record);
   }
   return observation;
+}
+
+absl::StatusOr<Observation> Observe(const std::string& path) {
+  // A file replaced between lstat and open is looked at again, a few times;
+  // then it is a lock whose record cannot be read (someone keeps replacing
+  // it: held, and judged by its age).
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    absl::StatusOr<std::optional<Observation>> observation = ObserveOnce(path);
+    if (!observation.ok()) return observation.status();
+    if (observation->has_value()) return **std::move(observation);
+  }
+  Observation churning;
+  if (lstat(path.c_str(), &churning.file) != 0) {
+    churning.free = true;
+  } else if (const char* kind =
+                 internal::NonRegularFileKind(churning.file.st_mode)) {
+    return NotARegularFile(path, kind);
+  }
+  return churning;
 }
 
 enum class Verdict {
