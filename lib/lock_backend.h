@@ -26,7 +26,10 @@
 //      - options.cancellation: Cancel() from another thread makes a waiting
 //        Acquire() return Cancelled promptly;
 //      - waiting never polls: a waiter uses no CPU and makes no requests
-//        while nothing changes, and is woken when the lock is freed;
+//        while nothing changes, and is woken when the lock is freed (the
+//        one exception by nature: the soft lock waiting for a holder on
+//        another host, of whose changes no kernel tells this one, looks
+//        again with backoff; see lib/soft_file_lock.h);
 //      - options.mode kShared on a backend without shared holders is
 //        InvalidArgument; so is a malformed resource.
 //  * A HeldLock:
