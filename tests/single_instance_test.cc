@@ -92,7 +92,7 @@ internal::OwnerRecord RecordFor(pid_t pid, uint64_t start_ticks) {
   record.pid = pid;
   record.locker_pid = pid;
   record.start_ticks = start_ticks;
-  record.start_time = absl::Now();
+  record.process_start_time = absl::Now();
   record.boot_id = internal::BootId();
   record.hostname = "crafted-host";
   record.uid = geteuid();
