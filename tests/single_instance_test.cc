@@ -197,6 +197,11 @@ TEST_F(SingleInstanceTest, SecondCopyIsRefusedNamingTheHolder) {
                                       holder.pid(), ", started ")));
   EXPECT_THAT(std::string(second.status().message()),
               HasSubstr(", /usr/bin/backup --full)"));
+  std::optional<HolderInfo> carried = HolderFromStatus(second.status());
+  ASSERT_TRUE(carried.has_value());
+  EXPECT_EQ(carried->resource, PathOf("nightly-backup"));
+  ASSERT_EQ(carried->holders.size(), 1u);
+  EXPECT_EQ(carried->holders[0].pid, holder.pid());
 
   absl::StatusOr<std::optional<InstanceInfo>> info =
       SingleInstance::Holder("nightly-backup", options_);
@@ -448,6 +453,10 @@ TEST_F(SingleInstanceTest, WaitPolicyTimesOutNamingTheHolder) {
       std::string(late.status().message()),
       HasSubstr(absl::StrCat("waited is already running (pid ", holder.pid())));
   EXPECT_THAT(std::string(late.status().message()), HasSubstr("100ms"));
+  std::optional<HolderInfo> carried = HolderFromStatus(late.status());
+  ASSERT_TRUE(carried.has_value());
+  ASSERT_EQ(carried->holders.size(), 1u);
+  EXPECT_EQ(carried->holders[0].pid, holder.pid());
   release.Send();
   EXPECT_EQ(holder.Wait(), 0);
 }
@@ -525,6 +534,13 @@ TEST_F(SingleInstanceTest, ReplacePolicyNeverSignalsAnUnverifiedHolder) {
               HasSubstr(absl::StrCat("pid ", flocker.pid())));
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("wrote no owner record"));
+  // A refused replacement is a conflict, told apart from an unsafe
+  // directory's FailedPrecondition by the holder it carries.
+  std::optional<HolderInfo> carried = HolderFromStatus(refused.status());
+  ASSERT_TRUE(carried.has_value());
+  EXPECT_EQ(carried->resource, PathOf("unverified"));
+  ASSERT_EQ(carried->holders.size(), 1u);
+  EXPECT_EQ(carried->holders[0].pid, flocker.pid());
 
   // A record naming another live process (with its true start time) that
   // does not hold the lock: neither it nor the holder is signalled.
@@ -848,6 +864,7 @@ TEST_F(SingleInstanceTest, ExplicitDirectoryMustBeSafe) {
   EXPECT_THAT(std::string(instance.status().message()), HasSubstr(open_dir));
   EXPECT_THAT(std::string(instance.status().message()),
               HasSubstr("writable by group or others"));
+  EXPECT_FALSE(HolderFromStatus(instance.status()).has_value());
 
   options.directory = dir_ + "/missing";
   EXPECT_TRUE(absl::IsNotFound(SingleInstance::Acquire("x", options).status()));
