@@ -12,10 +12,12 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/cord.h"
 #include "absl/time/time.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onlyone/internal/holder_inspection.h"
 #include "onlyone/internal/proc_locks.h"
@@ -25,20 +27,35 @@
 namespace onlyone {
 namespace {
 
+using ::onlyone::testing::CarriedPids;
 using ::onlyone::testing::Child;
+using ::onlyone::testing::HoldWithRawFlock;
 using ::onlyone::testing::MakeTempDir;
 using ::onlyone::testing::Pipe;
+using ::testing::ElementsAre;
 
-// A child that holds `path` with plain flock(2) until `release`.
-Child HoldWithFlock(const std::string& path, Pipe& ready, Pipe& release) {
-  return Child::Fork([&] {
-    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || flock(fd, LOCK_EX) != 0) return 2;
-    ready.Send();
-    release.Receive(absl::Hours(1));
-    return 0;
-  });
-}
+// A lock file that a child holds with plain flock(2) for the whole test.
+class HeldFileTest : public ::testing::Test {
+ protected:
+  HeldFileTest()
+      : path_(MakeTempDir() + "/held.lock"),
+        holder_(HoldWithRawFlock(path_, ready_, release_)) {}
+
+  void SetUp() override {
+    ASSERT_EQ(ready_.Receive(), '.');
+    ASSERT_EQ(stat(path_.c_str(), &file_), 0);
+  }
+
+  void TearDown() override {
+    release_.Send();
+    EXPECT_EQ(holder_.Wait(), 0);
+  }
+
+  const std::string path_;
+  Pipe ready_, release_;
+  Child holder_;
+  struct stat file_ = {};
+};
 
 TEST(HolderPayloadTest, RoundTripsEveryFieldAndHostileNames) {
   HolderInfo holder;
@@ -81,39 +98,27 @@ TEST(HolderPayloadTest, NoneOnOtherStatusesOrAMalformedPayload) {
   EXPECT_FALSE(HolderFromStatus(forged).has_value());
 }
 
-TEST(FileLockRefusalTest, CarriesTheHoldersTheKernelListed) {
-  const std::string path = MakeTempDir() + "/held.lock";
-  Pipe ready, release;
-  Child holder = HoldWithFlock(path, ready, release);
-  ASSERT_EQ(ready.Receive(), '.');
-  struct stat file;
-  ASSERT_EQ(stat(path.c_str(), &file), 0);
-
+TEST_F(HeldFileTest, AFileLockRefusalCarriesTheHoldersTheKernelListed) {
   LockOptions try_once;
   try_once.timeout = absl::ZeroDuration();
-  absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(path, try_once);
+  absl::StatusOr<ScopedFileLock> lock =
+      ScopedFileLock::Acquire(path_, try_once);
   ASSERT_TRUE(absl::IsUnavailable(lock.status())) << lock.status();
   std::optional<HolderInfo> carried = HolderFromStatus(lock.status());
   ASSERT_TRUE(carried.has_value());
-  EXPECT_EQ(carried->resource, path);
+  EXPECT_EQ(carried->resource, path_);
   EXPECT_TRUE(carried->holders_known);
-  EXPECT_EQ(carried->device, file.st_dev);
-  EXPECT_EQ(carried->inode, file.st_ino);
+  EXPECT_EQ(carried->device, file_.st_dev);
+  EXPECT_EQ(carried->inode, file_.st_ino);
   ASSERT_EQ(carried->holders.size(), 1u);
-  EXPECT_EQ(carried->holders[0].pid, holder.pid());
+  EXPECT_EQ(carried->holders[0].pid, holder_.pid());
   EXPECT_TRUE(carried->holders[0].exclusive);
 
   LockOptions timed;
   timed.timeout = absl::Milliseconds(20);
-  lock = ScopedFileLock::Acquire(path, timed);
+  lock = ScopedFileLock::Acquire(path_, timed);
   ASSERT_TRUE(absl::IsDeadlineExceeded(lock.status())) << lock.status();
-  carried = HolderFromStatus(lock.status());
-  ASSERT_TRUE(carried.has_value());
-  ASSERT_EQ(carried->holders.size(), 1u);
-  EXPECT_EQ(carried->holders[0].pid, holder.pid());
-
-  release.Send();
-  EXPECT_EQ(holder.Wait(), 0);
+  EXPECT_THAT(CarriedPids(lock.status()), ElementsAre(holder_.pid()));
 }
 
 TEST(FileLockRefusalTest, ErrorsThatAreNotAHolderCarryNone) {
@@ -129,50 +134,37 @@ TEST(FileLockRefusalTest, ANestedAcquisitionCarriesThisProcess) {
   ASSERT_TRUE(outer.ok()) << outer.status();
   absl::StatusOr<ScopedFileLock> inner = ScopedFileLock::Acquire(path);
   ASSERT_TRUE(absl::IsFailedPrecondition(inner.status())) << inner.status();
-  std::optional<HolderInfo> carried = HolderFromStatus(inner.status());
-  ASSERT_TRUE(carried.has_value());
-  ASSERT_EQ(carried->holders.size(), 1u);
-  EXPECT_EQ(carried->holders[0].pid, getpid());
+  EXPECT_THAT(CarriedPids(inner.status()), ElementsAre(getpid()));
 }
 
 // The names a refusal read are what the inspection reports: it does not read
 // /proc/PID/comm again, so the name given here (which is not the holder's
 // real one) shows. A HolderInfo about another file is not believed.
-TEST(HolderInspectionTest, ReusesWhatTheRefusalFoundAboutTheSameFile) {
-  const std::string path = MakeTempDir() + "/known.lock";
-  Pipe ready, release;
-  Child holder = HoldWithFlock(path, ready, release);
-  ASSERT_EQ(ready.Receive(), '.');
-  struct stat file;
-  ASSERT_EQ(stat(path.c_str(), &file), 0);
-
+TEST_F(HeldFileTest, AnInspectionReusesWhatTheRefusalFoundAboutTheSameFile) {
   HolderInfo known;
-  known.resource = path;
+  known.resource = path_;
   known.holders_known = true;
-  known.device = file.st_dev;
-  known.inode = file.st_ino;
+  known.device = file_.st_dev;
+  known.inode = file_.st_ino;
   LockHolderProcess& process = known.holders.emplace_back();
-  process.pid = holder.pid();
+  process.pid = holder_.pid();
   process.name = "name-from-refusal";
   absl::StatusOr<internal::Inspection> inspection =
-      internal::InspectLockFile(path, &known);
+      internal::InspectLockFile(path_, &known);
   ASSERT_TRUE(inspection.ok()) << inspection.status();
   std::optional<InstanceInfo> found = internal::HolderFrom(*inspection);
   ASSERT_TRUE(found.has_value());
   ASSERT_EQ(found->processes.size(), 1u);
-  EXPECT_EQ(found->processes[0].pid, holder.pid());
+  EXPECT_EQ(found->processes[0].pid, holder_.pid());
   EXPECT_EQ(found->processes[0].name, "name-from-refusal");
 
   known.inode += 1;  // about another file: /proc is read
-  inspection = internal::InspectLockFile(path, &known);
+  inspection = internal::InspectLockFile(path_, &known);
   ASSERT_TRUE(inspection.ok()) << inspection.status();
   found = internal::HolderFrom(*inspection);
   ASSERT_TRUE(found.has_value());
   ASSERT_EQ(found->processes.size(), 1u);
-  EXPECT_EQ(found->processes[0].name, internal::ProcessName(holder.pid()));
-
-  release.Send();
-  EXPECT_EQ(holder.Wait(), 0);
+  EXPECT_EQ(found->processes[0].name, internal::ProcessName(holder_.pid()));
 }
 
 }  // namespace

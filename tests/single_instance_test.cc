@@ -35,8 +35,10 @@ namespace onlyone {
 namespace {
 
 using ::onlyone::testing::BecomeNobody;
+using ::onlyone::testing::CarriedPids;
 using ::onlyone::testing::Child;
 using ::onlyone::testing::HoldInstanceInChild;
+using ::onlyone::testing::HoldWithRawFlock;
 using ::onlyone::testing::InstanceDirectoryTest;
 using ::onlyone::testing::kNobodyUid;
 using ::onlyone::testing::MakeTempDir;
@@ -65,18 +67,6 @@ bool KernelSaysHeld(const std::string& path) {
   struct stat file;
   if (stat(path.c_str(), &file) != 0) return false;
   return !internal::FlockHolders(file.st_dev, file.st_ino).empty();
-}
-
-// A child that locks `path` with plain flock(2) and writes no record, like
-// flock(1).
-Child HoldWithRawFlock(const std::string& path, Pipe& ready, Pipe& release) {
-  return Child::Fork([&] {
-    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || flock(fd, LOCK_EX) != 0) return 2;
-    ready.Send();
-    release.Receive(absl::Hours(1));
-    return 0;
-  });
 }
 
 // A child that only waits, as a live process with a known pid.
@@ -197,11 +187,9 @@ TEST_F(SingleInstanceTest, SecondCopyIsRefusedNamingTheHolder) {
                                       holder.pid(), ", started ")));
   EXPECT_THAT(std::string(second.status().message()),
               HasSubstr(", /usr/bin/backup --full)"));
-  std::optional<HolderInfo> carried = HolderFromStatus(second.status());
-  ASSERT_TRUE(carried.has_value());
-  EXPECT_EQ(carried->resource, PathOf("nightly-backup"));
-  ASSERT_EQ(carried->holders.size(), 1u);
-  EXPECT_EQ(carried->holders[0].pid, holder.pid());
+  EXPECT_EQ(HolderFromStatus(second.status()).value_or(HolderInfo()).resource,
+            PathOf("nightly-backup"));
+  EXPECT_THAT(CarriedPids(second.status()), ElementsAre(holder.pid()));
 
   absl::StatusOr<std::optional<InstanceInfo>> info =
       SingleInstance::Holder("nightly-backup", options_);
@@ -453,10 +441,7 @@ TEST_F(SingleInstanceTest, WaitPolicyTimesOutNamingTheHolder) {
       std::string(late.status().message()),
       HasSubstr(absl::StrCat("waited is already running (pid ", holder.pid())));
   EXPECT_THAT(std::string(late.status().message()), HasSubstr("100ms"));
-  std::optional<HolderInfo> carried = HolderFromStatus(late.status());
-  ASSERT_TRUE(carried.has_value());
-  ASSERT_EQ(carried->holders.size(), 1u);
-  EXPECT_EQ(carried->holders[0].pid, holder.pid());
+  EXPECT_THAT(CarriedPids(late.status()), ElementsAre(holder.pid()));
   release.Send();
   EXPECT_EQ(holder.Wait(), 0);
 }
@@ -536,11 +521,7 @@ TEST_F(SingleInstanceTest, ReplacePolicyNeverSignalsAnUnverifiedHolder) {
               HasSubstr("wrote no owner record"));
   // A refused replacement is a conflict, told apart from an unsafe
   // directory's FailedPrecondition by the holder it carries.
-  std::optional<HolderInfo> carried = HolderFromStatus(refused.status());
-  ASSERT_TRUE(carried.has_value());
-  EXPECT_EQ(carried->resource, PathOf("unverified"));
-  ASSERT_EQ(carried->holders.size(), 1u);
-  EXPECT_EQ(carried->holders[0].pid, flocker.pid());
+  EXPECT_THAT(CarriedPids(refused.status()), ElementsAre(flocker.pid()));
 
   // A record naming another live process (with its true start time) that
   // does not hold the lock: neither it nor the holder is signalled.
