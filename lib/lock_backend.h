@@ -19,9 +19,10 @@
 //    the file backend, a name for a fleet lock):
 //      - options.timeout ZeroDuration() tries once: Unavailable when held
 //        elsewhere, the message naming the resource and, where the backend
-//        can tell, the holder; a refusal because the lock is held carries
-//        what the backend found out about the holder as a HolderInfo
-//        (lib/lock_holder.h), so that callers never look again;
+//        can tell, the holder; where it can, a refusal because the lock
+//        is held also carries what the backend found out about the holder
+//        as a HolderInfo (lib/lock_holder.h), so that callers never look
+//        again (the file backend does);
 //      - a finite timeout waits at most that long and then returns
 //        DeadlineExceeded, never sooner; InfiniteDuration() waits until
 //        the lock is free;
@@ -51,6 +52,8 @@
 //    own options say so (FileLockOptions::inheritable).
 //  * Thread safety: Acquire() may be called from any number of threads; one
 //    HeldLock is used from one thread at a time; lost() from any thread.
+//  * Lifetime: destroy a HeldLock before the backend that gave it (a
+//    backend may keep what its locks use, such as a server connection).
 //
 // Adding a backend: a file pair lib/NAME_backend.{h,cc} with a factory
 // returning std::unique_ptr<LockBackend>, its cc_library in lib/BUILD (and a

@@ -217,10 +217,15 @@ std::string OwnerRecordFor(const internal::SelfIdentity& self,
 
 // Everything a successful acquisition produced.
 struct Acquired {
-  Acquired(std::string name, std::unique_ptr<HeldLock> lock)
-      : name(std::move(name)), lock(std::move(lock)) {}
+  Acquired(std::string name, std::unique_ptr<LockBackend> backend,
+           std::unique_ptr<HeldLock> lock)
+      : name(std::move(name)),
+        backend(std::move(backend)),
+        lock(std::move(lock)) {}
 
   std::string name;  // the instance name, or the lock path
+  // Outlives the lock it gave (a backend may keep what its locks use).
+  std::unique_ptr<LockBackend> backend;
   std::unique_ptr<HeldLock> lock;
   // lock->file_lock(): the file the owner record is written into; nullptr
   // for a backend without one (no record, hand-off or inheritance then).
@@ -329,7 +334,7 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
   const absl::Time deadline = options.wait_timeout == absl::InfiniteDuration()
                                   ? absl::InfiniteFuture()
                                   : absl::Now() + options.wait_timeout;
-  const std::unique_ptr<LockBackend> backend = BackendFor(location, options);
+  std::unique_ptr<LockBackend> backend = BackendFor(location, options);
   AcquireOptions request;
   request.mode = options.shared ? LockMode::kShared : LockMode::kExclusive;
   auto acquire = [&](const std::string& path, absl::Duration timeout) {
@@ -384,7 +389,8 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
     if (!written.ok()) return written.status();
   }
 
-  Acquired acquired(location.display_name, std::move(lock));
+  Acquired acquired(location.display_name, std::move(backend),
+                    std::move(lock));
   acquired.file = file;
   acquired.place = location.place;
   acquired.shared = options.shared;

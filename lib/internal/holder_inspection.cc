@@ -74,8 +74,7 @@ std::string VerifyRecord(const OwnerRecord& record,
   }
   if (!inspection.holders_known) return "";
   const bool listed = Lists(inspection.holders, record.pid);
-  if (ProcessHoldsFlockOn(record.pid, inspection.device,
-                                    inspection.inode)
+  if (ProcessHoldsFlockOn(record.pid, inspection.device, inspection.inode)
           .value_or(listed)) {
     return "";
   }
@@ -83,12 +82,12 @@ std::string VerifyRecord(const OwnerRecord& record,
     return absl::StrCat("its owner record names pid ", record.pid,
                         ", which no longer holds the lock");
   }
-  return absl::StrCat(
-      "its owner record names pid ", record.pid, ", which does not hold the lock",
-      inspection.holders.empty()
-          ? ""
-          : absl::StrCat(" (the kernel lists pid ",
-                         PidList(inspection.holders), ")"));
+  return absl::StrCat("its owner record names pid ", record.pid,
+                      ", which does not hold the lock",
+                      inspection.holders.empty()
+                          ? ""
+                          : absl::StrCat(" (the kernel lists pid ",
+                                         PidList(inspection.holders), ")"));
 }
 
 // `pid` as /proc shows it, its name taken from what the backend read.
@@ -96,11 +95,11 @@ HolderProcess DescribeProcess(pid_t pid, const Inspection& inspection) {
   HolderProcess process;
   process.pid = pid;
   process.command_line = ProcessCommandLine(pid, kMaxCommandLineBytes);
-  auto known = std::find_if(
-      inspection.known_names.begin(), inspection.known_names.end(),
-      [pid](const std::pair<pid_t, std::string>& name) {
-        return name.first == pid;
-      });
+  auto known =
+      std::find_if(inspection.known_names.begin(), inspection.known_names.end(),
+                   [pid](const std::pair<pid_t, std::string>& name) {
+                     return name.first == pid;
+                   });
   process.name =
       known != inspection.known_names.end() ? known->second : ProcessName(pid);
   return process;
@@ -330,16 +329,14 @@ std::optional<InstanceInfo> HolderFrom(const Inspection& inspection) {
   info.no_record_reason = inspection.record_rejected;
   // The exclusive holder first (a SingleInstance holds it exclusively).
   std::vector<FlockHolder> holders = inspection.holders;
-  std::stable_partition(holders.begin(), holders.end(),
-                        [](const FlockHolder& holder) {
-                          return holder.exclusive;
-                        });
+  std::stable_partition(
+      holders.begin(), holders.end(),
+      [](const FlockHolder& holder) { return holder.exclusive; });
   for (pid_t pid : LiveHolders(holders, inspection.device, inspection.inode,
                                &info.inherited_from_pid)) {
     info.processes.push_back(DescribeProcess(pid, inspection));
   }
-  for (const FlockHoldingProcess& hidden :
-       inspection.hidden_holders) {
+  for (const FlockHoldingProcess& hidden : inspection.hidden_holders) {
     info.processes.push_back(DescribeProcess(hidden.pid, inspection));
   }
   if (!info.processes.empty()) {
@@ -377,8 +374,7 @@ std::string DescribeHeld(absl::string_view lock_path,
   details.erase(details.begin());
   return details.empty()
              ? absl::StrCat(Printable(lock_path), " is held by ", who)
-             : absl::StrCat(Printable(lock_path), " is held by ", who,
-                            " (",
+             : absl::StrCat(Printable(lock_path), " is held by ", who, " (",
                             absl::StrJoin(details, ", "), ")");
 }
 

@@ -84,8 +84,7 @@ bool KernelLists(const Inspection& inspection, pid_t pid);
 std::string KernelPidList(const Inspection& inspection);
 
 // "NAME is already running (pid 4711, started ..., /usr/bin/backup)".
-std::string DescribeRunning(absl::string_view name,
-                            const InstanceInfo& holder);
+std::string DescribeRunning(absl::string_view name, const InstanceInfo& holder);
 // "PATH is held by pid 4711 (started ..., ...)".
 std::string DescribeHeld(absl::string_view lock_path,
                          const InstanceInfo& holder);

@@ -42,8 +42,8 @@ absl::StatusOr<std::optional<InstanceInfo>> HolderAfter(
     const ConflictTarget& target, const absl::Status& refused,
     Inspection* looked = nullptr) {
   const std::optional<HolderInfo> known = HolderFromStatus(refused);
-  absl::StatusOr<Inspection> inspection = InspectLockFile(
-      target.lock_path, known.has_value() ? &*known : nullptr);
+  absl::StatusOr<Inspection> inspection =
+      InspectLockFile(target.lock_path, known.has_value() ? &*known : nullptr);
   if (!inspection.ok()) return inspection.status();
   std::optional<InstanceInfo> holder = HolderFrom(*inspection);
   if (looked != nullptr) *looked = *std::move(inspection);
@@ -71,11 +71,11 @@ absl::Status WaitFor(const ConflictTarget& target, LockAttempt attempt,
       HolderAfter(target, waited);
   if (!held_by.ok() || !held_by->has_value()) return waited;
   *holder = *std::move(held_by);
-  return Refusal(absl::StatusCode::kDeadlineExceeded,
-                 absl::StrCat(Describe(target, **holder),
-                              "; gave up after waiting ",
-                              absl::FormatDuration(timeout), " for it to exit"),
-                 **holder);
+  return Refusal(
+      absl::StatusCode::kDeadlineExceeded,
+      absl::StrCat(Describe(target, **holder), "; gave up after waiting ",
+                   absl::FormatDuration(timeout), " for it to exit"),
+      **holder);
 }
 
 // Why the holder may not be replaced, "" when it may: only a process proven
@@ -105,8 +105,7 @@ std::string WhyNotReplaceable(const Inspection& inspection,
                         " (the lock was handed to it across a fork)");
   }
   if (record.hostname != CachedSelfIdentity().record.hostname) {
-    return absl::StrCat("it was recorded on host ",
-                        Printable(record.hostname));
+    return absl::StrCat("it was recorded on host ", Printable(record.hostname));
   }
   if (record.pid == getpid()) return "it is this process";
   return "";
@@ -168,8 +167,9 @@ absl::Status ReplacedButHeld(const ConflictTarget& target,
                              const absl::Status& status,
                              const std::optional<InstanceInfo>& holder) {
   if (!holder.has_value()) {  // released meanwhile, or not readable
-    absl::Status refusal = absl::UnavailableError(absl::StrCat(
-        status.message(), "; pid ", replaced.pid, " was stopped to replace it"));
+    absl::Status refusal = absl::UnavailableError(
+        absl::StrCat(status.message(), "; pid ", replaced.pid,
+                     " was stopped to replace it"));
     if (std::optional<HolderInfo> known = HolderFromStatus(status)) {
       AttachHolder(refusal, *known);
     }
@@ -180,13 +180,13 @@ absl::Status ReplacedButHeld(const ConflictTarget& target,
                           holder->inherited_from_pid == replaced.locker_pid);
   return Refusal(
       absl::StatusCode::kUnavailable,
-      absl::StrCat(
-          Describe(target, *holder), "; not replacing it: stopped pid ",
-          replaced.pid,
-          inherited ? ", but processes it left running keep the lock it "
-                      "passed on to them, and only a process that an owner "
-                      "record names is signalled"
-                    : ", but another copy took the lock meanwhile"),
+      absl::StrCat(Describe(target, *holder),
+                   "; not replacing it: stopped pid ", replaced.pid,
+                   inherited
+                       ? ", but processes it left running keep the lock it "
+                         "passed on to them, and only a process that an owner "
+                         "record names is signalled"
+                       : ", but another copy took the lock meanwhile"),
       *holder);
 }
 
@@ -211,8 +211,8 @@ absl::Status LockFailingAtOnce(const ConflictTarget& target,
         HolderAfter(target, tried);
     if (!holder.ok()) return tried;
     if (!holder->has_value()) continue;  // released meanwhile
-    return Refusal(absl::StatusCode::kUnavailable,
-                   Describe(target, **holder), **holder);
+    return Refusal(absl::StatusCode::kUnavailable, Describe(target, **holder),
+                   **holder);
   }
   return KeepsChanging(target);
 }
@@ -234,8 +234,7 @@ absl::Status LockReplacing(const ConflictTarget& target, LockAttempt attempt,
     if (!held_by.ok()) return held_by.status();
     if (!held_by->has_value()) continue;  // released meanwhile
     const InstanceInfo& holder = **held_by;
-    if (std::string why = WhyNotReplaceable(inspection, holder);
-        !why.empty()) {
+    if (std::string why = WhyNotReplaceable(inspection, holder); !why.empty()) {
       return Refusal(
           absl::StatusCode::kFailedPrecondition,
           absl::StrCat(Describe(target, holder), "; not replacing it: ", why),
@@ -251,8 +250,8 @@ absl::Status LockReplacing(const ConflictTarget& target, LockAttempt attempt,
     // meanwhile got there first and is about to exit too.
     std::optional<InstanceInfo> after_holder;
     absl::Status after = WaitFor(target, attempt, grace_period, &after_holder);
-    if (after.ok() || (!absl::IsDeadlineExceeded(after) &&
-                       !absl::IsUnavailable(after))) {
+    if (after.ok() ||
+        (!absl::IsDeadlineExceeded(after) && !absl::IsUnavailable(after))) {
       return after;
     }
     if (!after_holder.has_value() && absl::IsUnavailable(after)) {
@@ -281,14 +280,14 @@ absl::Status CheckLegacyLocks(const ConflictTarget& target,
         absl::StrCat(Describe(target, *holder), ", in ", path,
                      " where an earlier onlyone build keeps this lock");
     if (!wait) return Refusal(absl::StatusCode::kUnavailable, refusal, *holder);
-    absl::Status waited = wait_for(
-        path, std::max(deadline - absl::Now(), absl::ZeroDuration()));
+    absl::Status waited =
+        wait_for(path, std::max(deadline - absl::Now(), absl::ZeroDuration()));
     if (absl::IsDeadlineExceeded(waited)) {
-      return Refusal(absl::StatusCode::kDeadlineExceeded,
-                     absl::StrCat(refusal, "; gave up after waiting ",
-                                  absl::FormatDuration(wait_timeout),
-                                  " for it to exit"),
-                     *holder);
+      return Refusal(
+          absl::StatusCode::kDeadlineExceeded,
+          absl::StrCat(refusal, "; gave up after waiting ",
+                       absl::FormatDuration(wait_timeout), " for it to exit"),
+          *holder);
     }
     if (!waited.ok()) return waited;
   }
