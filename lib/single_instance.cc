@@ -265,15 +265,25 @@ internal::ChannelMessage ToChannel(const InstanceMessage& message) {
   return converted;
 }
 
+// The socket of the instance at `location`, bounded as `options` say: the
+// same for its listener and its senders.
+internal::ChannelEndpoint EndpointFor(const Location& location,
+                                      const InstanceOptions& options) {
+  internal::ChannelEndpoint endpoint;
+  endpoint.name = location.display_name;
+  endpoint.socket_path = internal::SocketPathFor(location.lock_path);
+  endpoint.max_message_bytes = options.max_message_bytes;
+  endpoint.timeout = options.message_timeout;
+  return endpoint;
+}
+
 absl::StatusOr<std::unique_ptr<internal::MessageListener>> StartListening(
     const Location& location, const InstanceOptions& options) {
   internal::ListenerOptions listener;
-  listener.name = location.display_name;
-  listener.socket_path = internal::SocketPathFor(location.lock_path);
+  static_cast<internal::ChannelEndpoint&>(listener) =
+      EndpointFor(location, options);
   listener.shared = location.shared;
   listener.accept_other_users = options.accept_other_users;
-  listener.max_message_bytes = options.max_message_bytes;
-  listener.io_timeout = options.message_timeout;
   if (options.on_message) {
     listener.on_message =
         [on_message = options.on_message](const internal::ChannelMessage& m) {
@@ -533,18 +543,18 @@ std::string SingleInstance::DescribeHeld(absl::string_view lock_path,
 absl::StatusOr<std::string> SingleInstance::Send(
     absl::string_view name, const InstanceMessage& message,
     const InstanceOptions& options) {
-  absl::StatusOr<Location> location = Locate(name, options);
-  if (!location.ok()) return location.status();
+  // The name is checked once, by Locate(); the options first, so that a
+  // bad one creates no directory.
   if (absl::Status valid = ValidateMessagingOptions(name, options);
       !valid.ok()) {
     return valid;
   }
+  absl::StatusOr<Location> location = Locate(name, options);
+  if (!location.ok()) return location.status();
   internal::SendTarget target;
-  target.name = location->display_name;
-  target.socket_path = internal::SocketPathFor(location->lock_path);
+  static_cast<internal::ChannelEndpoint&>(target) =
+      EndpointFor(*location, options);
   target.lock_path = location->lock_path;
-  target.max_message_bytes = options.max_message_bytes;
-  target.timeout = options.message_timeout;
   return internal::SendMessage(target, ToChannel(message));
 }
 
