@@ -257,17 +257,11 @@ absl::StatusOr<SingleInstance> AcquireTellingTheWait(
 // otherwise.
 int Refuse(const RunRequest& request, const absl::Status& status,
            std::ostream& err) {
-  bool conflict = absl::IsUnavailable(status) ||
-                  absl::IsDeadlineExceeded(status);
-  if (!conflict && request.on_conflict == ConflictPolicy::kReplace &&
-      absl::IsFailedPrecondition(status)) {
-    // Replacing was refused (the holder cannot be verified, or may not be
-    // signalled): still a conflict if the lock is held, rather than an
-    // unsafe directory or the like.
-    absl::StatusOr<std::optional<InstanceInfo>> holder =
-        HolderOf(request.target);
-    conflict = holder.ok() && holder->has_value();
-  }
+  // A refused replacement (FailedPrecondition) is a conflict too: the
+  // library's refusals carry the holder, an unsafe directory's does not.
+  const bool conflict = absl::IsUnavailable(status) ||
+                        absl::IsDeadlineExceeded(status) ||
+                        HolderFromStatus(status).has_value();
   if (!conflict) {
     PrintError(err, status);
     return ExitCodeForError(status);

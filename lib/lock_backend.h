@@ -19,7 +19,10 @@
 //    the file backend, a name for a fleet lock):
 //      - options.timeout ZeroDuration() tries once: Unavailable when held
 //        elsewhere, the message naming the resource and, where the backend
-//        can tell, the holder;
+//        can tell, the holder; where it can, a refusal because the lock
+//        is held also carries what the backend found out about the holder
+//        as a HolderInfo (lib/lock_holder.h), so that callers never look
+//        again (the file backend does);
 //      - a finite timeout waits at most that long and then returns
 //        DeadlineExceeded, never sooner; InfiniteDuration() waits until
 //        the lock is free;
@@ -52,6 +55,8 @@
 //    own options say so (FileLockOptions::inheritable).
 //  * Thread safety: Acquire() may be called from any number of threads; one
 //    HeldLock is used from one thread at a time; lost() from any thread.
+//  * Lifetime: destroy a HeldLock before the backend that gave it (a
+//    backend may keep what its locks use, such as a server connection).
 //
 // Adding a backend: a file pair lib/NAME_backend.{h,cc} with a factory
 // returning std::unique_ptr<LockBackend>, its cc_library in lib/BUILD (and a
@@ -69,6 +74,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "onlyone/cancellation.h"
+#include "onlyone/lock_holder.h"
 #include "onlyone/lock_options.h"
 #include "onlyone/scoped_file_lock.h"
 
@@ -94,6 +100,12 @@ class HeldLock {
 
   // Cancelled when the lock is lost while this object holds it.
   virtual CancellationToken lost() const = 0;
+
+  // The kernel file lock underneath, for what only a file lock offers: its
+  // descriptor (SingleInstance writes the owner record through it),
+  // HandOffOnFork() and InheritedLocksEnvValue(). nullptr for backends that
+  // are not one file lock. Owned by this HeldLock.
+  virtual ScopedFileLock* file_lock() { return nullptr; }
 };
 
 class LockBackend {
@@ -106,7 +118,8 @@ class LockBackend {
 };
 
 // The kernel file-lock backend: resources are lock file paths, held with
-// ScopedFileLock and `file_options`. No fencing tokens (0); never lost.
+// ScopedFileLock and `file_options`. No fencing tokens (0); never lost;
+// file_lock() is the ScopedFileLock.
 std::unique_ptr<LockBackend> NewFileLockBackend(
     const FileLockOptions& file_options = {});
 

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -19,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "onlyone/internal/file_kind.h"
+#include "onlyone/internal/holder_info.h"
 #include "onlyone/internal/interruptible_wait.h"
 #include "onlyone/internal/lock_table.h"
 #include "onlyone/internal/posix_error.h"
@@ -176,14 +179,52 @@ absl::StatusOr<bool> PathStillNamesFile(const std::string& path,
   return true;
 }
 
-std::string HolderDescription(const OpenedFile& file) {
-  std::vector<internal::FlockHolder> holders =
-      internal::FlockHolders(file.status.st_dev, file.status.st_ino);
-  if (holders.size() == 1 && holders[0].pid == getpid()) {
+// Who holds the file, read once for a refusal: its message and its payload
+// (lib/lock_holder.h), which callers reuse instead of looking again.
+HolderInfo FindHolders(const std::string& path, const struct stat& file) {
+  HolderInfo holder;
+  holder.resource = path;
+  holder.device = file.st_dev;
+  holder.inode = file.st_ino;
+  std::optional<std::vector<internal::FlockHolder>> holders =
+      internal::ReadFlockHolders(file.st_dev, file.st_ino);
+  holder.holders_known = holders.has_value();
+  for (const internal::FlockHolder& flock_holder : holders.value_or(
+           std::vector<internal::FlockHolder>())) {
+    LockHolderProcess& process = holder.holders.emplace_back();
+    process.pid = flock_holder.pid;
+    process.exclusive = flock_holder.exclusive;
+    if (flock_holder.pid != 0) {
+      process.name = internal::ProcessName(flock_holder.pid);
+    }
+  }
+  return holder;
+}
+
+std::string DescribeHolder(const HolderInfo& holder) {
+  if (holder.holders.size() == 1 && holder.holders[0].pid == getpid()) {
     return "this process (another ScopedFileLock or thread)";
   }
-  std::string described = internal::DescribeHolders(holders);
+  std::vector<internal::FlockHolder> holders;
+  std::vector<std::string> names;
+  for (const LockHolderProcess& process : holder.holders) {
+    holders.push_back({process.pid, process.exclusive});
+    names.push_back(process.name);
+  }
+  std::string described = internal::DescribeHolders(holders, names);
   return described.empty() ? "another process" : described;
+}
+
+// A refusal because the file is held: `before` and `after` frame the
+// holder's description, and the status carries the holder.
+absl::Status HeldRefusal(absl::StatusCode code, const std::string& path,
+                         const struct stat& file, absl::string_view before,
+                         absl::string_view after) {
+  const HolderInfo holder = FindHolders(path, file);
+  absl::Status refusal(code,
+                       absl::StrCat(before, DescribeHolder(holder), after));
+  AttachHolder(refusal, holder);
+  return refusal;
 }
 
 // Takes the flock(2) lock on `file`, waiting as the options say. `wait` is
@@ -195,8 +236,8 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
                             std::unique_ptr<InterruptibleWait>& wait) {
   if (file.locked) return absl::OkStatus();
   if (options.timeout == absl::ZeroDuration()) {
-    return absl::UnavailableError(
-        absl::StrCat(path, " is held by ", HolderDescription(file)));
+    return HeldRefusal(absl::StatusCode::kUnavailable, path, file.status,
+                       absl::StrCat(path, " is held by "), "");
   }
   if (deadline == absl::InfiniteFuture() && !options.cancellation.has_value()) {
     if (RetryOnEintr([&] { return flock(file.fd, operation); }) != 0) {
@@ -221,13 +262,16 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
     if (outcome != InterruptibleWait::Outcome::kKeepWaiting) wait.reset();
     switch (outcome) {
       case InterruptibleWait::Outcome::kCancelled:
-        return absl::CancelledError(absl::StrCat(
-            path, ": cancelled while waiting; held by ",
-            HolderDescription(file)));
+        return HeldRefusal(absl::StatusCode::kCancelled, path, file.status,
+                           absl::StrCat(path, ": cancelled while waiting; "
+                                              "held by "),
+                           "");
       case InterruptibleWait::Outcome::kDeadlineExceeded:
-        return absl::DeadlineExceededError(absl::StrCat(
-            path, " is still held by ", HolderDescription(file),
-            " after waiting ", absl::FormatDuration(options.timeout)));
+        return HeldRefusal(
+            absl::StatusCode::kDeadlineExceeded, path, file.status,
+            absl::StrCat(path, " is still held by "),
+            absl::StrCat(" after waiting ",
+                         absl::FormatDuration(options.timeout)));
       case InterruptibleWait::Outcome::kKeepWaiting:
         break;
     }
@@ -237,6 +281,16 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
                          error_number);
     }
   }
+}
+
+// The refusal of a nested acquisition by the thread that holds the lock,
+// carrying the holder like any other refusal.
+absl::Status WouldDeadlock(const std::string& path, const struct stat& file,
+                           absl::string_view why) {
+  absl::Status refusal =
+      absl::FailedPreconditionError(absl::StrCat(path, why));
+  AttachHolder(refusal, FindHolders(path, file));
+  return refusal;
 }
 
 absl::Status ValidateRequest(absl::string_view path,
@@ -294,15 +348,17 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
           break;
         case internal::Reacquisition::Outcome::kWouldDeadlock:
           close(file->fd);
-          return absl::FailedPreconditionError(absl::StrCat(
-              path, " is already held by this thread; waiting for it would "
-                    "deadlock (set LockOptions::recursive to count nested "
-                    "acquisitions)"));
+          return WouldDeadlock(
+              path, file->status,
+              " is already held by this thread; waiting for it would "
+              "deadlock (set LockOptions::recursive to count nested "
+              "acquisitions)");
         case internal::Reacquisition::Outcome::kWouldUpgrade:
           close(file->fd);
-          return absl::FailedPreconditionError(absl::StrCat(
-              path, " is held shared by this thread; waiting to upgrade it "
-                    "to exclusive would deadlock"));
+          return WouldDeadlock(
+              path, file->status,
+              " is held shared by this thread; waiting to upgrade it to "
+              "exclusive would deadlock");
         case internal::Reacquisition::Outcome::kCounted:
           close(file->fd);
           return ScopedFileLock(

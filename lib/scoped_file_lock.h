@@ -49,7 +49,10 @@
 //  * ResourceExhausted: a timed or cancellable wait found no free real-time
 //    signal, or the process or system is out of descriptors or memory;
 //  * Internal: any other errno.
-// Every message names the path.
+// Every message names the path. The refusals because the lock is held
+// (Unavailable, DeadlineExceeded, Cancelled and the nested-acquisition
+// FailedPrecondition) carry the holders that /proc/locks listed, as a
+// HolderInfo (lib/lock_holder.h: HolderFromStatus()).
 
 #ifndef ONLYONE_LIB_SCOPED_FILE_LOCK_H_
 #define ONLYONE_LIB_SCOPED_FILE_LOCK_H_

@@ -2,57 +2,39 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <utility>
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/cleanup/cleanup.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "onlyone/internal/file_kind.h"
+#include "onlyone/internal/holder_inspection.h"
 #include "onlyone/internal/instance_channel.h"
+#include "onlyone/internal/instance_conflict.h"
 #include "onlyone/internal/instance_paths.h"
 #include "onlyone/internal/instance_process.h"
 #include "onlyone/internal/instance_record.h"
 #include "onlyone/internal/posix_error.h"
-#include "onlyone/internal/printable.h"
-#include "onlyone/internal/proc_locks.h"
-#include "onlyone/internal/small_file.h"
+#include "onlyone/lock_backend.h"
 
 namespace onlyone {
 namespace {
 
-using internal::FlockHolder;
 using internal::OwnerRecord;
 using internal::PosixError;
 
-// A conflict is re-examined this many times when the holder vanishes between
-// the failed try and the look at who holds it.
-constexpr int kConflictAttempts = 3;
-// How long kReplace waits for the holder to die after SIGKILL (it can only
-// take longer in uninterruptible sleep).
-constexpr absl::Duration kKillWait = absl::Seconds(5);
 // Hard ceiling for InstanceOptions::max_message_bytes.
 constexpr size_t kMaxMessageBytesCeiling = 64 * 1024 * 1024;
-// /proc/locks lists every lock of the machine.
-constexpr size_t kMaxProcLocksBytes = 64 << 20;
-// DescribeRunning() shows at most this much of the command line.
-constexpr size_t kMaxDescribedCommandBytes = 256;
 
-struct Location {
-  std::string display_name;  // the instance name, or the lock path
-  std::string lock_path;
-  // AcquireAtPath(): messages say "PATH is held", not "NAME is running".
-  bool is_path = false;
+// Where an instance's lock is: its name and path (what the conflict
+// policies need), and how the lock file is to be opened.
+struct Location : internal::ConflictTarget {
   bool shared = false;
   mode_t file_mode = kDefaultLockFileMode;
   // The user and session scopes' directories are onlyone's own.
@@ -150,13 +132,6 @@ Location LocatePath(absl::string_view lock_path) {
   return location;
 }
 
-// The one-line description of a holder, for a name or a path.
-std::string Describe(const Location& location, const InstanceInfo& holder) {
-  return location.is_path
-             ? SingleInstance::DescribeHeld(location.display_name, holder)
-             : SingleInstance::DescribeRunning(location.display_name, holder);
-}
-
 absl::Status ValidateMessagingOptions(absl::string_view name,
                                       const InstanceOptions& options) {
   if (options.max_message_bytes == 0 ||
@@ -204,353 +179,6 @@ absl::Status ValidateOptions(absl::string_view name,
 }
 
 // ---------------------------------------------------------------------------
-// Who holds a lock file: the kernel's answer, and the record when it
-// describes the holder.
-
-struct Inspection {
-  std::string path;
-  dev_t device = 0;
-  ino_t inode = 0;
-  bool held = false;
-  // /proc/locks was readable, so `holders` is the kernel's list.
-  bool holders_known = false;
-  std::vector<FlockHolder> holders;
-  // A valid record that describes a live process the kernel agrees holds
-  // the lock; see VerifyRecord().
-  std::optional<OwnerRecord> record;
-  // Why the file's contents were not believed as a record ("" when it was
-  // empty or the record was believed), and the pid that record names.
-  std::string record_rejected;
-  pid_t rejected_record_pid = 0;
-  // In a pid namespace, where /proc/locks leaves out a lock whose taker has
-  // exited or is outside it: the processes whose fdinfo shows they hold it
-  // (see internal::InInitialPidNamespace()). Only looked for when
-  // /proc/locks lists no holder.
-  std::vector<internal::FlockHoldingProcess> hidden_holders;
-};
-
-bool Lists(const std::vector<FlockHolder>& holders, pid_t pid) {
-  return std::any_of(
-      holders.begin(), holders.end(),
-      [pid](const FlockHolder& holder) { return holder.pid == pid; });
-}
-
-std::string PidList(const std::vector<FlockHolder>& holders) {
-  std::vector<std::string> pids;
-  for (const FlockHolder& holder : holders)
-    pids.push_back(absl::StrCat(holder.pid));
-  return absl::StrJoin(pids, ", ");
-}
-
-// "" when `record` describes the holder; otherwise why not. The record is
-// believed when it was written in this boot, the recorded process is alive
-// with the recorded start time (so a dead holder's record, or a reused pid,
-// is not believed), and it holds the lock itself: its /proc/PID/fdinfo
-// shows the lock, or, where /proc does not show us its descriptors (another
-// user's process), the kernel lists it in /proc/locks. So a holder cannot
-// make its record name some other live process; a zombie, which the kernel
-// may still list as the lock's taker while children it left hold the lock,
-// holds nothing; and after a fork hand-off, where the kernel lists the
-// process that took the lock (locker_pid), the recorded one proves itself.
-std::string VerifyRecord(const OwnerRecord& record,
-                         const Inspection& inspection) {
-  if (record.boot_id != internal::BootId()) {
-    return absl::StrCat(
-        "its owner record is from another boot or machine (boot id ",
-        internal::Printable(record.boot_id), ")");
-  }
-  if (!internal::RecordedProcessIsAlive(record)) {
-    return absl::StrCat("its owner record names pid ", record.pid,
-                        ", which is not running, or is another process now "
-                        "(start time differs)");
-  }
-  if (!inspection.holders_known) return "";
-  const bool listed = Lists(inspection.holders, record.pid);
-  if (internal::ProcessHoldsFlockOn(record.pid, inspection.device,
-                                    inspection.inode)
-          .value_or(listed)) {
-    return "";
-  }
-  if (listed) {
-    return absl::StrCat("its owner record names pid ", record.pid,
-                        ", which no longer holds the lock");
-  }
-  return absl::StrCat(
-      "its owner record names pid ", record.pid, ", which does not hold the lock",
-      inspection.holders.empty()
-          ? ""
-          : absl::StrCat(" (the kernel lists pid ",
-                         PidList(inspection.holders), ")"));
-}
-
-// Looks at a lock file without locking it: /proc/locks for the holders, and
-// only when /proc/locks cannot be read, a non-blocking shared probe that is
-// released at once (a probe could make a concurrent try-lock fail).
-absl::StatusOr<Inspection> InspectLockFile(const std::string& path) {
-  Inspection inspection;
-  inspection.path = path;
-  // Refused before opening: opening a device can have effects of its own.
-  struct stat file;
-  if (lstat(path.c_str(), &file) != 0) {
-    const int error_number = errno;
-    if (error_number == ENOENT) return inspection;  // never locked
-    return PosixError(absl::StrCat(path, ": lstat"), error_number);
-  }
-  if (!S_ISREG(file.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, " is ", internal::NonRegularFileKind(file.st_mode),
-                     ", not a lock file; it is never followed or opened"));
-  }
-  int fd = open(path.c_str(),
-                O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    const int error_number = errno;
-    if (error_number == ENOENT) return inspection;  // removed meanwhile
-    // Not readable by us: the kernel can still say who holds it.
-    if (error_number != EACCES) {
-      return PosixError(absl::StrCat(path, ": open"), error_number);
-    }
-  } else {
-    struct stat opened;
-    if (fstat(fd, &opened) != 0) {
-      const int error_number = errno;
-      close(fd);
-      return PosixError(absl::StrCat(path, ": fstat"), error_number);
-    }
-    if (!S_ISREG(opened.st_mode)) {
-      close(fd);
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, " is ", internal::NonRegularFileKind(opened.st_mode),
-                       ", not a lock file; it is never followed or opened"));
-    }
-    file = opened;  // the file we read the record from
-  }
-  absl::Cleanup close_fd = [fd] {
-    if (fd >= 0) close(fd);
-  };
-  inspection.device = file.st_dev;
-  inspection.inode = file.st_ino;
-  if (std::string locks;
-      internal::ReadSmallFile("/proc/locks", kMaxProcLocksBytes, &locks)) {
-    inspection.holders_known = true;
-    inspection.holders =
-        internal::ParseFlockHolders(locks, file.st_dev, file.st_ino);
-    inspection.held = !inspection.holders.empty();
-    if (!inspection.held && !internal::InInitialPidNamespace()) {
-      inspection.hidden_holders =
-          internal::ProcessesHoldingFlockOn(file.st_dev, file.st_ino);
-      inspection.held = !inspection.hidden_holders.empty();
-    }
-  } else if (fd >= 0) {
-    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-      flock(fd, LOCK_UN);
-      inspection.held = false;
-    } else if (errno == EWOULDBLOCK) {
-      inspection.held = true;
-    } else {
-      return PosixError(absl::StrCat(path, ": flock"), errno);
-    }
-  } else {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "cannot tell whether ", path,
-        " is held: /proc/locks is not readable and neither is the file"));
-  }
-  if (inspection.held && fd >= 0) {
-    if (std::optional<OwnerRecord> record = internal::ReadOwnerRecord(fd)) {
-      inspection.record_rejected = VerifyRecord(*record, inspection);
-      if (inspection.record_rejected.empty()) {
-        inspection.record = std::move(record);
-      } else {
-        inspection.rejected_record_pid = record->pid;
-      }
-    } else if (file.st_size > 0) {
-      inspection.record_rejected =
-          "no owner record: the file holds other data, which onlyone never "
-          "overwrites";
-    }
-  }
-  return inspection;
-}
-
-InstanceInfo InfoFromRecord(const OwnerRecord& record) {
-  InstanceInfo info;
-  info.pid = record.pid;
-  info.has_record = true;
-  info.process_start_time = record.start_time;
-  info.acquired_at = record.acquired_at;
-  info.boot_id = record.boot_id;
-  info.hostname = record.hostname;
-  info.uid = record.uid;
-  info.user = record.user;
-  info.executable = record.executable;
-  info.command_line = record.command_line;
-  info.version = record.version;
-  return info;
-}
-
-HolderProcess DescribeProcess(pid_t pid) {
-  HolderProcess process;
-  process.pid = pid;
-  process.command_line =
-      internal::ProcessCommandLine(pid, internal::kMaxCommandLineBytes);
-  process.name = internal::ProcessName(pid);
-  return process;
-}
-
-// The live processes that hold the lock, from the kernel's list: each
-// listed process that still holds it, and, for each that no longer does
-// (it exited, or closed its descriptor, or its pid is another process's
-// now), the processes that hold the lock it took, which inherited its
-// descriptor. Only the second case reads every process's fdinfo. A listed
-// process whose descriptors /proc does not show us (another user's) is
-// neither. Sets *inherited_from to such a former holder (0 when none).
-std::vector<pid_t> LiveHolders(const std::vector<FlockHolder>& holders,
-                               dev_t device, ino_t inode,
-                               pid_t* inherited_from) {
-  *inherited_from = 0;
-  std::vector<pid_t> live;
-  std::vector<pid_t> gone;
-  for (const FlockHolder& holder : holders) {
-    if (holder.pid <= 0) continue;  // outside our pid namespace
-    const std::optional<bool> holds =
-        internal::ProcessHoldsFlockOn(holder.pid, device, inode);
-    if (!holds.has_value()) continue;
-    if (*holds) {
-      live.push_back(holder.pid);
-    } else {
-      gone.push_back(holder.pid);
-    }
-  }
-  if (gone.empty()) return live;
-  for (const internal::FlockHoldingProcess& process :
-       internal::ProcessesHoldingFlockOn(device, inode)) {
-    if (std::find(live.begin(), live.end(), process.pid) != live.end()) {
-      continue;
-    }
-    for (pid_t locker : process.locker_pids) {
-      if (std::find(gone.begin(), gone.end(), locker) == gone.end()) continue;
-      live.push_back(process.pid);
-      if (*inherited_from == 0) *inherited_from = locker;
-      break;
-    }
-  }
-  return live;
-}
-
-std::optional<InstanceInfo> HolderFrom(const Inspection& inspection) {
-  if (!inspection.held) return std::nullopt;
-  if (inspection.record.has_value()) {
-    InstanceInfo info = InfoFromRecord(*inspection.record);
-    info.lock_path = inspection.path;
-    info.processes.push_back(DescribeProcess(info.pid));
-    return info;
-  }
-  InstanceInfo info;
-  info.lock_path = inspection.path;
-  info.no_record_reason = inspection.record_rejected;
-  // The exclusive holder first (a SingleInstance holds it exclusively).
-  std::vector<FlockHolder> holders = inspection.holders;
-  std::stable_partition(holders.begin(), holders.end(),
-                        [](const FlockHolder& holder) {
-                          return holder.exclusive;
-                        });
-  for (pid_t pid : LiveHolders(holders, inspection.device, inspection.inode,
-                               &info.inherited_from_pid)) {
-    info.processes.push_back(DescribeProcess(pid));
-  }
-  for (const internal::FlockHoldingProcess& hidden :
-       inspection.hidden_holders) {
-    info.processes.push_back(DescribeProcess(hidden.pid));
-  }
-  if (!info.processes.empty()) {
-    info.pid = info.processes.front().pid;
-  } else if (!holders.empty()) {
-    info.pid = holders.front().pid;  // what the kernel says, unverified
-  }
-  // A record that names the process the lock was inherited from says no
-  // more than "inherited from" does.
-  if (info.inherited_from_pid != 0 &&
-      inspection.rejected_record_pid == info.inherited_from_pid) {
-    info.no_record_reason.clear();
-  }
-  return info;
-}
-
-// A command line as messages show it: the arguments joined by spaces (or
-// `fallback` without any), cut to kMaxDescribedCommandBytes, printable.
-// None of it was written by us: it comes from an owner record or /proc.
-std::string ShownCommand(const std::vector<std::string>& command_line,
-                         const std::string& fallback) {
-  std::string command =
-      command_line.empty() ? fallback : absl::StrJoin(command_line, " ");
-  if (command.size() > kMaxDescribedCommandBytes) {
-    // Cut between characters, not inside a multi-byte one.
-    size_t cut = kMaxDescribedCommandBytes;
-    while (cut > 0 &&
-           (static_cast<unsigned char>(command[cut]) & 0xc0) == 0x80) {
-      --cut;
-    }
-    command.resize(cut);
-    command.append("...");
-  }
-  return internal::Printable(command);
-}
-
-// What a message says of a holder: who first (its pid, or the pids and
-// commands of several live holders), then what the record, or without one
-// /proc, tells.
-std::vector<std::string> HolderDetails(const InstanceInfo& holder) {
-  std::vector<std::string> details;
-  const bool several = !holder.has_record && holder.processes.size() > 1;
-  if (several) {
-    std::vector<std::string> each;
-    for (const HolderProcess& process : holder.processes) {
-      const std::string command =
-          ShownCommand(process.command_line, process.name);
-      each.push_back(command.empty()
-                         ? absl::StrCat(process.pid)
-                         : absl::StrCat(process.pid, " (", command, ")"));
-    }
-    details.push_back(absl::StrCat("pids ", absl::StrJoin(each, ", ")));
-  } else if (holder.pid > 0) {
-    details.push_back(absl::StrCat("pid ", holder.pid));
-  } else {
-    details.push_back("holder's pid not visible");
-  }
-  if (holder.process_start_time != absl::InfinitePast()) {
-    details.push_back(absl::StrCat(
-        "started ",
-        absl::FormatTime("%Y-%m-%d %H:%M:%S", holder.process_start_time,
-                         absl::LocalTimeZone())));
-  }
-  std::string command;
-  if (holder.has_record) {
-    command = ShownCommand(holder.command_line, holder.executable);
-  } else if (holder.processes.size() == 1) {
-    command = ShownCommand(holder.processes.front().command_line,
-                           holder.processes.front().name);
-  } else if (!several && holder.pid > 0) {
-    // Not shown to hold it by /proc (another user's process): the kernel's
-    // name for the pid it lists, as ScopedFileLock's messages give it.
-    command = internal::Printable(internal::ProcessName(holder.pid));
-  }
-  if (!command.empty()) details.push_back(command);
-  if (holder.inherited_from_pid != 0) {
-    details.push_back(absl::StrCat("inherited from pid ",
-                                   holder.inherited_from_pid,
-                                   ", which no longer holds it"));
-  }
-  if (!holder.has_record) {
-    if (!holder.no_record_reason.empty()) {
-      details.push_back(internal::Printable(holder.no_record_reason));
-    } else if (holder.inherited_from_pid == 0) {
-      details.push_back("no owner record");
-    }
-  }
-  return details;
-}
-
-// ---------------------------------------------------------------------------
 // Acquisition.
 
 // This process's record without acquired_at: `recorded_command_line` and
@@ -587,208 +215,21 @@ std::string OwnerRecordFor(const internal::SelfIdentity& self,
       acquired_at);
 }
 
-absl::Status Conflict(const Location& location, absl::Status lock_status) {
-  absl::StatusOr<Inspection> inspection = InspectLockFile(location.lock_path);
-  if (!inspection.ok()) return lock_status;
-  std::optional<InstanceInfo> holder = HolderFrom(*inspection);
-  if (!holder.has_value()) return absl::OkStatus();  // released meanwhile
-  return absl::UnavailableError(
-      Describe(location, *holder));
-}
-
-absl::StatusOr<ScopedFileLock> LockFailAtOnce(const Location& location,
-                                              const LockOptions& base) {
-  LockOptions options = base;
-  options.timeout = absl::ZeroDuration();
-  for (int attempt = 0; attempt < kConflictAttempts; ++attempt) {
-    absl::StatusOr<ScopedFileLock> lock =
-        ScopedFileLock::Acquire(location.lock_path, options);
-    // FailedPrecondition: this very thread holds it ("would deadlock"),
-    // which for a refusal is just another running copy.
-    if (lock.ok() || (!absl::IsUnavailable(lock.status()) &&
-                      !absl::IsFailedPrecondition(lock.status()))) {
-      return lock;
-    }
-    absl::Status conflict = Conflict(location, lock.status());
-    if (!conflict.ok()) return conflict;
-  }
-  return absl::UnavailableError(absl::StrCat(
-      location.display_name, " is already running (", location.lock_path,
-      " is held, by a process that keeps changing)"));
-}
-
-absl::StatusOr<ScopedFileLock> LockWaiting(const Location& location,
-                                           const LockOptions& base,
-                                           absl::Duration timeout) {
-  LockOptions options = base;
-  options.timeout = timeout;
-  absl::StatusOr<ScopedFileLock> lock =
-      ScopedFileLock::Acquire(location.lock_path, options);
-  if (!absl::IsDeadlineExceeded(lock.status())) return lock;
-  absl::StatusOr<Inspection> inspection = InspectLockFile(location.lock_path);
-  if (!inspection.ok()) return lock.status();
-  std::optional<InstanceInfo> holder = HolderFrom(*inspection);
-  if (!holder.has_value()) return lock.status();
-  return absl::DeadlineExceededError(absl::StrCat(
-      Describe(location, *holder),
-      "; gave up after waiting ", absl::FormatDuration(timeout),
-      " for it to exit"));
-}
-
-// Why the holder may not be replaced, "" when it may: only a process proven
-// to be the holder is ever signalled.
-std::string WhyNotReplaceable(const Inspection& inspection,
-                              const InstanceInfo& holder) {
-  if (!inspection.record.has_value()) {
-    if (holder.inherited_from_pid != 0) {
-      return absl::StrCat(
-          "the processes that hold it inherited it from pid ",
-          holder.inherited_from_pid,
-          ", and only a process that an owner record names is signalled");
-    }
-    return inspection.record_rejected.empty()
-               ? "it wrote no owner record, so it cannot be verified"
-               : absl::StrCat(inspection.record_rejected,
-                              ", so it cannot be verified");
-  }
-  const OwnerRecord& record = *inspection.record;
-  if (!inspection.holders_known) {
-    return "/proc/locks is not readable, so the kernel cannot confirm that "
-           "the recorded process holds the lock";
-  }
-  if (!Lists(inspection.holders, record.pid)) {
-    return absl::StrCat("the kernel lists pid ", PidList(inspection.holders),
-                        " as holding the lock, not recorded pid ", record.pid,
-                        " (the lock was handed to it across a fork)");
-  }
-  if (record.hostname != internal::CachedSelfIdentity().record.hostname) {
-    return absl::StrCat("it was recorded on host ",
-                        internal::Printable(record.hostname));
-  }
-  if (record.pid == getpid()) return "it is this process";
-  return "";
-}
-
-// Signals the verified holder through a pidfd, so that a pid reused after
-// the check can never receive the signal. Returns OK once it has exited.
-absl::Status TerminateHolder(const Location& location,
-                             const InstanceInfo& holder,
-                             const OwnerRecord& record,
-                             const InstanceOptions& options) {
-  const std::string refused_prefix = absl::StrCat(
-      Describe(location, holder),
-      "; not replacing it: ");
-  absl::StatusOr<int> pidfd = internal::OpenPidfd(record.pid);
-  if (absl::IsNotFound(pidfd.status())) return absl::OkStatus();  // gone
-  if (!pidfd.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(refused_prefix, pidfd.status().message()));
-  }
-  absl::Cleanup close_pidfd = [fd = *pidfd] { close(fd); };
-  // The pidfd now pins one process; it is the verified one only if the start
-  // time still matches.
-  if (internal::ProcessStartTicks(record.pid) != record.start_ticks) {
-    return absl::OkStatus();  // exited between the check and pidfd_open
-  }
-  if (absl::Status allowed = internal::SignalPidfd(*pidfd, record.pid, 0);
-      !allowed.ok()) {
-    if (absl::IsNotFound(allowed)) return absl::OkStatus();
-    return absl::FailedPreconditionError(
-        absl::StrCat(refused_prefix, "not allowed to signal pid ", record.pid,
-                     " (uid ", record.uid, "): ", allowed.message()));
-  }
-  if (absl::Status sent = internal::SignalPidfd(*pidfd, record.pid, SIGTERM);
-      !sent.ok() && !absl::IsNotFound(sent)) {
-    return sent;
-  }
-  if (internal::WaitForExit(*pidfd, options.grace_period)) {
-    return absl::OkStatus();
-  }
-  if (absl::Status sent = internal::SignalPidfd(*pidfd, record.pid, SIGKILL);
-      !sent.ok() && !absl::IsNotFound(sent)) {
-    return sent;
-  }
-  if (internal::WaitForExit(*pidfd, kKillWait)) return absl::OkStatus();
-  return absl::DeadlineExceededError(absl::StrCat(
-      location.display_name, ": pid ", record.pid, " did not exit within ",
-      absl::FormatDuration(kKillWait), " of SIGKILL"));
-}
-
-// The refusal when the replaced holder has exited but the lock is still
-// held a grace period later (`status` says so): by processes it left
-// running (which are not signalled: only the process an owner record names
-// is), or by another copy that came first. One sentence, describing who
-// holds it now.
-absl::Status ReplacedButHeld(const Location& location,
-                             const OwnerRecord& replaced,
-                             const absl::Status& status) {
-  absl::StatusOr<Inspection> inspection = InspectLockFile(location.lock_path);
-  std::optional<InstanceInfo> holder;
-  if (inspection.ok()) holder = HolderFrom(*inspection);
-  if (!holder.has_value()) {  // released meanwhile, or not readable
-    return absl::UnavailableError(absl::StrCat(
-        status.message(), "; pid ", replaced.pid, " was stopped to replace it"));
-  }
-  const bool inherited = holder->inherited_from_pid != 0 &&
-                         (holder->inherited_from_pid == replaced.pid ||
-                          holder->inherited_from_pid == replaced.locker_pid);
-  return absl::UnavailableError(absl::StrCat(
-      Describe(location, *holder), "; not replacing it: stopped pid ",
-      replaced.pid,
-      inherited ? ", but processes it left running keep the lock it passed "
-                  "on to them, and only a process that an owner record "
-                  "names is signalled"
-                : ", but another copy took the lock meanwhile"));
-}
-
-absl::StatusOr<ScopedFileLock> LockReplacing(const Location& location,
-                                             const LockOptions& base,
-                                             const InstanceOptions& options) {
-  LockOptions try_once = base;
-  try_once.timeout = absl::ZeroDuration();
-  for (int attempt = 0; attempt < kConflictAttempts; ++attempt) {
-    absl::StatusOr<ScopedFileLock> lock =
-        ScopedFileLock::Acquire(location.lock_path, try_once);
-    if (lock.ok() || !absl::IsUnavailable(lock.status())) return lock;
-    absl::StatusOr<Inspection> inspection = InspectLockFile(location.lock_path);
-    if (!inspection.ok()) return inspection.status();
-    std::optional<InstanceInfo> holder = HolderFrom(*inspection);
-    if (!holder.has_value()) continue;  // released meanwhile
-    if (std::string why = WhyNotReplaceable(*inspection, *holder);
-        !why.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          Describe(location, *holder),
-          "; not replacing it: ", why));
-    }
-    if (absl::Status terminated =
-            TerminateHolder(location, *holder, *inspection->record, options);
-        !terminated.ok()) {
-      return terminated;
-    }
-    // The holder is gone. Unless processes it left running keep the lock
-    // (they inherited its descriptor), the kernel released it before the
-    // pidfd became readable; wait a little in case a copy that started
-    // meanwhile got there first and is about to exit too.
-    absl::StatusOr<ScopedFileLock> after =
-        LockWaiting(location, base, options.grace_period);
-    if (after.ok() || (!absl::IsDeadlineExceeded(after.status()) &&
-                       !absl::IsUnavailable(after.status()))) {
-      return after;
-    }
-    return ReplacedButHeld(location, *inspection->record, after.status());
-  }
-  return absl::UnavailableError(absl::StrCat(
-      location.display_name, " is already running (", location.lock_path,
-      " is held, by a process that keeps changing)"));
-}
-
 // Everything a successful acquisition produced.
 struct Acquired {
-  Acquired(std::string name, ScopedFileLock lock)
-      : name(std::move(name)), lock(std::move(lock)) {}
+  Acquired(std::string name, std::unique_ptr<LockBackend> backend,
+           std::unique_ptr<HeldLock> lock)
+      : name(std::move(name)),
+        backend(std::move(backend)),
+        lock(std::move(lock)) {}
 
   std::string name;  // the instance name, or the lock path
-  ScopedFileLock lock;
+  // Outlives the lock it gave (a backend may keep what its locks use).
+  std::unique_ptr<LockBackend> backend;
+  std::unique_ptr<HeldLock> lock;
+  // lock->file_lock(): the file the owner record is written into; nullptr
+  // for a backend without one (no record, hand-off or inheritance then).
+  ScopedFileLock* file = nullptr;
   internal::LockFilePlace place = internal::LockFilePlace::kElsewhere;
   bool shared = false;  // InstanceOptions::shared: no owner record
   // What UpdateRecord() keeps from the first record: the command line
@@ -824,15 +265,25 @@ internal::ChannelMessage ToChannel(const InstanceMessage& message) {
   return converted;
 }
 
+// The socket of the instance at `location`, bounded as `options` say: the
+// same for its listener and its senders.
+internal::ChannelEndpoint EndpointFor(const Location& location,
+                                      const InstanceOptions& options) {
+  internal::ChannelEndpoint endpoint;
+  endpoint.name = location.display_name;
+  endpoint.socket_path = internal::SocketPathFor(location.lock_path);
+  endpoint.max_message_bytes = options.max_message_bytes;
+  endpoint.timeout = options.message_timeout;
+  return endpoint;
+}
+
 absl::StatusOr<std::unique_ptr<internal::MessageListener>> StartListening(
     const Location& location, const InstanceOptions& options) {
   internal::ListenerOptions listener;
-  listener.name = location.display_name;
-  listener.socket_path = internal::SocketPathFor(location.lock_path);
+  static_cast<internal::ChannelEndpoint&>(listener) =
+      EndpointFor(location, options);
   listener.shared = location.shared;
   listener.accept_other_users = options.accept_other_users;
-  listener.max_message_bytes = options.max_message_bytes;
-  listener.io_timeout = options.message_timeout;
   if (options.on_message) {
     listener.on_message =
         [on_message = options.on_message](const internal::ChannelMessage& m) {
@@ -866,50 +317,26 @@ absl::StatusOr<std::vector<ListedInstance>> ListDirectory(
     ListedInstance listed;
     listed.name = *std::move(name);
     listed.lock_path = internal::LockPathIn(directory, listed.name);
-    absl::StatusOr<Inspection> inspection = InspectLockFile(listed.lock_path);
+    absl::StatusOr<internal::Inspection> inspection =
+        internal::InspectLockFile(listed.lock_path);
     // Not a regular file (something planted), or unreadable: not a lock.
     if (!inspection.ok()) continue;
-    listed.holder = HolderFrom(*inspection);
+    listed.holder = internal::HolderFrom(*inspection);
     instances.push_back(std::move(listed));
   }
   return instances;
 }
 
-// Looks for a copy that an earlier onlyone build started, which holds the
-// same lock where that build kept it (LegacyLockPaths()): OK when
-// none does, or once it has exited (kWait); otherwise why not. Called while
-// holding our own lock, only while our lock file holds no owner record yet,
-// that is until this build's first copy has run: see "Where the locks live"
-// in docs/design.md for why that suffices.
-absl::Status CheckLegacyLocks(const Location& location,
-                              const InstanceOptions& options,
-                              const LockOptions& lock_options,
-                              absl::Time deadline) {
-  for (const std::string& path : LegacyLockPaths(location)) {
-    absl::StatusOr<Inspection> inspection = InspectLockFile(path);
-    // Not a lock file (something else is there) or not ours to read: no
-    // copy of ours can hold it.
-    if (!inspection.ok()) continue;
-    std::optional<InstanceInfo> holder = HolderFrom(*inspection);
-    if (!holder.has_value()) continue;
-    const std::string refusal = absl::StrCat(
-        Describe(location, *holder), ", in ", path,
-        " where an earlier onlyone build keeps this lock");
-    if (options.on_conflict != ConflictPolicy::kWait) {
-      return absl::UnavailableError(refusal);
-    }
-    LockOptions wait = lock_options;
-    wait.timeout = std::max(deadline - absl::Now(), absl::ZeroDuration());
-    absl::StatusOr<ScopedFileLock> legacy =
-        ScopedFileLock::Acquire(path, wait);
-    if (absl::IsDeadlineExceeded(legacy.status())) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          refusal, "; gave up after waiting ",
-          absl::FormatDuration(options.wait_timeout), " for it to exit"));
-    }
-    if (!legacy.ok()) return legacy.status();
-  }
-  return absl::OkStatus();
+// The backend behind an instance lock: the kernel file lock, opened as the
+// location says. Another backend plugs in here; the conflict policies
+// (lib/internal/instance_conflict.h) do not change.
+std::unique_ptr<LockBackend> BackendFor(const Location& location,
+                                        const InstanceOptions& options) {
+  FileLockOptions file_options;
+  file_options.file_mode = location.file_mode;
+  file_options.writable = location.writable;
+  file_options.inheritable = options.inheritable;
+  return NewFileLockBackend(file_options);
 }
 
 absl::StatusOr<Acquired> AcquireAt(const Location& location,
@@ -917,27 +344,45 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
   const absl::Time deadline = options.wait_timeout == absl::InfiniteDuration()
                                   ? absl::InfiniteFuture()
                                   : absl::Now() + options.wait_timeout;
-  LockOptions lock_options;
-  lock_options.mode = options.shared ? LockMode::kShared : LockMode::kExclusive;
-  lock_options.file_mode = location.file_mode;
-  lock_options.writable = location.writable;
-  lock_options.inheritable = options.inheritable;
-  absl::StatusOr<ScopedFileLock> lock;
+  std::unique_ptr<LockBackend> backend = BackendFor(location, options);
+  AcquireOptions request;
+  request.mode = options.shared ? LockMode::kShared : LockMode::kExclusive;
+  auto acquire = [&](const std::string& path, absl::Duration timeout) {
+    AcquireOptions timed = request;
+    timed.timeout = timeout;
+    return backend->Acquire(path, timed);
+  };
+  std::unique_ptr<HeldLock> lock;
+  auto attempt = [&](absl::Duration timeout) -> absl::Status {
+    absl::StatusOr<std::unique_ptr<HeldLock>> taken =
+        acquire(location.lock_path, timeout);
+    if (!taken.ok()) return taken.status();
+    lock = *std::move(taken);
+    return absl::OkStatus();
+  };
+  absl::Status taken;
   switch (options.on_conflict) {
     case ConflictPolicy::kFail:
-      lock = LockFailAtOnce(location, lock_options);
+      taken = internal::LockFailingAtOnce(location, attempt);
       break;
     case ConflictPolicy::kWait:
-      lock = LockWaiting(location, lock_options, options.wait_timeout);
+      taken = internal::LockWaiting(location, attempt, options.wait_timeout);
       break;
     case ConflictPolicy::kReplace:
-      lock = LockReplacing(location, lock_options, options);
+      taken = internal::LockReplacing(location, attempt, options.grace_period);
       break;
   }
-  if (!lock.ok()) return lock.status();
-  if (lock->status_when_locked().st_size == 0) {
-    if (absl::Status legacy =
-            CheckLegacyLocks(location, options, lock_options, deadline);
+  if (!taken.ok()) return taken;
+  ScopedFileLock* const file = lock->file_lock();
+  if (file != nullptr && file->status_when_locked().st_size == 0) {
+    // Waited for, then let go at once: only its holder's exit matters.
+    auto wait_for = [&](const std::string& path, absl::Duration timeout) {
+      return acquire(path, timeout).status();
+    };
+    if (absl::Status legacy = internal::CheckLegacyLocks(
+            location, LegacyLockPaths(location),
+            options.on_conflict == ConflictPolicy::kWait, options.wait_timeout,
+            deadline, wait_for);
         !legacy.ok()) {
       return legacy;  // the lock's destructor releases it
     }
@@ -946,15 +391,17 @@ absl::StatusOr<Acquired> AcquireAt(const Location& location,
   // Only now, holding the lock, does this process say who it is.
   const internal::SelfIdentity& self = internal::CachedSelfIdentity();
   const absl::Time acquired_at = absl::Now();
-  if (!options.shared) {
+  if (!options.shared && file != nullptr) {
     absl::StatusOr<bool> written = internal::WriteOwnerRecord(
-        lock->fd(), location.lock_path,
+        file->fd(), location.lock_path,
         OwnerRecordFor(self, location, options, acquired_at),
-        lock->status_when_locked(), location.place);
+        file->status_when_locked(), location.place);
     if (!written.ok()) return written.status();
   }
 
-  Acquired acquired(location.display_name, *std::move(lock));
+  Acquired acquired(location.display_name, std::move(backend),
+                    std::move(lock));
+  acquired.file = file;
   acquired.place = location.place;
   acquired.shared = options.shared;
   acquired.recorded_command_line = options.recorded_command_line;
@@ -1030,10 +477,10 @@ absl::StatusOr<std::optional<InstanceInfo>> SingleInstance::HolderAtPath(
   if (lock_path.empty()) {
     return absl::InvalidArgumentError("lock path is empty");
   }
-  absl::StatusOr<Inspection> inspection =
-      InspectLockFile(std::string(lock_path));
+  absl::StatusOr<internal::Inspection> inspection =
+      internal::InspectLockFile(std::string(lock_path));
   if (!inspection.ok()) return inspection.status();
-  return HolderFrom(*inspection);
+  return internal::HolderFrom(*inspection);
 }
 
 absl::StatusOr<std::string> SingleInstance::LockPath(
@@ -1085,28 +532,19 @@ absl::Status SingleInstance::ValidateName(absl::string_view name) {
 
 std::string SingleInstance::DescribeRunning(absl::string_view name,
                                             const InstanceInfo& holder) {
-  return absl::StrCat(internal::Printable(name), " is already running (",
-                      absl::StrJoin(HolderDetails(holder), ", "), ")");
+  return internal::DescribeRunning(name, holder);
 }
 
 std::string SingleInstance::DescribeHeld(absl::string_view lock_path,
                                          const InstanceInfo& holder) {
-  std::vector<std::string> details = HolderDetails(holder);
-  const std::string who = details.front();
-  details.erase(details.begin());
-  return details.empty()
-             ? absl::StrCat(internal::Printable(lock_path), " is held by ", who)
-             : absl::StrCat(internal::Printable(lock_path), " is held by ", who,
-                            " (",
-                            absl::StrJoin(details, ", "), ")");
+  return internal::DescribeHeld(lock_path, holder);
 }
 
 absl::StatusOr<std::string> SingleInstance::Send(
     absl::string_view name, const InstanceMessage& message,
     const InstanceOptions& options) {
-  if (absl::Status valid = internal::ValidateInstanceName(name); !valid.ok()) {
-    return valid;
-  }
+  // The name is checked once, by Locate(); the options first, so that a
+  // bad one creates no directory.
   if (absl::Status valid = ValidateMessagingOptions(name, options);
       !valid.ok()) {
     return valid;
@@ -1114,11 +552,9 @@ absl::StatusOr<std::string> SingleInstance::Send(
   absl::StatusOr<Location> location = Locate(name, options);
   if (!location.ok()) return location.status();
   internal::SendTarget target;
-  target.name = location->display_name;
-  target.socket_path = internal::SocketPathFor(location->lock_path);
+  static_cast<internal::ChannelEndpoint&>(target) =
+      EndpointFor(*location, options);
   target.lock_path = location->lock_path;
-  target.max_message_bytes = options.max_message_bytes;
-  target.timeout = options.message_timeout;
   return internal::SendMessage(target, ToChannel(message));
 }
 
@@ -1145,14 +581,14 @@ absl::Status SingleInstance::Release() {
     // Only the holder removes the socket, and before it lets go of the lock:
     // a fork()ed child or a parent that handed the lock off leaves it.
     status = state_->parts.listener->Stop(
-        /*remove_socket=*/state_->parts.lock.held());
+        /*remove_socket=*/state_->parts.lock->held());
     if (state_->parts.listener->IsForkedCopy()) {
       state_->parts.listener.release();  // NOLINT: see IsForkedCopy()
     } else {
       state_->parts.listener.reset();
     }
   }
-  absl::Status released = state_->parts.lock.Release();
+  absl::Status released = state_->parts.lock->Release();
   if (status.ok()) status = released;
   return status;
 }
@@ -1160,7 +596,9 @@ absl::Status SingleInstance::Release() {
 ScopedFileLock& SingleInstance::lock() {
   ABSL_RAW_CHECK(state_ != nullptr,
                  "SingleInstance::lock() on a moved-from object");
-  return state_->parts.lock;
+  ABSL_RAW_CHECK(state_->parts.file != nullptr,
+                 "SingleInstance::lock() on a lock that is not a file lock");
+  return *state_->parts.file;
 }
 
 absl::Status SingleInstance::UpdateRecord() {
@@ -1169,7 +607,8 @@ absl::Status SingleInstance::UpdateRecord() {
         state_->parts.name,
         ": a shared lock has no owner record (many copies hold it at once)"));
   }
-  if (state_ == nullptr || state_->released || !state_->parts.lock.held()) {
+  if (state_ == nullptr || state_->released || !state_->parts.lock->held() ||
+      state_->parts.file == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
         state_ == nullptr ? "SingleInstance" : state_->parts.name,
         ": this process does not hold the lock, so it may not write its "
@@ -1189,7 +628,7 @@ absl::Status SingleInstance::UpdateRecord() {
   record.locker_pid = parts.identity->record.pid;
   record.acquired_at = parts.acquired_at;
   absl::StatusOr<bool> written = internal::WriteOwnerRecord(
-      parts.lock.fd(), parts.lock.path(), record, parts.place);
+      parts.file->fd(), parts.file->path(), record, parts.place);
   if (!written.ok()) return written.status();
   return absl::OkStatus();
 }

@@ -43,7 +43,11 @@
 // kWait timed out -> DeadlineExceeded; bad name or options -> InvalidArgument;
 // unsafe directory -> FailedPrecondition (naming the directory and why);
 // permission -> PermissionDenied; replace refused -> FailedPrecondition
-// (naming the holder and why it was not signalled).
+// (naming the holder and why it was not signalled). Every refusal because
+// another copy holds the lock (Unavailable, DeadlineExceeded, and the
+// refused replacement) carries its holder as a HolderInfo
+// (lib/lock_holder.h): HolderFromStatus(status) tells such a conflict from
+// any other error, an unsafe directory's FailedPrecondition included.
 
 #ifndef ONLYONE_LIB_SINGLE_INSTANCE_H_
 #define ONLYONE_LIB_SINGLE_INSTANCE_H_
@@ -60,6 +64,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "onlyone/internal/instance_info.h"
+#include "onlyone/lock_holder.h"
 #include "onlyone/scoped_file_lock.h"
 
 namespace onlyone {
@@ -84,54 +90,9 @@ enum class ConflictPolicy {
   kReplace,  // SIGTERM the verified holder, SIGKILL after the grace period
 };
 
-// A live process that holds an instance lock, as /proc shows it.
-struct HolderProcess {
-  pid_t pid = 0;
-  // /proc/PID/cmdline, exactly (at most 4096 bytes of it); empty when
-  // unreadable (a zombie, a kernel thread, /proc mounted with hidepid).
-  std::vector<std::string> command_line;
-  // /proc/PID/comm: the name it gave itself, at most 15 bytes.
-  std::string name;
-};
-
-// Who holds an instance lock. The record's fields (process_start_time to
-// version) are empty/zero when the holder wrote no record (for example
-// flock(1) on the same file) or its record was not believed.
-struct InstanceInfo {
-  // The holder: with a record, the recorded process. Without one, a live
-  // process that holds the lock (processes.front()); only when /proc shows
-  // none (another user's processes, without privilege), the pid /proc/locks
-  // gives, which is the process that took the lock and may have exited.
-  pid_t pid = 0;
-  // The lock file it holds: LockPath(), or where an earlier onlyone build
-  // kept the same lock (see docs/design.md, "Where the locks live").
-  std::string lock_path;
-  // False when the kernel reports a holder but no valid, matching record
-  // exists: `pid` and `processes` (from /proc) are then what is known.
-  bool has_record = false;
-  // When has_record is false: why, if the file holds something ("the
-  // record names pid 1, which does not hold the lock"); "" when it holds
-  // nothing.
-  std::string no_record_reason;
-  // The live processes known to hold the lock, `pid` first: with a record,
-  // the recorded process; without, the processes /proc/locks lists that
-  // still hold it, and the processes that inherited it from one that no
-  // longer does (a killed `onlyone run`'s command, a daemon whose parent
-  // exited), found in their /proc/PID/fdinfo. Empty when /proc shows none.
-  std::vector<HolderProcess> processes;
-  // When the process that took the lock (as /proc/locks names it) no longer
-  // holds it and `processes` inherited it: that process's pid; else 0.
-  pid_t inherited_from_pid = 0;
-  absl::Time process_start_time = absl::InfinitePast();
-  absl::Time acquired_at = absl::InfinitePast();
-  std::string boot_id;
-  std::string hostname;
-  uid_t uid = 0;
-  std::string user;
-  std::string executable;
-  std::vector<std::string> command_line;
-  std::string version;
-};
+// HolderProcess and InstanceInfo (who holds an instance lock; also what
+// the owner record says) are in onlyone/internal/instance_info.h, which
+// this header includes: their one home, below the internals that fill them.
 
 // A message sent by a later copy to the running one; see Messaging below.
 struct InstanceMessage {

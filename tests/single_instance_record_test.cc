@@ -42,7 +42,7 @@ OwnerRecord Sample() {
   record.pid = 4711;
   record.locker_pid = 4700;
   record.start_ticks = 987654321;
-  record.start_time = absl::FromUnixMillis(1795316401250);
+  record.process_start_time = absl::FromUnixMillis(1795316401250);
   record.boot_id = "0f8e6d3c-1111-2222-3333-444455556666";
   record.hostname = "build-7";
   record.uid = 1000;
@@ -63,7 +63,7 @@ void ExpectSame(const OwnerRecord& a, const OwnerRecord& b) {
   EXPECT_EQ(a.pid, b.pid);
   EXPECT_EQ(a.locker_pid, b.locker_pid);
   EXPECT_EQ(a.start_ticks, b.start_ticks);
-  EXPECT_EQ(a.start_time, b.start_time);
+  EXPECT_EQ(a.process_start_time, b.process_start_time);
   EXPECT_EQ(a.boot_id, b.boot_id);
   EXPECT_EQ(a.hostname, b.hostname);
   EXPECT_EQ(a.uid, b.uid);
@@ -287,8 +287,8 @@ TEST(ProcessIdentityTest, SelfRecordDescribesThisProcess) {
   ASSERT_FALSE(self.command_line.empty());
   EXPECT_THAT(self.command_line[0], HasSubstr("single_instance_record_test"));
   EXPECT_EQ(self.version, kVersion);
-  EXPECT_LT(absl::Now() - self.start_time, absl::Hours(1));
-  EXPECT_LE(self.start_time, absl::Now() + absl::Seconds(1));
+  EXPECT_LT(absl::Now() - self.process_start_time, absl::Hours(1));
+  EXPECT_LE(self.process_start_time, absl::Now() + absl::Seconds(1));
   EXPECT_TRUE(RecordedProcessIsAlive(self));
   OwnerRecord other_start = self;
   ++other_start.start_ticks;

@@ -35,8 +35,10 @@ namespace onlyone {
 namespace {
 
 using ::onlyone::testing::BecomeNobody;
+using ::onlyone::testing::CarriedPids;
 using ::onlyone::testing::Child;
 using ::onlyone::testing::HoldInstanceInChild;
+using ::onlyone::testing::HoldWithRawFlock;
 using ::onlyone::testing::InstanceDirectoryTest;
 using ::onlyone::testing::kNobodyUid;
 using ::onlyone::testing::MakeTempDir;
@@ -67,18 +69,6 @@ bool KernelSaysHeld(const std::string& path) {
   return !internal::FlockHolders(file.st_dev, file.st_ino).empty();
 }
 
-// A child that locks `path` with plain flock(2) and writes no record, like
-// flock(1).
-Child HoldWithRawFlock(const std::string& path, Pipe& ready, Pipe& release) {
-  return Child::Fork([&] {
-    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || flock(fd, LOCK_EX) != 0) return 2;
-    ready.Send();
-    release.Receive(absl::Hours(1));
-    return 0;
-  });
-}
-
 // A child that only waits, as a live process with a known pid.
 Child Bystander(Pipe& release) {
   return Child::Fork([&] {
@@ -92,7 +82,7 @@ internal::OwnerRecord RecordFor(pid_t pid, uint64_t start_ticks) {
   record.pid = pid;
   record.locker_pid = pid;
   record.start_ticks = start_ticks;
-  record.start_time = absl::Now();
+  record.process_start_time = absl::Now();
   record.boot_id = internal::BootId();
   record.hostname = "crafted-host";
   record.uid = geteuid();
@@ -197,6 +187,9 @@ TEST_F(SingleInstanceTest, SecondCopyIsRefusedNamingTheHolder) {
                                       holder.pid(), ", started ")));
   EXPECT_THAT(std::string(second.status().message()),
               HasSubstr(", /usr/bin/backup --full)"));
+  EXPECT_EQ(HolderFromStatus(second.status()).value_or(HolderInfo()).resource,
+            PathOf("nightly-backup"));
+  EXPECT_THAT(CarriedPids(second.status()), ElementsAre(holder.pid()));
 
   absl::StatusOr<std::optional<InstanceInfo>> info =
       SingleInstance::Holder("nightly-backup", options_);
@@ -448,6 +441,7 @@ TEST_F(SingleInstanceTest, WaitPolicyTimesOutNamingTheHolder) {
       std::string(late.status().message()),
       HasSubstr(absl::StrCat("waited is already running (pid ", holder.pid())));
   EXPECT_THAT(std::string(late.status().message()), HasSubstr("100ms"));
+  EXPECT_THAT(CarriedPids(late.status()), ElementsAre(holder.pid()));
   release.Send();
   EXPECT_EQ(holder.Wait(), 0);
 }
@@ -525,6 +519,9 @@ TEST_F(SingleInstanceTest, ReplacePolicyNeverSignalsAnUnverifiedHolder) {
               HasSubstr(absl::StrCat("pid ", flocker.pid())));
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("wrote no owner record"));
+  // A refused replacement is a conflict, told apart from an unsafe
+  // directory's FailedPrecondition by the holder it carries.
+  EXPECT_THAT(CarriedPids(refused.status()), ElementsAre(flocker.pid()));
 
   // A record naming another live process (with its true start time) that
   // does not hold the lock: neither it nor the holder is signalled.
@@ -848,6 +845,7 @@ TEST_F(SingleInstanceTest, ExplicitDirectoryMustBeSafe) {
   EXPECT_THAT(std::string(instance.status().message()), HasSubstr(open_dir));
   EXPECT_THAT(std::string(instance.status().message()),
               HasSubstr("writable by group or others"));
+  EXPECT_FALSE(HolderFromStatus(instance.status()).has_value());
 
   options.directory = dir_ + "/missing";
   EXPECT_TRUE(absl::IsNotFound(SingleInstance::Acquire("x", options).status()));

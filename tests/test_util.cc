@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -31,6 +32,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "onlyone/internal/holder_info.h"
 #include "onlyone/internal/instance_paths.h"
 
 namespace onlyone::testing {
@@ -188,6 +190,26 @@ bool WaitForHolder(const std::string& path, pid_t pid,
     return !absl::StrContains(line, "->") && absl::StrContains(line, "FLOCK") &&
            absl::StrContains(line, holder);
   });
+}
+
+Child HoldWithRawFlock(const std::string& path, Pipe& ready, Pipe& release) {
+  return Child::Fork([&] {
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) return 2;
+    ready.Send();
+    release.Receive(absl::Hours(1));
+    return 0;
+  });
+}
+
+std::vector<pid_t> CarriedPids(const absl::Status& status) {
+  std::vector<pid_t> pids;
+  if (std::optional<HolderInfo> carried = HolderFromStatus(status)) {
+    for (const LockHolderProcess& process : carried->holders) {
+      pids.push_back(process.pid);
+    }
+  }
+  return pids;
 }
 
 std::string MakeTempDir() {

@@ -29,7 +29,9 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
@@ -92,6 +94,16 @@ bool WaitForBlockedWaiters(const std::string& path, int count = 1,
 // the file at `path`, at most `timeout`.
 bool WaitForHolder(const std::string& path, pid_t pid,
                    absl::Duration timeout = absl::Seconds(10));
+
+// A child that locks `path` (creating it, mode 0600) with plain flock(2)
+// and writes no record, like flock(1): it sends on `ready` once it holds
+// the lock and keeps it until the test sends on `release`. Exits 0, or 2
+// if it could not lock.
+Child HoldWithRawFlock(const std::string& path, Pipe& ready, Pipe& release);
+
+// The pids of the holder a refusal carries (lib/lock_holder.h), in its
+// order; empty when it carries none.
+std::vector<pid_t> CarriedPids(const absl::Status& status);
 
 // A fresh directory under TEST_TMPDIR.
 std::string MakeTempDir();

@@ -631,7 +631,7 @@ void MessageListener::HandleComplete(Connection& connection) {
       absl::string_view(connection.in).substr(kFrameHeaderBytes));
   if (!message.has_value()) {
     connection.Respond(ResponseCode::kMalformed, "malformed message",
-                       options_.io_timeout);
+                       options_.timeout);
     return;
   }
   message->sender_pid = connection.pid;
@@ -640,7 +640,7 @@ void MessageListener::HandleComplete(Connection& connection) {
   connection.in.shrink_to_fit();
   if (options_.on_message) {
     const std::string reply = options_.on_message(*message);
-    connection.Respond(ResponseCode::kHandled, reply, options_.io_timeout);
+    connection.Respond(ResponseCode::kHandled, reply, options_.timeout);
     return;
   }
   connection.state = Connection::State::kAwaitingReply;
@@ -679,7 +679,7 @@ void MessageListener::Run() {
           if (connection->id == id &&
               connection->state == Connection::State::kAwaitingReply) {
             connection->Respond(ResponseCode::kHandled, text,
-                                options_.io_timeout);
+                                options_.timeout);
           }
         }
       }
@@ -732,7 +732,7 @@ void MessageListener::Run() {
         switch (connection.state) {
           case Connection::State::kReading:
             if (connection.ReadSome(options_.max_message_bytes,
-                                    options_.io_timeout)) {
+                                    options_.timeout)) {
               HandleComplete(connection);
             }
             break;
@@ -784,15 +784,15 @@ void MessageListener::Run() {
         }
         auto connection =
             std::make_unique<Connection>(fd, next_id++, peer.pid, peer.uid,
-                                         MonotonicNow(), options_.io_timeout);
+                                         MonotonicNow(), options_.timeout);
         if (!options_.accept_other_users && peer.uid != self_uid) {
           connection->Respond(
               ResponseCode::kRefused,
               absl::StrCat("it accepts messages only from uid ", self_uid,
                            ", and the sender has uid ", peer.uid),
-              options_.io_timeout);
+              options_.timeout);
         } else if (connection->ReadSome(options_.max_message_bytes,
-                                        options_.io_timeout)) {
+                                        options_.timeout)) {
           // Usually the request is already there: no extra poll round.
           HandleComplete(*connection);
         }
@@ -814,7 +814,7 @@ void MessageListener::Run() {
       case Connection::State::kAwaitingReply:
         connection->Respond(ResponseCode::kShuttingDown,
                             "it is exiting and answers no more messages",
-                            options_.io_timeout);
+                            options_.timeout);
         break;
       case Connection::State::kDone:
         break;

@@ -29,7 +29,7 @@
 //
 // Availability: the listener thread multiplexes up to
 // kMaxListenerConnections connections with poll(2), each non-blocking with
-// its own buffer and deadline (io_timeout for reading the request, and again
+// its own buffer and deadline (timeout for reading the request, and again
 // for writing the response), and handles each request as soon as it is
 // complete (those complete at once in the order they connected);
 // on_message still runs for one message at a time. When it is full, a new
@@ -101,13 +101,19 @@ inline constexpr size_t kFrameHeaderBytes = 8;
 // Connections a listener keeps open at once (see Availability above).
 inline constexpr size_t kMaxListenerConnections = 32;
 
-struct ListenerOptions {
+// One instance's socket and the bounds of each exchange on it: what the
+// listener and a sender share.
+struct ChannelEndpoint {
   std::string name;         // for messages
   std::string socket_path;  // DIR/NAME.sock
-  bool shared = false;      // socket mode 0666 (else 0600)
-  bool accept_other_users = false;
   size_t max_message_bytes = 64 * 1024;
-  absl::Duration io_timeout = absl::Seconds(5);
+  // Bounds each connect, read, write and reply.
+  absl::Duration timeout = absl::Seconds(5);
+};
+
+struct ListenerOptions : ChannelEndpoint {
+  bool shared = false;  // socket mode 0666 (else 0600)
+  bool accept_other_users = false;
   // Runs on the listener thread; its result is the reply. Empty: messages
   // queue for Take().
   std::function<std::string(const ChannelMessage&)> on_message;
@@ -186,12 +192,8 @@ class MessageListener {
   std::vector<std::pair<uint64_t, std::string>> replies_ ABSL_GUARDED_BY(mu_);
 };
 
-struct SendTarget {
-  std::string name;         // for messages
-  std::string socket_path;  // DIR/NAME.sock
-  std::string lock_path;    // to verify a primary of another user
-  size_t max_message_bytes = 64 * 1024;
-  absl::Duration timeout = absl::Seconds(5);
+struct SendTarget : ChannelEndpoint {
+  std::string lock_path;  // to verify a primary of another user
 };
 
 // The sender's side: sends `message` and returns the reply. See

@@ -80,7 +80,7 @@ OwnerRecord ComputeSelfRecord() {
   if (ReadSmallFile("/proc/self/stat", 4096, &stat)) {
     if (std::optional<uint64_t> ticks = StartTicksFromStat(stat)) {
       record.start_ticks = *ticks;
-      record.start_time = StartTimeFromTicks(*ticks);
+      record.process_start_time = StartTimeFromTicks(*ticks);
     }
   }
   record.boot_id = BootId();

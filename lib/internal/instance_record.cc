@@ -195,8 +195,8 @@ EncodedIdentity EncodeIdentity(const OwnerRecord& record) {
   AddLine("pid", absl::StrCat(record.pid), &body);
   AddLine("locker_pid", absl::StrCat(record.locker_pid), &body);
   AddLine("start_ticks", absl::StrCat(record.start_ticks), &body);
-  if (record.start_time != absl::InfinitePast()) {
-    AddLine("start_time", FormatRecordTime(record.start_time), &body);
+  if (record.process_start_time != absl::InfinitePast()) {
+    AddLine("start_time", FormatRecordTime(record.process_start_time), &body);
   }
   AddLine("boot_id", record.boot_id, &body);
   AddLine("hostname", record.hostname, &body);
@@ -270,7 +270,9 @@ std::optional<OwnerRecord> DecodeOwnerRecord(absl::string_view contents) {
       have_ticks = absl::SimpleAtoi(value, &record.start_ticks);
       if (!have_ticks) return std::nullopt;
     } else if (key == "start_time") {
-      if (!ParseRecordTime(value, &record.start_time)) return std::nullopt;
+      if (!ParseRecordTime(value, &record.process_start_time)) {
+        return std::nullopt;
+      }
     } else if (key == "boot_id") {
       record.boot_id = value;
     } else if (key == "hostname") {
@@ -293,6 +295,7 @@ std::optional<OwnerRecord> DecodeOwnerRecord(absl::string_view contents) {
   }
   if (!have_pid || !have_ticks || record.boot_id.empty()) return std::nullopt;
   if (record.locker_pid <= 0) record.locker_pid = record.pid;
+  record.has_record = true;
   return record;
 }
 

@@ -70,6 +70,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "onlyone/internal/instance_info.h"
 
 namespace onlyone::internal {
 
@@ -80,21 +81,10 @@ inline constexpr size_t kMaxCommandLineBytes = 4096;
 // Readers reject longer bodies; writers stay far below it.
 inline constexpr size_t kMaxRecordBodyBytes = 64 * 1024;
 
-struct OwnerRecord {
-  pid_t pid = 0;
-  pid_t locker_pid = 0;
-  uint64_t start_ticks = 0;
-  absl::Time start_time = absl::InfinitePast();
-  std::string boot_id;
-  std::string hostname;
-  uid_t uid = 0;
-  std::string user;
-  std::string executable;
-  std::vector<std::string> command_line;
-  bool command_line_truncated = false;
-  absl::Time acquired_at = absl::InfinitePast();
-  std::string version;
-};
+// The record's view of InstanceInfo: the fields from locker_pid on, and
+// pid. Encoding ignores the others; decoding leaves them empty, except
+// has_record.
+using OwnerRecord = ::onlyone::InstanceInfo;
 
 inline constexpr uint64_t kFnv1a64OffsetBasis = 0xcbf29ce484222325ull;
 

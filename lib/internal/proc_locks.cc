@@ -108,6 +108,15 @@ std::vector<FlockHolder> FlockHolders(dev_t device, ino_t inode) {
   return ParseFlockHolders(ReadProcFile("/proc/locks"), device, inode);
 }
 
+std::optional<std::vector<FlockHolder>> ReadFlockHolders(dev_t device,
+                                                         ino_t inode) {
+  std::string text;
+  if (!ReadSmallFile("/proc/locks", kMaxProcFileBytes, &text)) {
+    return std::nullopt;
+  }
+  return ParseFlockHolders(text, device, inode);
+}
+
 std::optional<bool> ProcessHoldsFlockOn(pid_t pid, dev_t device,
                                         ino_t inode) {
   std::optional<std::vector<FlockHolder>> locks =
@@ -167,16 +176,26 @@ std::string ProcessName(pid_t pid) {
 }
 
 std::string DescribeHolders(const std::vector<FlockHolder>& holders) {
+  std::vector<std::string> names;
+  for (const FlockHolder& holder : holders) {
+    names.push_back(holder.pid == 0 ? "" : ProcessName(holder.pid));
+  }
+  return DescribeHolders(holders, names);
+}
+
+std::string DescribeHolders(const std::vector<FlockHolder>& holders,
+                            const std::vector<std::string>& names) {
   if (holders.empty()) return "";
   std::vector<std::string> parts;
-  for (const FlockHolder& holder : holders) {
+  for (size_t i = 0; i < holders.size(); ++i) {
+    const FlockHolder& holder = holders[i];
     if (holder.pid == 0) {
       parts.push_back("0 (a process outside this pid namespace)");
       continue;
     }
     // Any process names itself (prctl(PR_SET_NAME), argv[0]): the name may
     // carry terminal escapes into the message.
-    const std::string name = ProcessName(holder.pid);
+    const std::string& name = names[i];
     parts.push_back(name.empty()
                         ? absl::StrCat(holder.pid)
                         : absl::StrCat(holder.pid, " (", Printable(name), ")"));

@@ -38,6 +38,11 @@ struct FlockHolder {
 // given device and inode, in the order /proc/locks lists them.
 std::vector<FlockHolder> FlockHolders(dev_t device, ino_t inode);
 
+// Same, but nullopt when /proc/locks cannot be read, so that "nobody" and
+// "not known" differ.
+std::optional<std::vector<FlockHolder>> ReadFlockHolders(dev_t device,
+                                                         ino_t inode);
+
 // Same, parsing `proc_locks_text` instead of reading /proc/locks (for tests).
 // Also parses /proc/PID/fdinfo/FD text, whose "lock:" lines list the locks
 // of that descriptor's open file description in the same format.
@@ -91,6 +96,10 @@ std::string ProcessName(pid_t pid);
 // "pids 10 (a), 11 (b)"; "" when the list is empty. The names are made
 // Printable() (lib/internal/printable.h).
 std::string DescribeHolders(const std::vector<FlockHolder>& holders);
+
+// Same, with names[i] the ProcessName() of holders[i], already read.
+std::string DescribeHolders(const std::vector<FlockHolder>& holders,
+                            const std::vector<std::string>& names);
 
 }  // namespace onlyone::internal
 

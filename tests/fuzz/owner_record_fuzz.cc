@@ -42,7 +42,7 @@ bool SameRecord(const OwnerRecord& a, const OwnerRecord& b) {
   };
   return a.pid == b.pid && a.locker_pid == b.locker_pid &&
          a.start_ticks == b.start_ticks &&
-         micros(a.start_time) == micros(b.start_time) &&
+         micros(a.process_start_time) == micros(b.process_start_time) &&
          a.boot_id == b.boot_id && a.hostname == b.hostname && a.uid == b.uid &&
          a.user == b.user && a.executable == b.executable &&
          a.command_line == b.command_line &&
@@ -91,7 +91,7 @@ void CheckBuilt(FuzzInput input) {
   record.pid = static_cast<pid_t>(1 + input.Integer() % 0x7ffffffe);
   record.locker_pid = static_cast<pid_t>(1 + input.Integer() % 0x7ffffffe);
   record.start_ticks = input.Integer();
-  record.start_time = TimeFrom(input);
+  record.process_start_time = TimeFrom(input);
   record.boot_id = input.String(64);
   if (record.boot_id.empty()) record.boot_id = "b";
   record.hostname = input.String(64);
