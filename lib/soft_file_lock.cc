@@ -982,7 +982,7 @@ absl::StatusOr<std::optional<SoftLockHolder>> SoftFileLock::Holder(
     holder.boot_id = record.owner.boot_id;
     holder.pid = record.owner.pid;
     holder.uid = record.owner.uid;
-    holder.process_started = record.owner.start_time;
+    holder.process_started = record.owner.process_start_time;
     holder.since = record.owner.acquired_at;
     holder.command_line = record.owner.command_line;
     holder.nonce = record.nonce;
