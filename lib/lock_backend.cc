@@ -14,6 +14,9 @@ class HeldFileLock final : public HeldLock {
   uint64_t fencing_token() const override { return 0; }
   // A kernel lock is held until released or its holder dies: never lost.
   CancellationToken lost() const override { return never_lost_; }
+  std::string InheritedLocksEnvValue() const override {
+    return lock_.InheritedLocksEnvValue();
+  }
 
  private:
   ScopedFileLock lock_;

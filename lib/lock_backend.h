@@ -91,6 +91,12 @@ class HeldLock {
 
   // Cancelled when the lock is lost while this object holds it.
   virtual CancellationToken lost() const = 0;
+
+  // For a lock taken to be kept by exec'd programs (the backend's options
+  // say so, e.g. FileLockOptions::inheritable): the value to set
+  // kInheritedLocksEnvVar to in their environment, so that they can adopt
+  // it. "" for a lock that no exec'd program keeps.
+  virtual std::string InheritedLocksEnvValue() const { return ""; }
 };
 
 class LockBackend {

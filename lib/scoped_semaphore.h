@@ -143,6 +143,7 @@ class ScopedSemaphore {
   // The permit's lock (for HandOffOnFork() and InheritedLocksEnvValue());
   // nullptr after Release() or a move.
   ScopedFileLock* slot_lock() { return lock_ ? &*lock_ : nullptr; }
+  const ScopedFileLock* slot_lock() const { return lock_ ? &*lock_ : nullptr; }
 
  private:
   ScopedSemaphore(std::string path, int slots, int slot, ScopedFileLock lock);
