@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -234,6 +235,44 @@ nlohmann::ordered_json ScopeJson(const LockTarget& target) {
              : nlohmann::ordered_json(nullptr);
 }
 
+// A counting semaphore of a scope, found by List().
+struct ListedSemaphore {
+  std::string name;  // NAME, its files being NAME.00.lock, ...
+  std::string path;  // InstanceSemaphorePath(NAME)
+  int slots = 0;     // as its slot-count record says
+};
+
+// The semaphore whose slot file or gate `instance` (a lock file List()
+// found) is, when that semaphore has a slot-count record; nullopt for any
+// other lock.
+std::optional<ListedSemaphore> SemaphoreOf(const ListedInstance& instance,
+                                           Scope scope) {
+  const absl::string_view file_name = instance.name;
+  const size_t dot = file_name.rfind('.');
+  if (dot == absl::string_view::npos || dot == 0) return std::nullopt;
+  ListedSemaphore semaphore;
+  semaphore.name = std::string(file_name.substr(0, dot));
+  InstanceOptions placement;
+  placement.scope = scope;
+  absl::StatusOr<std::string> path =
+      InstanceSemaphorePath(semaphore.name, placement);
+  if (!path.ok()) return std::nullopt;
+  int slot;
+  const bool slot_file =
+      absl::SimpleAtoi(file_name.substr(dot + 1), &slot) && slot >= 0 &&
+      slot < kMaxSemaphoreSlots &&
+      ScopedSemaphore::SlotPath(*path, slot) == instance.lock_path;
+  if (!slot_file && ScopedSemaphore::GatePath(*path) != instance.lock_path) {
+    return std::nullopt;
+  }
+  absl::StatusOr<std::optional<int>> slots =
+      ScopedSemaphore::RecordedSlots(*path);
+  if (!slots.ok() || !slots->has_value()) return std::nullopt;
+  semaphore.path = *std::move(path);
+  semaphore.slots = **slots;
+  return semaphore;
+}
+
 // onlyone status --slots N.
 int SemaphoreStatus(const StatusRequest& request, std::ostream& out,
                     std::ostream& err) {
@@ -251,10 +290,9 @@ int SemaphoreStatus(const StatusRequest& request, std::ostream& out,
     json["name"] = target.name.empty() ? nlohmann::ordered_json(nullptr)
                                        : nlohmann::ordered_json(target.name);
     json["scope"] = ScopeJson(target);
-    for (const auto& [key, value] :
-         SemaphoreToJson(*path, target.slots, holders).items()) {
-      json[key] = value;
-    }
+    const nlohmann::ordered_json semaphore =
+        SemaphoreToJson(*path, target.slots, holders);
+    for (const auto& [key, value] : semaphore.items()) json[key] = value;
     out << json.dump(2) << "\n";
   } else {
     std::vector<std::vector<std::string>> rows;
@@ -495,12 +533,15 @@ nlohmann::ordered_json SemaphoreToJson(
     nlohmann::ordered_json permit;
     permit["slot"] = slot;
     permit["lock_path"] = ScopedSemaphore::SlotPath(path, slot);
-    permit["holders"] = nlohmann::ordered_json::array();
+    nlohmann::ordered_json slot_holders = nlohmann::ordered_json::array();
     for (const SemaphoreSlotHolder& holder : holders) {
-      if (holder.slot == slot) permit["holders"].push_back(holder_json(holder));
+      if (holder.slot == slot) slot_holders.push_back(holder_json(holder));
     }
-    permit["held"] = !permit["holders"].empty();
-    if (slot < slots || permit["held"]) json["permits"].push_back(permit);
+    // Held slot files beyond `slots` are shown too: a larger count in use.
+    if (slot >= slots && slot_holders.empty()) continue;
+    permit["held"] = !slot_holders.empty();
+    permit["holders"] = std::move(slot_holders);
+    json["permits"].push_back(permit);
   }
   return json;
 }
@@ -689,24 +730,69 @@ int List(const ListRequest& request, std::ostream& out, std::ostream& err) {
     PrintError(err, listed.status());
     return ExitCodeForError(listed.status());
   }
+  // Each semaphore once, where its first file comes, in place of its files.
+  struct Entry {
+    const ListedInstance* lock = nullptr;
+    std::optional<ListedSemaphore> semaphore;
+    std::vector<SemaphoreSlotHolder> holders;
+  };
+  std::vector<Entry> entries;
+  absl::flat_hash_set<std::string> semaphores_seen;
+  for (const ListedInstance& instance : *listed) {
+    Entry entry;
+    entry.semaphore = SemaphoreOf(instance, request.scope);
+    if (entry.semaphore.has_value()) {
+      if (!semaphores_seen.insert(entry.semaphore->path).second) continue;
+      entry.holders = ScopedSemaphore::Holders(entry.semaphore->path,
+                                               entry.semaphore->slots);
+    } else {
+      entry.lock = &instance;
+    }
+    entries.push_back(std::move(entry));
+  }
   if (request.json) {
     nlohmann::ordered_json json;
     json["scope"] = std::string(ScopeName(request.scope));
     json["locks"] = nlohmann::ordered_json::array();
-    for (const ListedInstance& instance : *listed) {
-      json["locks"].push_back(
-          LockToJson(instance.name, instance.lock_path, instance.holder));
+    for (const Entry& entry : entries) {
+      if (entry.lock != nullptr) {
+        json["locks"].push_back(LockToJson(
+            entry.lock->name, entry.lock->lock_path, entry.lock->holder));
+        continue;
+      }
+      nlohmann::ordered_json semaphore;
+      semaphore["name"] = entry.semaphore->name;
+      const nlohmann::ordered_json fields = SemaphoreToJson(
+          entry.semaphore->path, entry.semaphore->slots, entry.holders);
+      for (const auto& [key, value] : fields.items()) semaphore[key] = value;
+      json["locks"].push_back(semaphore);
     }
     out << json.dump(2) << "\n";
     return kExitOk;
   }
-  if (listed->empty()) {
+  if (entries.empty()) {
     out << "no locks in scope " << ScopeName(request.scope) << "\n";
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "STATE", "PID", "SINCE", "COMMAND"}};
-  for (const ListedInstance& instance : *listed) {
+  for (const Entry& entry : entries) {
+    if (entry.semaphore.has_value()) {
+      const int slots = entry.semaphore->slots;
+      std::vector<std::string> pids, commands;
+      for (const SemaphoreSlotHolder& holder : entry.holders) {
+        pids.push_back(absl::StrCat(holder.pid));
+        commands.push_back(absl::StrCat("slot ", holder.slot, ": ",
+                                        holder.command));
+      }
+      rows.push_back(
+          {entry.semaphore->name,
+           absl::StrCat(HeldSlots(entry.holders, slots), "/", slots, " held"),
+           pids.empty() ? "-" : absl::StrJoin(pids, ","), "-",
+           commands.empty() ? "-" : absl::StrJoin(commands, "; ")});
+      continue;
+    }
+    const ListedInstance& instance = *entry.lock;
     if (!instance.holder.has_value()) {
       rows.push_back({instance.name, "free", "-", "-", "-"});
       continue;

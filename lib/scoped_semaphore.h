@@ -115,6 +115,15 @@ class ScopedSemaphore {
   // The lock file of permit `slot`: DIRECTORY/NAME.ii.lock.
   static std::string SlotPath(absl::string_view path, int slot);
 
+  // The slot count that DIRECTORY/NAME.slots records (see "Slot counts"):
+  // nullopt when there is no record (the semaphore was never used by
+  // onlyone); FailedPrecondition when the file is not a record.
+  [[nodiscard]] static absl::StatusOr<std::optional<int>> RecordedSlots(
+      absl::string_view path);
+
+  // The gate lock where waiters queue: DIRECTORY/NAME.gate.lock.
+  static std::string GatePath(absl::string_view path);
+
   // The holders of slots 0 .. slots-1, and of any held slot files beyond
   // (a caller with a larger count), in slot order. Reads /proc each call.
   static std::vector<SemaphoreSlotHolder> Holders(absl::string_view path,
