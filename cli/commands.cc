@@ -831,9 +831,10 @@ int Wait(const WaitRequest& request, std::ostream& err) {
   // Takes the lock (or a permit) that `resource` names, which the kernel
   // grants the moment it is free, and releases it at once: flock(2) has no
   // "wait until unlocked".
-  const auto take_and_release = [&](const std::string& resource) -> int {
+  const auto take_and_release = [&](const std::string& resource,
+                                    absl::Duration timeout) -> int {
     AcquireOptions options;
-    options.timeout = std::max(deadline - absl::Now(), absl::ZeroDuration());
+    options.timeout = timeout;
     absl::StatusOr<std::unique_ptr<HeldLock>> lock =
         backend->Acquire(resource, options);
     if (!lock.ok()) {
@@ -858,7 +859,7 @@ int Wait(const WaitRequest& request, std::ostream& err) {
     if (HeldSlots(*path, request.target.slots) < request.target.slots) {
       return kExitOk;
     }
-    return take_and_release(*path);
+    return take_and_release(*path, request.timeout);
   }
   // Until nobody holds it, wherever a copy holds it (an earlier build's
   // copy holds it elsewhere). Waiting must not create a lock file, so a
@@ -871,7 +872,9 @@ int Wait(const WaitRequest& request, std::ostream& err) {
       return ExitCodeForError(holder.status());
     }
     if (!holder->has_value()) return kExitOk;
-    if (const int code = take_and_release((*holder)->lock_path);
+    if (const int code = take_and_release(
+            (*holder)->lock_path,
+            std::max(deadline - absl::Now(), absl::ZeroDuration()));
         code != kExitOk) {
       return code;
     }
