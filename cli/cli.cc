@@ -439,6 +439,11 @@ const Subcommand kSubcommands[] = {
      "and exits 75 (--conflict-exit-code). While it waits for the lock "
      "(--wait, --on-conflict wait) with a terminal on stderr, it says whom "
      "it waits for, and when it has the lock (not with --quiet).\n\n"
+     "With --slots N, onlyone takes one of N permits of a counting "
+     "semaphore instead of the lock, so that at most N copies run at once "
+     "(the files NAME.00.lock, NAME.01.lock, ..., portalocker's naming); "
+     "the same conflict policies, exit codes and --wait apply, the refusal "
+     "names each slot's holder, and COMMAND inherits the permit.\n\n"
      "COMMAND is everything after \"--\", or from the first argument that "
      "is not a flag; with \"--\", any other word before it is an error. "
      "Without --name or --lock, the name is COMMAND's base name.\n\n"
@@ -451,7 +456,9 @@ const Subcommand kSubcommands[] = {
      "show who holds a lock",
      "Shows who holds the lock: pid, command, since when, user, host. Exits "
      "0 when the lock is held and 1 when it is free. A holder that is not "
-     "onlyone (flock(1), for example) is shown by its pid only.",
+     "onlyone (flock(1), for example) is shown by its pid only. With "
+     "--slots N: each slot's holder (pid, command, start time); exits 0 "
+     "when every permit is held and 1 when one is free.",
      kStatusFlags,
      false,
      {},
@@ -462,7 +469,8 @@ const Subcommand kSubcommands[] = {
      "list the locks of a scope and their holders",
      "Lists every lock of the scope, held or free, with its holder, "
      "including copies of an earlier onlyone build that still run where "
-     "that build kept their locks.",
+     "that build kept their locks. A semaphore (--slots) shows once, with "
+     "how many of its permits are held and by whom.",
      kListFlags,
      false,
      {},
@@ -476,7 +484,8 @@ const Subcommand kSubcommands[] = {
      "exits 0; exits 75 if --timeout runs out first. It waits by taking the "
      "lock exclusively and releasing it at once, so for that instant it "
      "holds the lock; a lock file that does not exist is free at once (and "
-     "is not created).",
+     "is not created). With --slots N it waits for a free permit, and "
+     "returns at once when fewer than N are held.",
      kWaitFlags,
      false,
      {},
