@@ -399,7 +399,7 @@ int StatusCommand(const ParsedArgs& parsed, std::ostream& out,
   return Status(request, out, err);
 }
 
-int ListCommand(const ParsedArgs& parsed, std::ostream& out,
+int ListCommand(const ParsedArgs& /*parsed*/, std::ostream& out,
                 std::ostream& err) {
   ListRequest request;
   request.scope = absl::GetFlag(FLAGS_scope).value;

@@ -228,6 +228,19 @@ int HeldSlots(const std::string& path, int slots) {
   return HeldSlots(ScopedSemaphore::Holders(path, slots), slots);
 }
 
+// The "name" of status and list --json: null for a --lock PATH.
+nlohmann::ordered_json NameJson(absl::string_view name) {
+  return name.empty() ? nlohmann::ordered_json(nullptr)
+                      : nlohmann::ordered_json(std::string(name));
+}
+
+// The first rows of status: the name and scope; none for a --lock PATH.
+std::vector<std::vector<std::string>> NameRows(const LockTarget& target) {
+  if (target.name.empty()) return {};
+  return {{"name:", target.name},
+          {"scope:", std::string(ScopeName(target.scope))}};
+}
+
 // The "scope" of status --json: the scope's name, null for a --lock PATH.
 nlohmann::ordered_json ScopeJson(const LockTarget& target) {
   return target.lock_path.empty()
@@ -287,19 +300,14 @@ int SemaphoreStatus(const StatusRequest& request, std::ostream& out,
   const int held = HeldSlots(holders, target.slots);
   if (request.json) {
     nlohmann::ordered_json json;
-    json["name"] = target.name.empty() ? nlohmann::ordered_json(nullptr)
-                                       : nlohmann::ordered_json(target.name);
+    json["name"] = NameJson(target.name);
     json["scope"] = ScopeJson(target);
     const nlohmann::ordered_json semaphore =
         SemaphoreToJson(*path, target.slots, holders);
     for (const auto& [key, value] : semaphore.items()) json[key] = value;
     out << json.dump(2) << "\n";
   } else {
-    std::vector<std::vector<std::string>> rows;
-    if (!target.name.empty()) {
-      rows.push_back({"name:", target.name});
-      rows.push_back({"scope:", std::string(ScopeName(target.scope))});
-    }
+    std::vector<std::vector<std::string>> rows = NameRows(target);
     rows.push_back({"semaphore:", *path});
     rows.push_back(
         {"state:", absl::StrCat(held, " of ", target.slots, " permits held")});
@@ -497,8 +505,7 @@ nlohmann::ordered_json LockToJson(absl::string_view name,
                                   absl::string_view lock_path,
                                   const std::optional<InstanceInfo>& holder) {
   nlohmann::ordered_json json;
-  json["name"] = name.empty() ? nlohmann::ordered_json(nullptr)
-                              : nlohmann::ordered_json(std::string(name));
+  json["name"] = NameJson(name);
   json["lock_path"] = std::string(lock_path);
   json["held"] = holder.has_value();
   json["holder"] = holder.has_value() ? HolderToJson(*holder)
@@ -671,11 +678,7 @@ int Status(const StatusRequest& request, std::ostream& out,
     }
     out << json.dump(2) << "\n";
   } else {
-    std::vector<std::vector<std::string>> rows;
-    if (!target.name.empty()) {
-      rows.push_back({"name:", target.name});
-      rows.push_back({"scope:", std::string(ScopeName(target.scope))});
-    }
+    std::vector<std::vector<std::string>> rows = NameRows(target);
     rows.push_back({"lock:", *path});
     if (!holder.has_value()) {
       rows.push_back({"state:", "free"});
