@@ -15,7 +15,6 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -115,8 +114,9 @@ std::string CommandOf(const HolderProcess& process) {
 // "pid 4711 (sleep), started 2026-11-22 03:00:01 (1h2m3s ago)".
 std::string DescribeSlotHolder(const SemaphoreSlotHolder& holder) {
   std::string text = absl::StrCat("pid ", holder.pid);
-  if (!holder.command.empty())
+  if (!holder.command.empty()) {
     absl::StrAppend(&text, " (", holder.command, ")");
+  }
   if (holder.started.has_value()) {
     absl::StrAppend(&text, ", started ", LocalTimeAndAge(*holder.started));
   }
@@ -333,16 +333,13 @@ int SemaphoreStatus(const StatusRequest& request, std::ostream& out,
   return held >= target.slots ? kExitOk : kExitFree;
 }
 
-// "slot 0: pid 4711 (sleep), slot 1: pid 4712 (cat)": the semaphore's
+// "slot 0: pid 4711 (sleep), started ..., slot 1: ...": the semaphore's
 // holders, as /proc shows them.
 std::string SlotHolders(const std::vector<SemaphoreSlotHolder>& holders) {
   std::vector<std::string> each;
   for (const SemaphoreSlotHolder& holder : holders) {
-    std::string entry =
-        absl::StrCat("slot ", holder.slot, ": pid ", holder.pid);
-    if (!holder.command.empty())
-      absl::StrAppend(&entry, " (", holder.command, ")");
-    each.push_back(std::move(entry));
+    each.push_back(
+        absl::StrCat("slot ", holder.slot, ": ", DescribeSlotHolder(holder)));
   }
   return absl::StrJoin(each, ", ");
 }
