@@ -15,6 +15,8 @@
 #include "cli/exit_codes.h"
 #include "cli/flag_parser.h"
 #include "cli/flag_types.h"
+#include "onlyone/scoped_semaphore.h"
+#include "onlyone/single_instance.h"
 #include "onlyone/version.h"
 
 // Debian's Abseil is built without NDEBUG, so every absl::Mutex lock
@@ -53,6 +55,15 @@ ABSL_FLAG(ScopeFlag, scope, ScopeFlag{},
           "session) or machine (BASE/onlyone.NAME.lock: one lock for all "
           "users).");
 
+ABSL_FLAG(int, slots, 0,
+          "Use one of N permits of a counting semaphore instead of the "
+          "lock: run COMMAND while holding one, so that at most N copies run "
+          "at once (1 to 64). Its permits are the files NAME.00.lock, "
+          "NAME.01.lock, ... where NAME.lock would be (portalocker's "
+          "BoundedSemaphore naming), or PATH.00.lock, ... for --lock PATH. "
+          "Every caller must give the same N. status and wait take the same "
+          "--slots.");
+
 // run.
 ABSL_FLAG(DurationFlag, wait, DurationFlag{},
           "When the lock is held, wait up to DURATION for it to be free "
@@ -66,7 +77,8 @@ ABSL_FLAG(OnConflictFlag, on_conflict, OnConflictFlag{},
           "host, that onlyone may signal, is replaced; otherwise it is a "
           "conflict).");
 ABSL_FLAG(int, conflict_exit_code, onlyone::cli::kExitConflict,
-          "Exit code when another process holds the lock (0 to 255). With "
+          "Exit code when another process holds the lock (with --slots: "
+          "every permit) (0 to 255). With "
           "0, a skipped run is silent too (unless --verbose): a quiet skip "
           "for cron.");
 ABSL_FLAG(bool, shared, false,
@@ -105,18 +117,19 @@ constexpr char kUsage[] =
     "Usage:\n"
     "  onlyone run    [--name NAME | --lock PATH] [--scope "
     "user|session|machine]\n"
-    "                 [--wait DURATION] [--on-conflict fail|wait|replace]\n"
+    "                 [--slots N] [--wait DURATION] [--on-conflict "
+    "fail|wait|replace]\n"
     "                 [--conflict-exit-code N] [--shared] [--grace "
     "DURATION]\n"
     "                 [--max-runtime DURATION] [--quiet | --verbose]\n"
     "                 [--] COMMAND [ARG...]\n"
     "  onlyone status (--name NAME | --lock PATH) [--scope "
     "user|session|machine]\n"
-    "                 [--json]\n"
+    "                 [--slots N] [--json]\n"
     "  onlyone list   [--scope user|session|machine] [--json]\n"
     "  onlyone wait   (--name NAME | --lock PATH) [--scope "
     "user|session|machine]\n"
-    "                 [--timeout DURATION]\n"
+    "                 [--slots N] [--timeout DURATION]\n"
     "  onlyone help [COMMAND]     onlyone [COMMAND] --help     onlyone "
     "--version\n";
 
@@ -125,37 +138,33 @@ constexpr char kDurations[] =
     "or h (\"250ms\", \"90s\", \"1.5m\", \"2h\", \"1h30m\"); \"inf\" is no "
     "limit.";
 
-constexpr char kExitCodes[] =
-    "Exit codes:\n"
-    "  0      run: COMMAND exited 0; status: the lock is held; wait: the "
-    "lock is free\n"
-    "  1      status: the lock is free\n"
-    "  N      run: COMMAND's own exit status\n"
-    "  64     usage error: unknown flag, bad value, bad name, missing "
-    "COMMAND,\n"
-    "         a stray word before \"--\", conflicting flags, a --lock PATH "
-    "that\n"
-    "         is not a regular file\n"
-    "  70     internal error in onlyone\n"
-    "  71     system error: permission denied, missing or unsafe directory,\n"
-    "         failed system call\n"
-    "  75     the lock is held by another process (run: unless "
-    "--conflict-exit-code);\n"
-    "         wait: --timeout ran out\n"
-    "  124    run: COMMAND ran longer than --max-runtime and was stopped\n"
-    "  126    run: COMMAND was found but cannot be executed\n"
-    "  127    run: COMMAND was not found\n"
-    "  128+N  run: COMMAND was killed by signal N\n";
+// The exit-code table of help, from cli/exit_codes.h.
+std::string ExitCodesHelp() {
+  constexpr int kIndent = 9;
+  std::string help = "Exit codes:\n";
+  for (const ExitCodeRow& row : kExitCodeTable) {
+    const std::string code =
+        row.shown != nullptr ? row.shown : absl::StrCat(row.code);
+    std::string text = Wrap(row.when, kIndent);
+    text.replace(
+        0, kIndent,
+        absl::StrCat("  ", code, std::string(kIndent - 2 - code.size(), ' ')));
+    absl::StrAppend(&help, text);
+  }
+  return help;
+}
 
 constexpr FlagSpec kName = {"name", "NAME"};
 constexpr FlagSpec kLock = {"lock", "PATH"};
 constexpr FlagSpec kScope = {"scope", "user|session|machine"};
 constexpr FlagSpec kJson = {"json", ""};
+constexpr FlagSpec kSlots = {"slots", "N"};
 
 constexpr FlagSpec kRunFlags[] = {
     kName,
     kLock,
     kScope,
+    kSlots,
     {"wait", "DURATION", "none, fail at once"},
     {"on_conflict", "fail|wait|replace"},
     {"conflict_exit_code", "N"},
@@ -199,14 +208,19 @@ constexpr FlagHint kRunHints[] = {
     {"--timeout", "did you mean --wait DURATION? (--timeout is for 'onlyone "
                   "wait')"},
 };
-constexpr FlagSpec kStatusFlags[] = {kName, kLock, kScope, kJson};
+constexpr FlagSpec kStatusFlags[] = {kName, kLock, kScope, kSlots, kJson};
 constexpr FlagSpec kListFlags[] = {kScope, kJson};
 constexpr FlagSpec kWaitFlags[] = {
-    kName, kLock, kScope, {"timeout", "DURATION", "inf, wait until free"}};
+    kName,
+    kLock,
+    kScope,
+    kSlots,
+    {"timeout", "DURATION", "inf, wait until free"}};
 constexpr FlagSpec kAllFlags[] = {
     kName,
     kLock,
     kScope,
+    kSlots,
     {"wait", "DURATION"},
     {"on_conflict", "fail|wait|replace"},
     {"conflict_exit_code", "N"},
@@ -228,75 +242,10 @@ struct Subcommand {
   bool takes_command;
   absl::Span<const ShortFlag> short_flags = {};
   absl::Span<const FlagHint> hints = {};
+  // Runs the subcommand with its parsed arguments; the exit code.
+  int (*handler)(const ParsedArgs& parsed, std::ostream& out,
+                 std::ostream& err) = nullptr;
 };
-
-const Subcommand kSubcommands[] = {
-    {"run",
-     "onlyone run [FLAGS] [--] COMMAND [ARG...]",
-     "take the lock, then run COMMAND holding it",
-     "Takes the lock, then runs COMMAND holding it. COMMAND inherits the "
-     "lock (its descriptor is listed in $ONLYONE_INHERITED_LOCKS, for "
-     "ScopedFileLock::AdoptInherited), so the lock stays held as long as "
-     "COMMAND, or anything it leaves running, lives; as with flock(1), "
-     "which excludes it on the same file and the other way round.\n\n"
-     "COMMAND runs in onlyone's place: onlyone takes the lock, writes the "
-     "owner record and executes COMMAND in the same process, so COMMAND's "
-     "pid is the one recorded, signals reach it directly, and its exit "
-     "status is onlyone's (a shell shows 128+N if signal N killed it). Only "
-     "--max-runtime needs onlyone to stay: then COMMAND runs as its child, "
-     "in a process group of its own, onlyone forwards SIGINT, SIGTERM, "
-     "SIGHUP and SIGQUIT to that group and exits with COMMAND's status "
-     "(128+N if signal N killed it).\n\n"
-     "When another process holds the lock, onlyone prints one line naming "
-     "the lock, the processes that hold it (pid and command), since when, "
-     "and exits 75 (--conflict-exit-code). While it waits for the lock "
-     "(--wait, --on-conflict wait) with a terminal on stderr, it says whom "
-     "it waits for, and when it has the lock (not with --quiet).\n\n"
-     "COMMAND is everything after \"--\", or from the first argument that "
-     "is not a flag; with \"--\", any other word before it is an error. "
-     "Without --name or --lock, the name is COMMAND's base name.\n\n"
-     "flock(1)'s spellings work too: -n (--wait 0), -w SECONDS (--wait), "
-     "-E N (--conflict-exit-code), -s (--shared), -x and -e (exclusive, the "
-     "default).",
-     kRunFlags, true, kRunShortFlags, kRunHints},
-    {"status",
-     "onlyone status (--name NAME | --lock PATH) [--scope SCOPE] [--json]",
-     "show who holds a lock",
-     "Shows who holds the lock: pid, command, since when, user, host. Exits "
-     "0 when the lock is held and 1 when it is free. A holder that is not "
-     "onlyone (flock(1), for example) is shown by its pid only.",
-     kStatusFlags, false},
-    {"list",
-     "onlyone list [--scope SCOPE] [--json]",
-     "list the locks of a scope and their holders",
-     "Lists every lock of the scope, held or free, with its holder, "
-     "including copies of an earlier onlyone build that still run where "
-     "that build kept their locks.",
-     kListFlags, false},
-    {"wait",
-     "onlyone wait (--name NAME | --lock PATH) [--scope SCOPE] "
-     "[--timeout DURATION]",
-     "wait until a lock is free",
-     "Blocks until the lock is free (blocked in the kernel, no polling) and "
-     "exits 0; exits 75 if --timeout runs out first. It waits by taking the "
-     "lock exclusively and releasing it at once, so for that instant it "
-     "holds the lock; a lock file that does not exist is free at once (and "
-     "is not created).",
-     kWaitFlags, false},
-};
-
-const Subcommand* FindSubcommand(absl::string_view name) {
-  for (const Subcommand& subcommand : kSubcommands) {
-    if (name == subcommand.name) return &subcommand;
-  }
-  return nullptr;
-}
-
-std::string SubcommandHelp(const Subcommand& subcommand) {
-  return absl::StrCat("Usage: ", subcommand.synopsis, "\n\n",
-                      Wrap(subcommand.description, 0), "\nFlags:\n",
-                      FlagsHelp(subcommand.flags));
-}
 
 constexpr char kShortHelp[] =
     "Try 'onlyone --help' for more information.\n";
@@ -315,6 +264,14 @@ absl::StatusOr<LockTarget> TargetFromFlags(const ParsedArgs& parsed,
                                            bool required) {
   LockTarget target;
   target.scope = absl::GetFlag(FLAGS_scope).value;
+  if (parsed.Given("slots")) {
+    target.slots = absl::GetFlag(FLAGS_slots);
+    if (target.slots < 1 || target.slots > kMaxSemaphoreSlots) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--slots takes 1 to ", kMaxSemaphoreSlots,
+                       " permits, not ", target.slots));
+    }
+  }
   const bool by_name = parsed.Given("name");
   const bool by_path = parsed.Given("lock");
   if (by_name && by_path) {
@@ -335,9 +292,10 @@ absl::StatusOr<LockTarget> TargetFromFlags(const ParsedArgs& parsed,
   }
   if (by_name) {
     target.name = absl::GetFlag(FLAGS_name);
-    if (absl::Status valid = ValidateName(target.name); !valid.ok()) {
+    if (absl::Status valid = ValidateInstanceName(target.name); !valid.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--name: ", valid.message()));
+          absl::StrCat("--name: ", valid.message(),
+                       " (use --lock PATH for a lock file elsewhere)"));
     }
     return target;
   }
@@ -367,7 +325,7 @@ absl::StatusOr<RunRequest> RunRequestFromFlags(const ParsedArgs& parsed) {
   }
   if (request.target.name.empty() && request.target.lock_path.empty()) {
     request.target.name = NameFromCommand(request.command.front());
-    if (!ValidateName(request.target.name).ok()) {
+    if (request.target.name.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "cannot make a lock name of COMMAND \"",
           absl::CEscape(request.command.front()),
@@ -401,6 +359,17 @@ absl::StatusOr<RunRequest> RunRequestFromFlags(const ParsedArgs& parsed) {
         "--shared cannot be combined with --on-conflict replace: a shared "
         "lock has no single holder to replace");
   }
+  if (request.target.slots > 0 && request.shared) {
+    return absl::InvalidArgumentError(
+        "--slots cannot be combined with --shared: a permit has no shared "
+        "mode");
+  }
+  if (request.target.slots > 0 &&
+      request.on_conflict == ConflictPolicy::kReplace) {
+    return absl::InvalidArgumentError(
+        "--slots cannot be combined with --on-conflict replace: no one "
+        "holder of the permits stands for the others");
+  }
   request.grace = absl::GetFlag(FLAGS_grace).value;
   request.max_runtime = Limit(absl::GetFlag(FLAGS_max_runtime).value);
   request.quiet = absl::GetFlag(FLAGS_quiet);
@@ -412,36 +381,129 @@ absl::StatusOr<RunRequest> RunRequestFromFlags(const ParsedArgs& parsed) {
   return request;
 }
 
-int Dispatch(const Subcommand& subcommand, const ParsedArgs& parsed,
-             std::ostream& out, std::ostream& err) {
-  const absl::string_view command = subcommand.name;
-  if (command == "run") {
-    absl::StatusOr<RunRequest> request = RunRequestFromFlags(parsed);
-    if (!request.ok()) {
-      return UsageError(err, command, request.status().message());
-    }
-    out.flush();
-    return Run(*request, err);
-  }
-  if (command == "list") {
-    ListRequest request;
-    request.scope = absl::GetFlag(FLAGS_scope).value;
-    request.json = absl::GetFlag(FLAGS_json);
-    return List(request, out, err);
-  }
+int RunCommand(const ParsedArgs& parsed, std::ostream& out, std::ostream& err) {
+  absl::StatusOr<RunRequest> request = RunRequestFromFlags(parsed);
+  if (!request.ok()) return UsageError(err, "run", request.status().message());
+  out.flush();
+  return Run(*request, err);
+}
+
+int StatusCommand(const ParsedArgs& parsed, std::ostream& out,
+                  std::ostream& err) {
+  StatusRequest request;
   absl::StatusOr<LockTarget> target =
       TargetFromFlags(parsed, /*required=*/true);
-  if (!target.ok()) return UsageError(err, command, target.status().message());
-  if (command == "status") {
-    StatusRequest request;
-    request.target = *std::move(target);
-    request.json = absl::GetFlag(FLAGS_json);
-    return Status(request, out, err);
-  }
+  if (!target.ok()) return UsageError(err, "status", target.status().message());
+  request.target = *std::move(target);
+  request.json = absl::GetFlag(FLAGS_json);
+  return Status(request, out, err);
+}
+
+int ListCommand(const ParsedArgs& /*parsed*/, std::ostream& out,
+                std::ostream& err) {
+  ListRequest request;
+  request.scope = absl::GetFlag(FLAGS_scope).value;
+  request.json = absl::GetFlag(FLAGS_json);
+  return List(request, out, err);
+}
+
+int WaitCommand(const ParsedArgs& parsed, std::ostream& out,
+                std::ostream& err) {
   WaitRequest request;
+  absl::StatusOr<LockTarget> target =
+      TargetFromFlags(parsed, /*required=*/true);
+  if (!target.ok()) return UsageError(err, "wait", target.status().message());
   request.target = *std::move(target);
   request.timeout = absl::GetFlag(FLAGS_timeout).value;
   return Wait(request, err);
+}
+
+const Subcommand kSubcommands[] = {
+    {"run", "onlyone run [FLAGS] [--] COMMAND [ARG...]",
+     "take the lock, then run COMMAND holding it",
+     "Takes the lock, then runs COMMAND holding it. COMMAND inherits the "
+     "lock (its descriptor is listed in $ONLYONE_INHERITED_LOCKS, for "
+     "ScopedFileLock::AdoptInherited), so the lock stays held as long as "
+     "COMMAND, or anything it leaves running, lives; as with flock(1), "
+     "which excludes it on the same file and the other way round.\n\n"
+     "COMMAND runs in onlyone's place: onlyone takes the lock, writes the "
+     "owner record and executes COMMAND in the same process, so COMMAND's "
+     "pid is the one recorded, signals reach it directly, and its exit "
+     "status is onlyone's (a shell shows 128+N if signal N killed it). Only "
+     "--max-runtime needs onlyone to stay: then COMMAND runs as its child, "
+     "in a process group of its own, onlyone forwards SIGINT, SIGTERM, "
+     "SIGHUP and SIGQUIT to that group and exits with COMMAND's status "
+     "(128+N if signal N killed it).\n\n"
+     "When another process holds the lock, onlyone prints one line naming "
+     "the lock, the processes that hold it (pid and command), since when, "
+     "and exits 75 (--conflict-exit-code). While it waits for the lock "
+     "(--wait, --on-conflict wait) with a terminal on stderr, it says whom "
+     "it waits for, and when it has the lock (not with --quiet).\n\n"
+     "With --slots N, onlyone takes one of N permits of a counting "
+     "semaphore instead of the lock, so that at most N copies run at once "
+     "(the files NAME.00.lock, NAME.01.lock, ..., portalocker's naming); "
+     "the same conflict policies, exit codes and --wait apply, the refusal "
+     "names each slot's holder, and COMMAND inherits the permit.\n\n"
+     "COMMAND is everything after \"--\", or from the first argument that "
+     "is not a flag; with \"--\", any other word before it is an error. "
+     "Without --name or --lock, the name is COMMAND's base name.\n\n"
+     "flock(1)'s spellings work too: -n (--wait 0), -w SECONDS (--wait), "
+     "-E N (--conflict-exit-code), -s (--shared), -x and -e (exclusive, the "
+     "default).",
+     kRunFlags, true, kRunShortFlags, kRunHints, RunCommand},
+    {"status",
+     "onlyone status (--name NAME | --lock PATH) [--scope SCOPE] [--json]",
+     "show who holds a lock",
+     "Shows who holds the lock: pid, command, since when, user, host. Exits "
+     "0 when the lock is held and 1 when it is free. A holder that is not "
+     "onlyone (flock(1), for example) is shown by its pid only. With "
+     "--slots N: each slot's holder (pid, command, start time); exits 0 "
+     "when every permit is held and 1 when one is free.",
+     kStatusFlags,
+     false,
+     {},
+     {},
+     StatusCommand},
+    {"list",
+     "onlyone list [--scope SCOPE] [--json]",
+     "list the locks of a scope and their holders",
+     "Lists every lock of the scope, held or free, with its holder, "
+     "including copies of an earlier onlyone build that still run where "
+     "that build kept their locks. A semaphore (--slots) shows once, with "
+     "how many of its permits are held and by whom.",
+     kListFlags,
+     false,
+     {},
+     {},
+     ListCommand},
+    {"wait",
+     "onlyone wait (--name NAME | --lock PATH) [--scope SCOPE] "
+     "[--timeout DURATION]",
+     "wait until a lock is free",
+     "Blocks until the lock is free (blocked in the kernel, no polling) and "
+     "exits 0; exits 75 if --timeout runs out first. It waits by taking the "
+     "lock exclusively and releasing it at once, so for that instant it "
+     "holds the lock; a lock file that does not exist is free at once (and "
+     "is not created). With --slots N it waits for a free permit, and "
+     "returns at once when fewer than N are held.",
+     kWaitFlags,
+     false,
+     {},
+     {},
+     WaitCommand},
+};
+
+const Subcommand* FindSubcommand(absl::string_view name) {
+  for (const Subcommand& subcommand : kSubcommands) {
+    if (name == subcommand.name) return &subcommand;
+  }
+  return nullptr;
+}
+
+std::string SubcommandHelp(const Subcommand& subcommand) {
+  return absl::StrCat("Usage: ", subcommand.synopsis, "\n\n",
+                      Wrap(subcommand.description, 0), "\nFlags:\n",
+                      FlagsHelp(subcommand.flags));
 }
 
 }  // namespace
@@ -452,7 +514,7 @@ std::string CommandHelp(const std::string& command) {
   std::string help = SubcommandHelp(*subcommand);
   absl::StrAppend(&help, "\n", Wrap(kDurations, 0));
   if (subcommand->takes_command || command == "wait" || command == "status") {
-    absl::StrAppend(&help, "\n", kExitCodes);
+    absl::StrAppend(&help, "\n", ExitCodesHelp());
   }
   return help;
 }
@@ -470,7 +532,7 @@ std::string FullHelp() {
   for (const Subcommand& subcommand : kSubcommands) {
     absl::StrAppend(&help, "\n", SubcommandHelp(subcommand));
   }
-  absl::StrAppend(&help, "\n", Wrap(kDurations, 0), "\n", kExitCodes,
+  absl::StrAppend(&help, "\n", Wrap(kDurations, 0), "\n", ExitCodesHelp(),
                   "\nExamples:\n"
                   "  # crontab: skip quietly when the previous run is still "
                   "going\n"
@@ -540,7 +602,7 @@ int Main(absl::Span<const std::string> args, std::ostream& out,
     out << CommandHelp(subcommand->name);
     return kExitOk;
   }
-  return Dispatch(*subcommand, *parsed, out, err);
+  return subcommand->handler(*parsed, out, err);
 }
 
 int Main(int argc, char** argv) {

@@ -13,9 +13,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -24,7 +25,9 @@
 #include "cli/program.h"
 #include "cli/supervisor.h"
 #include "onlyone/internal/printable.h"
+#include "onlyone/lock_backend.h"
 #include "onlyone/scoped_file_lock.h"
+#include "onlyone/scoped_semaphore.h"
 
 namespace onlyone::cli {
 namespace {
@@ -32,16 +35,9 @@ namespace {
 // The lock `onlyone run` holds for the rest of the process (see Run()).
 // volatile: nothing reads it, and the compiler would drop a pointer that is
 // only written, and with it what shows the leak checker the object is kept.
-SingleInstance* volatile held_for_the_command = nullptr;
+HeldLock* volatile held_for_the_command = nullptr;
 
 using internal::Printable;
-
-constexpr size_t kMaxNameLength = 200;
-
-bool NameCharacter(char c) {
-  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
-         c == '_' || c == '-';
-}
 
 // Prints a message of the library (or built from its parts) on one line.
 // The library makes the fields it did not write Printable() where it builds
@@ -115,6 +111,18 @@ std::string CommandOf(const HolderProcess& process) {
   return ShellJoin(process.command_line);
 }
 
+// "pid 4711 (sleep), started 2026-11-22 03:00:01 (1h2m3s ago)".
+std::string DescribeSlotHolder(const SemaphoreSlotHolder& holder) {
+  std::string text = absl::StrCat("pid ", holder.pid);
+  if (!holder.command.empty()) {
+    absl::StrAppend(&text, " (", holder.command, ")");
+  }
+  if (holder.started.has_value()) {
+    absl::StrAppend(&text, ", started ", LocalTimeAndAge(*holder.started));
+  }
+  return text;
+}
+
 // What the holder runs: the record's command (for `onlyone run`, COMMAND),
 // or without a record the command line of the one live process holding the
 // lock; "" when unknown.
@@ -175,13 +183,6 @@ void PrintColumns(std::ostream& out,
   }
 }
 
-absl::StatusOr<SingleInstance> AcquireFor(const LockTarget& target,
-                                          const InstanceOptions& options) {
-  return target.lock_path.empty()
-             ? SingleInstance::Acquire(target.name, options)
-             : SingleInstance::AcquireAtPath(target.lock_path, options);
-}
-
 // "03:00:01" today, "2026-11-21 03:00:01" before.
 std::string ClockTime(absl::Time time) {
   const absl::TimeZone zone = absl::LocalTimeZone();
@@ -214,42 +215,186 @@ std::string WhoHolds(const InstanceInfo& holder) {
   return who;
 }
 
+// How many of slots 0 .. slots-1 `holders` hold.
+int HeldSlots(const std::vector<SemaphoreSlotHolder>& holders, int slots) {
+  absl::flat_hash_set<int> held;
+  for (const SemaphoreSlotHolder& holder : holders) {
+    if (holder.slot < slots) held.insert(holder.slot);
+  }
+  return static_cast<int>(held.size());
+}
+
+int HeldSlots(const std::string& path, int slots) {
+  return HeldSlots(ScopedSemaphore::Holders(path, slots), slots);
+}
+
+// The "name" of status and list --json: null for a --lock PATH.
+nlohmann::ordered_json NameJson(absl::string_view name) {
+  return name.empty() ? nlohmann::ordered_json(nullptr)
+                      : nlohmann::ordered_json(std::string(name));
+}
+
+// The first rows of status: the name and scope; none for a --lock PATH.
+std::vector<std::vector<std::string>> NameRows(const LockTarget& target) {
+  if (target.name.empty()) return {};
+  return {{"name:", target.name},
+          {"scope:", std::string(ScopeName(target.scope))}};
+}
+
+// The "scope" of status --json: the scope's name, null for a --lock PATH.
+nlohmann::ordered_json ScopeJson(const LockTarget& target) {
+  return target.lock_path.empty()
+             ? nlohmann::ordered_json(std::string(ScopeName(target.scope)))
+             : nlohmann::ordered_json(nullptr);
+}
+
+// A counting semaphore of a scope, found by List().
+struct ListedSemaphore {
+  std::string name;  // NAME, its files being NAME.00.lock, ...
+  std::string path;  // InstanceSemaphorePath(NAME)
+  int slots = 0;     // as its slot-count record says
+};
+
+// The semaphore whose slot file or gate `instance` (a lock file List()
+// found) is, when that semaphore has a slot-count record; nullopt for any
+// other lock.
+std::optional<ListedSemaphore> SemaphoreOf(const ListedInstance& instance,
+                                           Scope scope) {
+  const absl::string_view file_name = instance.name;
+  const size_t dot = file_name.rfind('.');
+  if (dot == absl::string_view::npos || dot == 0) return std::nullopt;
+  ListedSemaphore semaphore;
+  semaphore.name = std::string(file_name.substr(0, dot));
+  InstanceOptions placement;
+  placement.scope = scope;
+  absl::StatusOr<std::string> path =
+      InstanceSemaphorePath(semaphore.name, placement);
+  if (!path.ok()) return std::nullopt;
+  int slot;
+  const bool slot_file =
+      absl::SimpleAtoi(file_name.substr(dot + 1), &slot) && slot >= 0 &&
+      slot < kMaxSemaphoreSlots &&
+      ScopedSemaphore::SlotPath(*path, slot) == instance.lock_path;
+  if (!slot_file && ScopedSemaphore::GatePath(*path) != instance.lock_path) {
+    return std::nullopt;
+  }
+  absl::StatusOr<std::optional<int>> slots =
+      ScopedSemaphore::RecordedSlots(*path);
+  if (!slots.ok() || !slots->has_value()) return std::nullopt;
+  semaphore.path = *std::move(path);
+  semaphore.slots = **slots;
+  return semaphore;
+}
+
+// onlyone status --slots N.
+int SemaphoreStatus(const StatusRequest& request, std::ostream& out,
+                    std::ostream& err) {
+  const LockTarget& target = request.target;
+  absl::StatusOr<std::string> path = SemaphorePathOf(target);
+  if (!path.ok()) {
+    PrintError(err, path.status());
+    return ExitCodeForError(path.status());
+  }
+  const std::vector<SemaphoreSlotHolder> holders =
+      ScopedSemaphore::Holders(*path, target.slots);
+  const int held = HeldSlots(holders, target.slots);
+  if (request.json) {
+    nlohmann::ordered_json json;
+    json["name"] = NameJson(target.name);
+    json["scope"] = ScopeJson(target);
+    const nlohmann::ordered_json semaphore =
+        SemaphoreToJson(*path, target.slots, holders);
+    for (const auto& [key, value] : semaphore.items()) json[key] = value;
+    out << json.dump(2) << "\n";
+  } else {
+    std::vector<std::vector<std::string>> rows = NameRows(target);
+    rows.push_back({"semaphore:", *path});
+    rows.push_back(
+        {"state:", absl::StrCat(held, " of ", target.slots, " permits held")});
+    for (int slot = 0; slot < target.slots; ++slot) {
+      bool free = true;
+      for (const SemaphoreSlotHolder& holder : holders) {
+        if (holder.slot != slot) continue;
+        free = false;
+        rows.push_back(
+            {absl::StrCat("slot ", slot, ":"), DescribeSlotHolder(holder)});
+      }
+      if (free) rows.push_back({absl::StrCat("slot ", slot, ":"), "free"});
+    }
+    for (const SemaphoreSlotHolder& holder : holders) {
+      if (holder.slot < target.slots) continue;
+      rows.push_back(
+          {absl::StrCat("slot ", holder.slot, ":"),
+           absl::StrCat(DescribeSlotHolder(holder), " (beyond ", target.slots,
+                        " slots: a caller uses a larger count)")});
+    }
+    PrintColumns(out, rows);
+  }
+  return held >= target.slots ? kExitOk : kExitFree;
+}
+
+// "slot 0: pid 4711 (sleep), started ..., slot 1: ...": the semaphore's
+// holders, as /proc shows them.
+std::string SlotHolders(const std::vector<SemaphoreSlotHolder>& holders) {
+  std::vector<std::string> each;
+  for (const SemaphoreSlotHolder& holder : holders) {
+    each.push_back(
+        absl::StrCat("slot ", holder.slot, ": ", DescribeSlotHolder(holder)));
+  }
+  return absl::StrJoin(each, ", ");
+}
+
+// Who holds the lock now, for the wait notice; "" when nobody can be named.
+std::string WhoHoldsNow(const LockTarget& target, const std::string& resource) {
+  switch (KindOf(target)) {
+    case LockKind::kInstance: {
+      absl::StatusOr<std::optional<InstanceInfo>> holder = HolderOf(target);
+      if (!holder.ok() || !holder->has_value()) return "";
+      return WhoHolds(**holder);
+    }
+    case LockKind::kSemaphore:
+      return SlotHolders(ScopedSemaphore::Holders(resource, target.slots));
+  }
+  return "";
+}
+
 // Acquire() for a request that waits, telling the terminal: tries once, and
 // if the lock is held says whom it waits for, waits for the rest of the
 // time, and says when it has the lock.
-absl::StatusOr<SingleInstance> AcquireTellingTheWait(
-    const RunRequest& request, InstanceOptions options, std::ostream& err) {
+absl::StatusOr<std::unique_ptr<HeldLock>> AcquireTellingTheWait(
+    const RunRequest& request, const LockChoice& lock, AcquireOptions options,
+    std::ostream& err) {
   const absl::Time start = absl::Now();
-  InstanceOptions once = options;
-  once.on_conflict = ConflictPolicy::kFail;
-  absl::StatusOr<SingleInstance> instance = AcquireFor(request.target, once);
-  if (instance.ok() || !absl::IsUnavailable(instance.status())) {
-    return instance;
-  }
+  AcquireOptions once = options;
+  once.timeout = absl::ZeroDuration();
+  absl::StatusOr<std::unique_ptr<HeldLock>> held =
+      lock.backend->Acquire(lock.resource, once);
+  if (held.ok() || !absl::IsUnavailable(held.status())) return held;
   const std::string label = Printable(Label(request.target));
-  absl::StatusOr<std::optional<InstanceInfo>> holder =
-      HolderOf(request.target);
-  if (holder.ok() && holder->has_value()) {
-    err << "onlyone: waiting for " << label << ", held by "
-        << Printable(WhoHolds(**holder));
-    if (options.wait_timeout != absl::InfiniteDuration()) {
-      err << " (giving up after " << absl::FormatDuration(options.wait_timeout)
+  if (std::string who = WhoHoldsNow(request.target, lock.resource);
+      !who.empty()) {
+    err << "onlyone: waiting for "
+        << (request.target.slots > 0 ? "a permit of " : "") << label
+        << ", held by " << Printable(who);
+    if (options.timeout != absl::InfiniteDuration()) {
+      err << " (giving up after " << absl::FormatDuration(options.timeout)
           << ")";
     }
     err << "\n";
   }
-  if (options.wait_timeout != absl::InfiniteDuration()) {
-    options.wait_timeout = std::max(
-        options.wait_timeout - (absl::Now() - start), absl::ZeroDuration());
+  if (options.timeout != absl::InfiniteDuration()) {
+    options.timeout =
+        std::max(options.timeout - (absl::Now() - start), absl::ZeroDuration());
   }
-  instance = AcquireFor(request.target, options);
-  if (instance.ok()) {
-    err << "onlyone: took " << label << " after waiting "
+  held = lock.backend->Acquire(lock.resource, options);
+  if (held.ok()) {
+    err << "onlyone: took " << (request.target.slots > 0 ? "a permit of " : "")
+        << label << " after waiting "
         << absl::FormatDuration(
                absl::Trunc(absl::Now() - start, absl::Milliseconds(1)))
         << "\n";
   }
-  return instance;
+  return held;
 }
 
 // Reports a refused acquisition: the conflict code for a lock held
@@ -277,22 +422,19 @@ int Refuse(const RunRequest& request, const absl::Status& status,
 
 }  // namespace
 
-absl::Status ValidateName(absl::string_view name) {
-  absl::Status valid = SingleInstance::ValidateName(name);
-  if (valid.ok()) return valid;
-  return absl::InvalidArgumentError(absl::StrCat(
-      valid.message(), " (use --lock PATH for a lock file elsewhere)"));
-}
-
 std::string NameFromCommand(absl::string_view program) {
   while (!program.empty() && program.back() == '/') program.remove_suffix(1);
   if (size_t slash = program.rfind('/'); slash != absl::string_view::npos) {
     program.remove_prefix(slash + 1);
   }
-  std::string name(program.substr(0, kMaxNameLength));
-  for (char& c : name) {
-    if (!NameCharacter(c)) c = '_';
+  // The library's rule decides, character by character (after a '_', which
+  // a name may hold anywhere) and then for the length.
+  std::string name;
+  for (char c : program) {
+    const char probe[] = {'_', c};
+    name += ValidateInstanceName(absl::string_view(probe, 2)).ok() ? c : '_';
   }
+  while (!name.empty() && !ValidateInstanceName(name).ok()) name.pop_back();
   return name;
 }
 
@@ -354,8 +496,7 @@ nlohmann::ordered_json LockToJson(absl::string_view name,
                                   absl::string_view lock_path,
                                   const std::optional<InstanceInfo>& holder) {
   nlohmann::ordered_json json;
-  json["name"] = name.empty() ? nlohmann::ordered_json(nullptr)
-                              : nlohmann::ordered_json(std::string(name));
+  json["name"] = NameJson(name);
   json["lock_path"] = std::string(lock_path);
   json["held"] = holder.has_value();
   json["holder"] = holder.has_value() ? HolderToJson(*holder)
@@ -363,8 +504,48 @@ nlohmann::ordered_json LockToJson(absl::string_view name,
   return json;
 }
 
-bool NeedsSupervisor(const RunRequest& request) {
-  return request.max_runtime != absl::InfiniteDuration();
+nlohmann::ordered_json SemaphoreToJson(
+    absl::string_view path, int slots,
+    const std::vector<SemaphoreSlotHolder>& holders) {
+  nlohmann::ordered_json json;
+  json["semaphore_path"] = std::string(path);
+  json["slots"] = slots;
+  const int held = HeldSlots(holders, slots);
+  json["held"] = held >= slots;
+  json["free_slots"] = slots - held;
+  json["permits"] = nlohmann::ordered_json::array();
+  const auto holder_json = [](const SemaphoreSlotHolder& holder) {
+    nlohmann::ordered_json entry;
+    entry["pid"] = holder.pid;
+    entry["name"] = holder.command;
+    entry["process_start_time"] = holder.started.has_value()
+                                      ? TimeOrNull(*holder.started)
+                                      : nlohmann::ordered_json(nullptr);
+    return entry;
+  };
+  int highest = slots - 1;
+  for (const SemaphoreSlotHolder& holder : holders) {
+    highest = std::max(highest, holder.slot);
+  }
+  for (int slot = 0; slot <= highest; ++slot) {
+    nlohmann::ordered_json permit;
+    permit["slot"] = slot;
+    permit["lock_path"] = ScopedSemaphore::SlotPath(path, slot);
+    nlohmann::ordered_json slot_holders = nlohmann::ordered_json::array();
+    for (const SemaphoreSlotHolder& holder : holders) {
+      if (holder.slot == slot) slot_holders.push_back(holder_json(holder));
+    }
+    // Held slot files beyond `slots` are shown too: a larger count in use.
+    if (slot >= slots && slot_holders.empty()) continue;
+    permit["held"] = !slot_holders.empty();
+    permit["holders"] = std::move(slot_holders);
+    json["permits"].push_back(permit);
+  }
+  return json;
+}
+
+bool NeedsSupervisor(const RunRequest& request, const LockChoice& lock) {
+  return request.max_runtime != absl::InfiniteDuration() || lock.can_be_lost;
 }
 
 int Run(const RunRequest& request, std::ostream& err) {
@@ -381,15 +562,28 @@ int Run(const RunRequest& request, std::ostream& err) {
   const LockTarget& target = request.target;
   InstanceOptions options = OptionsFor(target);
   options.on_conflict = request.on_conflict;
-  options.wait_timeout = request.wait_timeout;
   options.grace_period = request.grace;
   options.recorded_command_line = request.command;
   options.recorded_executable = program;
   options.inheritable = true;
-  options.shared = request.shared;
+  absl::StatusOr<LockChoice> lock = ChooseLock(target, options);
+  if (!lock.ok()) {
+    PrintError(err, lock.status());
+    return ExitCodeForError(lock.status());
+  }
+  AcquireOptions acquire;
+  acquire.mode = request.shared ? LockMode::kShared : LockMode::kExclusive;
+  acquire.timeout = request.on_conflict == ConflictPolicy::kWait
+                        ? request.wait_timeout
+                        : absl::ZeroDuration();
   if (request.verbose) {
-    err << "onlyone: taking the " << (request.shared ? "shared" : "exclusive")
-        << " lock " << Printable(Label(target));
+    err << "onlyone: taking ";
+    if (target.slots > 0) {
+      err << "one of " << target.slots << " permits of ";
+    } else {
+      err << "the " << (request.shared ? "shared" : "exclusive") << " lock ";
+    }
+    err << Printable(Label(target));
     if (request.on_conflict == ConflictPolicy::kWait) {
       err << ", waiting up to " << absl::FormatDuration(request.wait_timeout)
           << " if it is held";
@@ -407,20 +601,19 @@ int Run(const RunRequest& request, std::ostream& err) {
   // purpose rather than lost.
   const bool tell_wait = request.on_conflict == ConflictPolicy::kWait &&
                          !request.quiet && isatty(STDERR_FILENO);
-  absl::StatusOr<SingleInstance> instance =
-      tell_wait ? AcquireTellingTheWait(request, options, err)
-                : AcquireFor(target, options);
-  if (!instance.ok()) return Refuse(request, instance.status(), err);
-  held_for_the_command = new SingleInstance(*std::move(instance));
-  ScopedFileLock& lock = held_for_the_command->lock();
-  const std::string& lock_path = lock.path();
-  const std::vector<std::string> environment =
-      EnvironmentWith(kInheritedLocksEnvVar, lock.InheritedLocksEnvValue());
+  absl::StatusOr<std::unique_ptr<HeldLock>> held =
+      tell_wait ? AcquireTellingTheWait(request, *lock, acquire, err)
+                : lock->backend->Acquire(lock->resource, acquire);
+  if (!held.ok()) return Refuse(request, held.status(), err);
+  held_for_the_command = held->release();
+  const std::vector<std::string> environment = EnvironmentWith(
+      kInheritedLocksEnvVar, held_for_the_command->InheritedLocksEnvValue());
   if (request.verbose) {
-    err << "onlyone: holding " << Printable(lock_path) << "\n";
+    err << "onlyone: holding " << Printable(held_for_the_command->name())
+        << "\n";
   }
 
-  if (!NeedsSupervisor(request)) {
+  if (!NeedsSupervisor(request, *lock)) {
     if (request.verbose) {
       err << "onlyone: running " << ShellJoin(request.command)
           << " in place of onlyone, as pid " << getpid() << "\n";
@@ -440,12 +633,19 @@ int Run(const RunRequest& request, std::ostream& err) {
   supervise.grace = request.grace;
   supervise.quiet = request.quiet;
   supervise.verbose = request.verbose;
+  if (lock->can_be_lost) {
+    supervise.lock_lost = held_for_the_command->lost();
+    supervise.lock_name = held_for_the_command->name();
+  }
   return Supervise(supervise, err);
 }
 
 int Status(const StatusRequest& request, std::ostream& out,
            std::ostream& err) {
   const LockTarget& target = request.target;
+  if (KindOf(target) == LockKind::kSemaphore) {
+    return SemaphoreStatus(request, out, err);
+  }
   absl::StatusOr<std::string> path = LockPathOf(target);
   if (!path.ok()) {
     PrintError(err, path.status());
@@ -465,20 +665,11 @@ int Status(const StatusRequest& request, std::ostream& out,
     nlohmann::ordered_json json;
     for (const auto& [key, value] : lock.items()) {
       json[key] = value;
-      if (key == "name") {
-        json["scope"] =
-            target.lock_path.empty()
-                ? nlohmann::ordered_json(std::string(ScopeName(target.scope)))
-                : nlohmann::ordered_json(nullptr);
-      }
+      if (key == "name") json["scope"] = ScopeJson(target);
     }
     out << json.dump(2) << "\n";
   } else {
-    std::vector<std::vector<std::string>> rows;
-    if (!target.name.empty()) {
-      rows.push_back({"name:", target.name});
-      rows.push_back({"scope:", std::string(ScopeName(target.scope))});
-    }
+    std::vector<std::vector<std::string>> rows = NameRows(target);
     rows.push_back({"lock:", *path});
     if (!holder.has_value()) {
       rows.push_back({"state:", "free"});
@@ -533,24 +724,69 @@ int List(const ListRequest& request, std::ostream& out, std::ostream& err) {
     PrintError(err, listed.status());
     return ExitCodeForError(listed.status());
   }
+  // Each semaphore once, where its first file comes, in place of its files.
+  struct Entry {
+    const ListedInstance* lock = nullptr;
+    std::optional<ListedSemaphore> semaphore;
+    std::vector<SemaphoreSlotHolder> holders;
+  };
+  std::vector<Entry> entries;
+  absl::flat_hash_set<std::string> semaphores_seen;
+  for (const ListedInstance& instance : *listed) {
+    Entry entry;
+    entry.semaphore = SemaphoreOf(instance, request.scope);
+    if (entry.semaphore.has_value()) {
+      if (!semaphores_seen.insert(entry.semaphore->path).second) continue;
+      entry.holders = ScopedSemaphore::Holders(entry.semaphore->path,
+                                               entry.semaphore->slots);
+    } else {
+      entry.lock = &instance;
+    }
+    entries.push_back(std::move(entry));
+  }
   if (request.json) {
     nlohmann::ordered_json json;
     json["scope"] = std::string(ScopeName(request.scope));
     json["locks"] = nlohmann::ordered_json::array();
-    for (const ListedInstance& instance : *listed) {
-      json["locks"].push_back(
-          LockToJson(instance.name, instance.lock_path, instance.holder));
+    for (const Entry& entry : entries) {
+      if (entry.lock != nullptr) {
+        json["locks"].push_back(LockToJson(
+            entry.lock->name, entry.lock->lock_path, entry.lock->holder));
+        continue;
+      }
+      nlohmann::ordered_json semaphore;
+      semaphore["name"] = entry.semaphore->name;
+      const nlohmann::ordered_json fields = SemaphoreToJson(
+          entry.semaphore->path, entry.semaphore->slots, entry.holders);
+      for (const auto& [key, value] : fields.items()) semaphore[key] = value;
+      json["locks"].push_back(semaphore);
     }
     out << json.dump(2) << "\n";
     return kExitOk;
   }
-  if (listed->empty()) {
+  if (entries.empty()) {
     out << "no locks in scope " << ScopeName(request.scope) << "\n";
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "STATE", "PID", "SINCE", "COMMAND"}};
-  for (const ListedInstance& instance : *listed) {
+  for (const Entry& entry : entries) {
+    if (entry.semaphore.has_value()) {
+      const int slots = entry.semaphore->slots;
+      std::vector<std::string> pids, commands;
+      for (const SemaphoreSlotHolder& holder : entry.holders) {
+        pids.push_back(absl::StrCat(holder.pid));
+        commands.push_back(absl::StrCat("slot ", holder.slot, ": ",
+                                        holder.command));
+      }
+      rows.push_back(
+          {entry.semaphore->name,
+           absl::StrCat(HeldSlots(entry.holders, slots), "/", slots, " held"),
+           pids.empty() ? "-" : absl::StrJoin(pids, ","), "-",
+           commands.empty() ? "-" : absl::StrJoin(commands, "; ")});
+      continue;
+    }
+    const ListedInstance& instance = *entry.lock;
     if (!instance.holder.has_value()) {
       rows.push_back({instance.name, "free", "-", "-", "-"});
       continue;
@@ -585,6 +821,40 @@ int Wait(const WaitRequest& request, std::ostream& err) {
   const absl::Time deadline = request.timeout == absl::InfiniteDuration()
                                   ? absl::InfiniteFuture()
                                   : absl::Now() + request.timeout;
+  const std::unique_ptr<LockBackend> backend = ProbeBackend(request.target);
+  // Takes the lock (or a permit) that `resource` names, which the kernel
+  // grants the moment it is free, and releases it at once: flock(2) has no
+  // "wait until unlocked".
+  const auto take_and_release = [&](const std::string& resource,
+                                    absl::Duration timeout) -> int {
+    AcquireOptions options;
+    options.timeout = timeout;
+    absl::StatusOr<std::unique_ptr<HeldLock>> lock =
+        backend->Acquire(resource, options);
+    if (!lock.ok()) {
+      PrintError(err, lock.status());
+      const bool timed_out = absl::IsDeadlineExceeded(lock.status()) ||
+                             absl::IsUnavailable(lock.status());
+      return timed_out ? kExitConflict : ExitCodeForError(lock.status());
+    }
+    if (absl::Status released = (*lock)->Release(); !released.ok()) {
+      PrintError(err, released);
+      return ExitCodeForError(released);
+    }
+    return kExitOk;
+  };
+  if (KindOf(request.target) == LockKind::kSemaphore) {
+    absl::StatusOr<std::string> path = SemaphorePathOf(request.target);
+    if (!path.ok()) {
+      PrintError(err, path.status());
+      return ExitCodeForError(path.status());
+    }
+    // A permit nobody holds is free at once, and no file is created.
+    if (HeldSlots(*path, request.target.slots) < request.target.slots) {
+      return kExitOk;
+    }
+    return take_and_release(*path, request.timeout);
+  }
   // Until nobody holds it, wherever a copy holds it (an earlier build's
   // copy holds it elsewhere). Waiting must not create a lock file, so a
   // lock nobody holds is not touched.
@@ -596,22 +866,11 @@ int Wait(const WaitRequest& request, std::ostream& err) {
       return ExitCodeForError(holder.status());
     }
     if (!holder->has_value()) return kExitOk;
-    // flock(2) has no "wait until unlocked": take the lock exclusively,
-    // which the kernel grants the moment the last holder releases it, and
-    // release it at once.
-    LockOptions options;
-    options.timeout = std::max(deadline - absl::Now(), absl::ZeroDuration());
-    absl::StatusOr<ScopedFileLock> lock =
-        ScopedFileLock::Acquire((*holder)->lock_path, options);
-    if (!lock.ok()) {
-      PrintError(err, lock.status());
-      const bool timed_out = absl::IsDeadlineExceeded(lock.status()) ||
-                             absl::IsUnavailable(lock.status());
-      return timed_out ? kExitConflict : ExitCodeForError(lock.status());
-    }
-    if (absl::Status released = lock->Release(); !released.ok()) {
-      PrintError(err, released);
-      return ExitCodeForError(released);
+    if (const int code = take_and_release(
+            (*holder)->lock_path,
+            std::max(deadline - absl::Now(), absl::ZeroDuration()));
+        code != kExitOk) {
+      return code;
     }
   }
 }

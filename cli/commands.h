@@ -13,18 +13,12 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "cli/exit_codes.h"
+#include "cli/lock_choice.h"
+#include "onlyone/scoped_semaphore.h"
 #include "onlyone/single_instance.h"
 #include "nlohmann/json.hpp"
 
 namespace onlyone::cli {
-
-// Which lock a command is about: a NAME in a scope, or a lock file PATH.
-// Exactly one of name and lock_path is set.
-struct LockTarget {
-  std::string name;
-  std::string lock_path;
-  Scope scope = Scope::kUser;
-};
 
 struct RunRequest {
   LockTarget target;
@@ -43,13 +37,14 @@ struct RunRequest {
   std::vector<std::string> command;
 };
 
-// Whether `onlyone run` must stay as COMMAND's supervisor: only a flag that
-// acts after COMMAND has started needs it, which is --max-runtime alone.
+// Whether `onlyone run` must stay as COMMAND's supervisor: only what acts
+// after COMMAND has started needs it: --max-runtime, and a lock that can be
+// lost while held (LockChoice::can_be_lost), whose loss must stop COMMAND.
 // Otherwise onlyone takes the lock, writes the owner record and becomes
 // COMMAND (exec(2) in the same process, the lock's descriptor inherited):
 // the recorded pid and start time are COMMAND's, signals reach it directly
 // and its exit status is its own.
-bool NeedsSupervisor(const RunRequest& request);
+bool NeedsSupervisor(const RunRequest& request, const LockChoice& lock);
 
 // onlyone run: finds COMMAND's program (127 or 126 without locking when it
 // cannot be run), takes the lock, then runs the command holding it (it
@@ -71,6 +66,8 @@ struct StatusRequest {
 };
 
 // onlyone status: prints who holds the lock; 0 when held, 1 when free.
+// With --slots: each slot's holder; 0 when every permit is held, 1 when one
+// is free.
 int Status(const StatusRequest& request, std::ostream& out, std::ostream& err);
 
 struct ListRequest {
@@ -86,17 +83,14 @@ struct WaitRequest {
   absl::Duration timeout = absl::InfiniteDuration();
 };
 
-// onlyone wait: blocks until the lock is free (by taking it exclusively and
-// releasing it at once); 0, or 75 when the timeout runs out.
+// onlyone wait: blocks until the lock (with --slots: a permit) is free, by
+// taking it and releasing it at once; 0, or 75 when the timeout runs out.
 int Wait(const WaitRequest& request, std::ostream& err);
 
-// Checks an instance name the way SingleInstance does (letters, digits, '.',
-// '_', '-'; 1 to 200 characters; not "." or ".."); InvalidArgument says what
-// is wrong.
-absl::Status ValidateName(absl::string_view name);
-
 // The name `onlyone run` uses without --name or --lock: the command's base
-// name, with characters a name may not contain replaced by '_'.
+// name, with characters a name may not contain replaced by '_' and cut to
+// the length a name may have (the rule is ValidateInstanceName()'s); "" when
+// nothing of it makes a name.
 std::string NameFromCommand(absl::string_view program);
 
 // The exit code for a failure that is not a conflict: InvalidArgument 64,
@@ -109,6 +103,13 @@ nlohmann::ordered_json HolderToJson(const InstanceInfo& holder);
 nlohmann::ordered_json LockToJson(absl::string_view name,
                                   absl::string_view lock_path,
                                   const std::optional<InstanceInfo>& holder);
+
+// The JSON of status --slots (see docs/cli.md): the semaphore at `path`
+// with `slots` permits and the holders ScopedSemaphore::Holders() found,
+// each permit with its holders (and held slot files beyond `slots`).
+nlohmann::ordered_json SemaphoreToJson(
+    absl::string_view path, int slots,
+    const std::vector<SemaphoreSlotHolder>& holders);
 
 }  // namespace onlyone::cli
 

@@ -12,16 +12,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/exit_codes.h"
 #include "cli/program.h"
+#include "onlyone/internal/cancellation_state.h"
 
 extern char** environ;
 
@@ -104,46 +105,60 @@ std::vector<std::string> EnvironmentWith(absl::string_view name,
   return environment;
 }
 
-int Supervise(const SuperviseOptions& options, std::ostream& err) {
-  if (options.command.empty()) {
-    err << "onlyone: no command to run\n";
-    return kExitUsage;
-  }
-  const std::string& program =
-      options.program.empty() ? options.command.front() : options.program;
-  const std::string shown = ShellJoin(options.command);
+namespace {
 
-  // A SIGCHLD ignored by whoever started onlyone would make the kernel reap
-  // the command itself, and its exit status would be lost.
-  struct sigaction saved_sigchld;
-  sigaction(SIGCHLD, nullptr, &saved_sigchld);
-  const bool sigchld_was_ignored = saved_sigchld.sa_handler == SIG_IGN;
-  if (sigchld_was_ignored) {
-    struct sigaction default_action = {};
-    default_action.sa_handler = SIG_DFL;
-    sigaction(SIGCHLD, &default_action, nullptr);
+// While it lives, the forwarded signals and SIGCHLD are blocked on this
+// thread and read from a signalfd; SIGCHLD is not ignored (the kernel would
+// reap COMMAND itself, and its exit status would be lost).
+class SignalWatch {
+ public:
+  SignalWatch() = default;
+  SignalWatch(const SignalWatch&) = delete;
+  SignalWatch& operator=(const SignalWatch&) = delete;
+  ~SignalWatch() {
+    if (fd_ >= 0) close(fd_);
+    if (!started_) return;
+    pthread_sigmask(SIG_SETMASK, &original_mask_, nullptr);
+    if (sigchld_was_ignored_) sigaction(SIGCHLD, &saved_sigchld_, nullptr);
   }
-  sigset_t watched;
-  sigemptyset(&watched);
-  for (int signal_number : kForwardedSignals) {
-    sigaddset(&watched, signal_number);
-  }
-  sigaddset(&watched, SIGCHLD);
-  sigset_t original_mask;
-  pthread_sigmask(SIG_BLOCK, &watched, &original_mask);
-  absl::Cleanup restore_signals = [&] {
-    pthread_sigmask(SIG_SETMASK, &original_mask, nullptr);
-    if (sigchld_was_ignored) sigaction(SIGCHLD, &saved_sigchld, nullptr);
-  };
 
-  const int signal_fd = signalfd(-1, &watched, SFD_CLOEXEC);
-  if (signal_fd < 0) {
-    err << "onlyone: signalfd: " << strerror(errno) << "\n";
-    return kExitOsError;
+  // 0, or the errno of signalfd(2).
+  int Start() {
+    sigaction(SIGCHLD, nullptr, &saved_sigchld_);
+    sigchld_was_ignored_ = saved_sigchld_.sa_handler == SIG_IGN;
+    if (sigchld_was_ignored_) {
+      struct sigaction default_action = {};
+      default_action.sa_handler = SIG_DFL;
+      sigaction(SIGCHLD, &default_action, nullptr);
+    }
+    sigset_t watched;
+    sigemptyset(&watched);
+    for (int signal_number : kForwardedSignals) {
+      sigaddset(&watched, signal_number);
+    }
+    sigaddset(&watched, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &watched, &original_mask_);
+    started_ = true;
+    fd_ = signalfd(-1, &watched, SFD_CLOEXEC);
+    return fd_ < 0 ? errno : 0;
   }
-  absl::Cleanup close_signal_fd = [signal_fd] { close(signal_fd); };
 
-  const bool foreground = InTerminalForeground();
+  int fd() const { return fd_; }
+  // The mask before Start(): COMMAND's.
+  const sigset_t& original_mask() const { return original_mask_; }
+
+ private:
+  bool started_ = false;
+  int fd_ = -1;
+  sigset_t original_mask_;
+  struct sigaction saved_sigchld_;
+  bool sigchld_was_ignored_ = false;
+};
+
+// Starts COMMAND with `signal_mask`, in a process group of its own unless
+// `foreground`. 0 and *pid, or the errno of posix_spawn(3).
+int Spawn(const SuperviseOptions& options, const sigset_t& signal_mask,
+          bool foreground, pid_t* pid) {
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
   short flags = POSIX_SPAWN_SETSIGMASK;
@@ -151,9 +166,8 @@ int Supervise(const SuperviseOptions& options, std::ostream& err) {
     flags |= POSIX_SPAWN_SETPGROUP;
     posix_spawnattr_setpgroup(&attributes, 0);  // a group of its own
   }
-  posix_spawnattr_setsigmask(&attributes, &original_mask);
+  posix_spawnattr_setsigmask(&attributes, &signal_mask);
   posix_spawnattr_setflags(&attributes, flags);
-
   std::vector<char*> argv;
   for (const std::string& arg : options.command) {
     argv.push_back(const_cast<char*>(arg.c_str()));
@@ -164,91 +178,223 @@ int Supervise(const SuperviseOptions& options, std::ostream& err) {
     envp.push_back(const_cast<char*>(entry.c_str()));
   }
   envp.push_back(nullptr);
-
-  pid_t pid;
-  const int spawn_error = posix_spawnp(&pid, program.c_str(), nullptr,
-                                       &attributes, argv.data(), envp.data());
+  const std::string& program =
+      options.program.empty() ? options.command.front() : options.program;
+  const int error = posix_spawnp(pid, program.c_str(), nullptr, &attributes,
+                                 argv.data(), envp.data());
   posix_spawnattr_destroy(&attributes);
-  if (spawn_error != 0) {
-    return ReportStartError(options.command.front(), spawn_error, err);
+  return error;
+}
+
+// Why COMMAND is being stopped.
+enum class StopReason { kNone, kTimeLimit, kLockLost };
+
+// One running COMMAND: the signals it is sent, and how it is stopped
+// (SIGTERM, then SIGKILL once `grace` has passed).
+class Supervision {
+ public:
+  Supervision(const SuperviseOptions& options, std::ostream& err, pid_t pid,
+              bool foreground)
+      : options_(options),
+        err_(err),
+        shown_(ShellJoin(options.command)),
+        pid_(pid),
+        foreground_(foreground),
+        // The process group's id is the command's pid; in the foreground
+        // the command alone is signalled.
+        target_(foreground ? pid : -pid),
+        deadline_(options.max_runtime == absl::InfiniteDuration()
+                      ? absl::InfiniteFuture()
+                      : MonotonicNow() + options.max_runtime) {}
+
+  pid_t pid() const { return pid_; }
+  const std::string& shown() const { return shown_; }
+  absl::Time deadline() const { return deadline_; }
+  StopReason stop_reason() const { return reason_; }
+
+  // The time limit, or the grace after SIGTERM, has run out.
+  void OnDeadline() {
+    if (reason_ == StopReason::kNone) {
+      if (!options_.quiet) {
+        err_ << "onlyone: " << shown_ << " ran longer than "
+             << absl::FormatDuration(options_.max_runtime)
+             << " (--max-runtime); sending SIGTERM, SIGKILL in "
+             << absl::FormatDuration(options_.grace) << " (--grace)\n";
+      }
+      Terminate(StopReason::kTimeLimit);
+    } else if (!killed_) {
+      if (!options_.quiet) {
+        err_ << "onlyone: " << shown_ << " still running "
+             << absl::FormatDuration(options_.grace)
+             << " after SIGTERM; sending SIGKILL\n";
+      }
+      kill(target_, SIGKILL);
+      killed_ = true;
+      deadline_ = absl::InfiniteFuture();
+    }
   }
-  // The process group's id is the command's pid; in the foreground the
-  // command alone is signalled.
-  const pid_t target = foreground ? pid : -pid;
+
+  // The held lock's lost() token fired.
+  void OnLockLost() {
+    if (reason_ != StopReason::kNone) return;  // already being stopped
+    if (!options_.quiet) {
+      err_ << "onlyone: lost the lock " << options_.lock_name << " while "
+           << shown_ << " ran; sending SIGTERM, SIGKILL in "
+           << absl::FormatDuration(options_.grace) << " (--grace)\n";
+    }
+    Terminate(StopReason::kLockLost);
+  }
+
+  // Forwards what the signalfd holds. false (and a message) when it cannot
+  // be read.
+  bool ForwardSignals(int signal_fd) {
+    struct signalfd_siginfo received[8];
+    const ssize_t got = read(signal_fd, received, sizeof received);
+    if (got < 0) {
+      if (errno == EINTR || errno == EAGAIN) return true;
+      err_ << "onlyone: reading signalfd: " << strerror(errno) << "; " << shown_
+           << " (pid " << pid_ << ") is left running\n";
+      return false;
+    }
+    for (size_t i = 0; i < got / sizeof received[0]; ++i) {
+      const int signal_number = static_cast<int>(received[i].ssi_signo);
+      if (signal_number == SIGCHLD) continue;  // the caller waits
+      // In the foreground the terminal's signals (sent by the kernel) reach
+      // the command directly, being in our group.
+      if (foreground_ && received[i].ssi_code == SI_KERNEL) continue;
+      if (options_.verbose) {
+        err_ << "onlyone: forwarding " << SignalName(signal_number) << " to "
+             << (foreground_ ? "pid " : "process group ") << pid_ << "\n";
+      }
+      kill(target_, signal_number);
+    }
+    return true;
+  }
+
+  // onlyone's exit code once COMMAND ended with waitpid(2) status `status`.
+  int Finish(int status) {
+    const int code = ExitCodeOf(status);
+    if (options_.verbose) {
+      if (WIFSIGNALED(status)) {
+        err_ << "onlyone: " << shown_ << " was killed by "
+             << SignalName(WTERMSIG(status)) << " (exit code " << code << ")\n";
+      } else {
+        err_ << "onlyone: " << shown_ << " exited with status " << code << "\n";
+      }
+    }
+    switch (reason_) {
+      case StopReason::kNone:
+        return code;
+      case StopReason::kTimeLimit:
+        return kExitTimedOut;
+      case StopReason::kLockLost:
+        return kExitLockLost;
+    }
+    return code;
+  }
+
+ private:
+  void Terminate(StopReason reason) {
+    kill(target_, SIGTERM);
+    kill(target_, SIGCONT);  // a stopped command must see the SIGTERM
+    reason_ = reason;
+    deadline_ = MonotonicNow() + options_.grace;
+  }
+
+  const SuperviseOptions& options_;
+  std::ostream& err_;
+  const std::string shown_;
+  const pid_t pid_;
+  const bool foreground_;
+  const pid_t target_;
+  absl::Time deadline_;
+  StopReason reason_ = StopReason::kNone;
+  bool killed_ = false;
+};
+
+// Blocks in ppoll(2) until a descriptor of `fds` is readable or `deadline`
+// (CLOCK_MONOTONIC) passes: the number ready, 0 at the deadline, -1 with
+// errno.
+int WaitForEvents(absl::Span<struct pollfd> fds, absl::Time deadline) {
+  struct timespec timeout;
+  struct timespec* timeout_pointer = nullptr;
+  if (deadline != absl::InfiniteFuture()) {
+    timeout = absl::ToTimespec(
+        std::max(deadline - MonotonicNow(), absl::ZeroDuration()));
+    timeout_pointer = &timeout;
+  }
+  return ppoll(fds.data(), fds.size(), timeout_pointer, nullptr);
+}
+
+}  // namespace
+
+int Supervise(const SuperviseOptions& options, std::ostream& err) {
+  if (options.command.empty()) {
+    err << "onlyone: no command to run\n";
+    return kExitUsage;
+  }
+  SignalWatch signals;
+  if (const int error = signals.Start(); error != 0) {
+    err << "onlyone: signalfd: " << strerror(error) << "\n";
+    return kExitOsError;
+  }
+  std::unique_ptr<internal::CancellationEventFd> lock_lost;
+  if (options.lock_lost.has_value()) {
+    absl::StatusOr<std::unique_ptr<internal::CancellationEventFd>> watch =
+        internal::CancellationEventFd::Create(options.lock_lost->state());
+    if (absl::IsCancelled(watch.status())) {
+      if (!options.quiet) {
+        err << "onlyone: lost the lock " << options.lock_name << " before "
+            << ShellJoin(options.command) << " started\n";
+      }
+      return kExitLockLost;
+    }
+    if (!watch.ok()) {
+      err << "onlyone: " << watch.status().message() << "\n";
+      return kExitOsError;
+    }
+    lock_lost = *std::move(watch);
+  }
+
+  const bool foreground = InTerminalForeground();
+  pid_t pid;
+  if (const int error =
+          Spawn(options, signals.original_mask(), foreground, &pid);
+      error != 0) {
+    return ReportStartError(options.command.front(), error, err);
+  }
+  Supervision command(options, err, pid, foreground);
   if (options.verbose) {
-    err << "onlyone: started " << shown << " as pid " << pid
+    err << "onlyone: started " << command.shown() << " as pid " << pid
         << (foreground ? " (in the terminal's foreground)"
                        : " (in a process group of its own)")
         << "\n";
   }
 
-  enum class Phase { kRunning, kTerminating, kKilled };
-  Phase phase = Phase::kRunning;
-  absl::Time deadline = options.max_runtime == absl::InfiniteDuration()
-                            ? absl::InfiniteFuture()
-                            : MonotonicNow() + options.max_runtime;
+  struct pollfd watched[2] = {
+      {signals.fd(), POLLIN, 0},
+      {lock_lost != nullptr ? lock_lost->fd() : -1, POLLIN, 0},
+  };
   for (;;) {
-    struct pollfd readable = {signal_fd, POLLIN, 0};
-    struct timespec timeout;
-    struct timespec* timeout_pointer = nullptr;
-    if (deadline != absl::InfiniteFuture()) {
-      timeout = absl::ToTimespec(
-          std::max(deadline - MonotonicNow(), absl::ZeroDuration()));
-      timeout_pointer = &timeout;
-    }
-    const int ready = ppoll(&readable, 1, timeout_pointer, nullptr);
+    const int ready = WaitForEvents(watched, command.deadline());
     if (ready < 0) {
       if (errno == EINTR) continue;
-      err << "onlyone: ppoll: " << strerror(errno) << "; " << shown
+      err << "onlyone: ppoll: " << strerror(errno) << "; " << command.shown()
           << " (pid " << pid << ") is left running\n";
       return kExitOsError;
     }
-    if (ready == 0) {  // a deadline
-      if (phase == Phase::kRunning) {
-        if (!options.quiet) {
-          err << "onlyone: " << shown << " ran longer than "
-              << absl::FormatDuration(options.max_runtime)
-              << " (--max-runtime); sending SIGTERM, SIGKILL in "
-              << absl::FormatDuration(options.grace) << " (--grace)\n";
-        }
-        kill(target, SIGTERM);
-        kill(target, SIGCONT);  // a stopped command must see the SIGTERM
-        phase = Phase::kTerminating;
-        deadline = MonotonicNow() + options.grace;
-      } else if (phase == Phase::kTerminating) {
-        if (!options.quiet) {
-          err << "onlyone: " << shown << " still running "
-              << absl::FormatDuration(options.grace)
-              << " after SIGTERM; sending SIGKILL\n";
-        }
-        kill(target, SIGKILL);
-        phase = Phase::kKilled;
-        deadline = absl::InfiniteFuture();
-      }
+    if (ready == 0) {
+      command.OnDeadline();
       continue;
     }
-
-    struct signalfd_siginfo received[8];
-    const ssize_t got = read(signal_fd, received, sizeof received);
-    if (got < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      err << "onlyone: reading signalfd: " << strerror(errno) << "; "
-          << shown << " (pid " << pid << ") is left running\n";
+    if ((watched[1].revents & POLLIN) != 0) {
+      command.OnLockLost();
+      watched[1].fd = -1;  // it stays readable; poll(2) skips fd -1
+    }
+    if ((watched[0].revents & POLLIN) != 0 &&
+        !command.ForwardSignals(signals.fd())) {
       return kExitOsError;
     }
-    for (size_t i = 0; i < got / sizeof received[0]; ++i) {
-      const int signal_number = static_cast<int>(received[i].ssi_signo);
-      if (signal_number == SIGCHLD) continue;  // waitpid below
-      // In the foreground the terminal's signals (sent by the kernel) reach
-      // the command directly, being in our group.
-      if (foreground && received[i].ssi_code == SI_KERNEL) continue;
-      if (options.verbose) {
-        err << "onlyone: forwarding " << SignalName(signal_number) << " to "
-            << (foreground ? "pid " : "process group ") << pid << "\n";
-      }
-      kill(target, signal_number);
-    }
-
     int status;
     const pid_t waited = waitpid(pid, &status, WNOHANG);
     if (waited == 0) continue;
@@ -257,19 +403,7 @@ int Supervise(const SuperviseOptions& options, std::ostream& err) {
       err << "onlyone: waitpid " << pid << ": " << strerror(errno) << "\n";
       return kExitOsError;
     }
-    const int code = ExitCodeOf(status);
-    if (options.verbose) {
-      if (WIFSIGNALED(status)) {
-        err << "onlyone: " << shown << " was killed by "
-            << SignalName(WTERMSIG(status)) << " (exit code " << code
-            << ")\n";
-      } else {
-        err << "onlyone: " << shown << " exited with status " << code
-            << "\n";
-      }
-    }
-    if (phase != Phase::kRunning) return kExitTimedOut;
-    return code;
+    return command.Finish(status);
   }
 }
 

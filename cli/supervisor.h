@@ -7,8 +7,11 @@
 //  * forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the command;
 //  * with a time limit, sends SIGTERM when the limit is reached and SIGKILL
 //    when `grace` has passed after that;
+//  * given the held lock's lost() token, stops the command the same way
+//    when the lock is lost (exit 69, kExitLockLost);
 //  * waits for all of this at once, blocked in ppoll(2) on a signalfd(2)
-//    with the next deadline as timeout: no polling loop, no sleeps.
+//    and the token's eventfd, with the next deadline as timeout: no polling
+//    loop, no sleeps.
 //
 // Process groups: normally the command gets a process group of its own, and
 // signals and the time limit go to that whole group (the command and what it
@@ -25,6 +28,7 @@
 #ifndef ONLYONE_CLI_SUPERVISOR_H_
 #define ONLYONE_CLI_SUPERVISOR_H_
 
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -32,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "onlyone/cancellation.h"
 
 namespace onlyone::cli {
 
@@ -45,15 +50,21 @@ struct SuperviseOptions {
   std::vector<std::string> environment;
   // InfiniteDuration(): no limit.
   absl::Duration max_runtime = absl::InfiniteDuration();
-  // Between SIGTERM and SIGKILL when max_runtime is reached.
+  // Between SIGTERM and SIGKILL when max_runtime is reached or the lock is
+  // lost.
   absl::Duration grace = absl::Seconds(5);
+  // The held lock's lost() (HeldLock in lib/lock_backend.h), for a lock that
+  // can be lost; nullopt: not watched. lock_name names it in messages.
+  std::optional<CancellationToken> lock_lost;
+  std::string lock_name;
   // quiet: no notice when the time limit strikes; verbose: say what happens.
   bool quiet = false;
   bool verbose = false;
 };
 
 // Runs the command and waits for it. Returns its exit status, 128+N when a
-// signal N killed it, 124 when max_runtime was reached, 127 when it was not
+// signal N killed it, 124 when max_runtime was reached, 69 when the lock was
+// lost (COMMAND is not started if it was lost already), 127 when it was not
 // found, 126 when it could not be executed, 71 on a system error. Messages
 // go to `err`, each one line starting with "onlyone: ".
 int Supervise(const SuperviseOptions& options, std::ostream& err);

@@ -15,6 +15,9 @@ class HeldFileLock final : public HeldLock {
   // A kernel lock is held until released or its holder dies: never lost.
   CancellationToken lost() const override { return never_lost_; }
   ScopedFileLock* file_lock() override { return &lock_; }
+  std::string InheritedLocksEnvValue() const override {
+    return lock_.InheritedLocksEnvValue();
+  }
 
  private:
   ScopedFileLock lock_;

@@ -106,6 +106,11 @@ class HeldLock {
   // HandOffOnFork() and InheritedLocksEnvValue(). nullptr for backends that
   // are not one file lock. Owned by this HeldLock.
   virtual ScopedFileLock* file_lock() { return nullptr; }
+  // For a lock taken to be kept by exec'd programs (the backend's options
+  // say so, e.g. FileLockOptions::inheritable): the value to set
+  // kInheritedLocksEnvVar to in their environment, so that they can adopt
+  // it. "" for a lock that no exec'd program keeps.
+  virtual std::string InheritedLocksEnvValue() const { return ""; }
 };
 
 class LockBackend {

@@ -547,4 +547,13 @@ bool ScopedSemaphore::held() const {
   return lock_.has_value() && lock_->held();
 }
 
+absl::StatusOr<std::optional<int>> ScopedSemaphore::RecordedSlots(
+    absl::string_view path) {
+  return ReadSlotCount(absl::StrCat(path, kSlotCountSuffix));
+}
+
+std::string ScopedSemaphore::GatePath(absl::string_view path) {
+  return absl::StrCat(path, kGateSuffix);
+}
+
 }  // namespace onlyone

@@ -115,6 +115,15 @@ class ScopedSemaphore {
   // The lock file of permit `slot`: DIRECTORY/NAME.ii.lock.
   static std::string SlotPath(absl::string_view path, int slot);
 
+  // The slot count that DIRECTORY/NAME.slots records (see "Slot counts"):
+  // nullopt when there is no record (the semaphore was never used by
+  // onlyone); FailedPrecondition when the file is not a record.
+  [[nodiscard]] static absl::StatusOr<std::optional<int>> RecordedSlots(
+      absl::string_view path);
+
+  // The gate lock where waiters queue: DIRECTORY/NAME.gate.lock.
+  static std::string GatePath(absl::string_view path);
+
   // The holders of slots 0 .. slots-1, and of any held slot files beyond
   // (a caller with a larger count), in slot order. Reads /proc each call.
   static std::vector<SemaphoreSlotHolder> Holders(absl::string_view path,
@@ -143,6 +152,7 @@ class ScopedSemaphore {
   // The permit's lock (for HandOffOnFork() and InheritedLocksEnvValue());
   // nullptr after Release() or a move.
   ScopedFileLock* slot_lock() { return lock_ ? &*lock_ : nullptr; }
+  const ScopedFileLock* slot_lock() const { return lock_ ? &*lock_ : nullptr; }
 
  private:
   ScopedSemaphore(std::string path, int slots, int slot, ScopedFileLock lock);

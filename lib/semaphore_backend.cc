@@ -17,6 +17,10 @@ class HeldPermit final : public HeldLock {
   uint64_t fencing_token() const override { return 0; }
   // Kernel locks are held until released or their holder dies: never lost.
   CancellationToken lost() const override { return never_lost_; }
+  std::string InheritedLocksEnvValue() const override {
+    const ScopedFileLock* lock = permit_.slot_lock();
+    return lock == nullptr ? "" : lock->InheritedLocksEnvValue();
+  }
 
  private:
   ScopedSemaphore permit_;

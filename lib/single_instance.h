@@ -62,7 +62,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "onlyone/internal/instance_info.h"
 #include "onlyone/lock_holder.h"
@@ -249,6 +251,31 @@ class SingleInstance {
   explicit SingleInstance(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
+
+// OK if `name` is a valid instance name (the rule of SingleInstance::Acquire()
+// above); otherwise InvalidArgument saying which character (and where) or
+// which limit is wrong.
+[[nodiscard]] inline absl::Status ValidateInstanceName(absl::string_view name) {
+  return SingleInstance::ValidateName(name);
+}
+
+// Where the counting semaphore (lib/scoped_semaphore.h) of the instance
+// `name` lives: the path of its lock file (SingleInstance::LockPath(), with
+// the same directory, checks and creation) without ".lock", so that its
+// permits are the files NAME.00.lock, NAME.01.lock, ... beside it (`onlyone
+// run --name NAME --slots N`).
+[[nodiscard]] inline absl::StatusOr<std::string> InstanceSemaphorePath(
+    absl::string_view name, const InstanceOptions& options = {}) {
+  absl::StatusOr<std::string> lock_path =
+      SingleInstance::LockPath(name, options);
+  if (!lock_path.ok()) return lock_path.status();
+  absl::string_view path = *lock_path;
+  if (!absl::ConsumeSuffix(&path, ".lock")) {
+    return absl::InternalError(
+        absl::StrCat(*lock_path, ": an instance lock file must end in .lock"));
+  }
+  return std::string(path);
+}
 
 }  // namespace onlyone
 

@@ -1,5 +1,6 @@
 // Helpers of the onlyone subcommands (cli/commands.h): name checks, the
-// default name, exit codes of errors, and the JSON of status and list.
+// default name, exit codes of errors, and the JSON of status and list (and
+// of a semaphore's slots).
 
 #include "cli/commands.h"
 
@@ -12,31 +13,34 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "onlyone/single_instance.h"
 
 namespace onlyone::cli {
 namespace {
 
 using ::testing::HasSubstr;
 
+// The command checks names with the library's rule, ValidateInstanceName().
 TEST(CliValidateNameTest, AcceptsNames) {
   for (const std::string& name :
        {std::string("a"), std::string("com.example.Editor"),
         std::string("x_y-1"), std::string(200, 'n'), std::string("...")}) {
-    EXPECT_TRUE(ValidateName(name).ok()) << name;
+    EXPECT_TRUE(ValidateInstanceName(name).ok()) << name;
   }
 }
 
 TEST(CliValidateNameTest, RefusesWithAReason) {
-  EXPECT_THAT(ValidateName("").message(), HasSubstr("empty"));
-  EXPECT_THAT(ValidateName(".").message(), HasSubstr("names a directory"));
-  EXPECT_THAT(ValidateName("..").message(), HasSubstr("names a directory"));
-  EXPECT_THAT(ValidateName(std::string(201, 'n')).message(),
+  EXPECT_THAT(ValidateInstanceName("").message(), HasSubstr("empty"));
+  EXPECT_THAT(ValidateInstanceName(".").message(),
+              HasSubstr("names a directory"));
+  EXPECT_THAT(ValidateInstanceName("..").message(),
+              HasSubstr("names a directory"));
+  EXPECT_THAT(ValidateInstanceName(std::string(201, 'n')).message(),
               HasSubstr("the limit is 200"));
-  EXPECT_THAT(ValidateName("a/b").message(),
+  EXPECT_THAT(ValidateInstanceName("a/b").message(),
               HasSubstr("\"a/b\" has character '/' at position 2"));
-  EXPECT_THAT(ValidateName("a b").message(), HasSubstr("--lock PATH"));
-  EXPECT_TRUE(absl::IsInvalidArgument(ValidateName("caf\xc3\xa9")));
-  EXPECT_TRUE(absl::IsInvalidArgument(ValidateName("a\nb")));
+  EXPECT_TRUE(absl::IsInvalidArgument(ValidateInstanceName("caf\xc3\xa9")));
+  EXPECT_TRUE(absl::IsInvalidArgument(ValidateInstanceName("a\nb")));
 }
 
 TEST(CliNameFromCommandTest, BaseNameWithBadCharactersReplaced) {
@@ -44,7 +48,11 @@ TEST(CliNameFromCommandTest, BaseNameWithBadCharactersReplaced) {
   EXPECT_EQ(NameFromCommand("backup"), "backup");
   EXPECT_EQ(NameFromCommand("./my job"), "my_job");
   EXPECT_EQ(NameFromCommand("/opt/tool/"), "tool");
-  EXPECT_EQ(NameFromCommand(std::string(300, 'x')).size(), 200u);
+  EXPECT_EQ(NameFromCommand("caf\xc3\xa9-x.1"), "caf__-x.1");
+  EXPECT_EQ(NameFromCommand(std::string(300, 'x')), std::string(200, 'x'));
+  // What makes no name at all.
+  EXPECT_EQ(NameFromCommand(".."), "");
+  EXPECT_EQ(NameFromCommand("/"), "");
 }
 
 TEST(CliExitCodeTest, ErrorsMapToSysexits) {

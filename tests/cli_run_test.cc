@@ -33,6 +33,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "cli/exit_codes.h"
 #include "onlyone/scoped_file_lock.h"
 #include "tests/cli_test_util.h"
 #include "tests/test_util.h"
@@ -795,6 +796,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "the limit is 200"},
         UsageCase{{"run", "--name", "", "--", "true"},
                   "instance name is empty"},
+        UsageCase{{"status", "--name", "a b"},
+                  "at position 2; names may contain only letters, digits, "
+                  "'.', '_' and '-' (use --lock PATH for a lock file "
+                  "elsewhere)"},
+        UsageCase{{"run", "--", "/opt/.."},
+                  "cannot make a lock name of COMMAND \"/opt/..\"; give "
+                  "--name NAME or --lock PATH"},
         UsageCase{{"run", "--name", "a", "--lock", "/tmp/a", "--", "true"},
                   "not both"},
         UsageCase{{"run", "--lock", "/tmp/a", "--scope", "user", "--", "true"},
@@ -864,10 +872,21 @@ TEST(CliHelpTest, HelpIsCompleteAndExits0) {
         "--wait DURATION", "--on-conflict fail|wait|replace",
         "--conflict-exit-code N", "--shared", "--grace DURATION",
         "--max-runtime DURATION", "--quiet", "--verbose", "--json",
-        "--timeout DURATION", "Exit codes:", "  64 ", "  70 ", "  71 ",
-        "  75 ", "  124 ", "  126 ", "  127 ", "  128+N ", "DURATION:",
-        "crontab"}) {
+        "--timeout DURATION", "--slots N", "Exit codes:", "  64 ", "  69 ",
+        "  70 ", "  71 ", "  75 ", "  124 ", "  126 ", "  127 ", "  128+N ",
+        "DURATION:", "crontab"}) {
     EXPECT_THAT(help.out, HasSubstr(text));
+  }
+  // The exit codes are cli/exit_codes.h's table, each code with its text.
+  for (const cli::ExitCodeRow& row : cli::kExitCodeTable) {
+    const std::string code =
+        row.shown != nullptr ? row.shown : absl::StrCat(row.code);
+    const std::string when(row.when);
+    EXPECT_THAT(help.out,
+                HasSubstr(absl::StrCat("\n  ", code,
+                                       std::string(7 - code.size(), ' '),
+                                       when.substr(0, when.find(' ', 20)))))
+        << code;
   }
   EXPECT_EQ(RunOnlyone({"-h"}).out, help.out);
   EXPECT_EQ(RunOnlyone({"help"}).out, help.out);
@@ -882,6 +901,7 @@ TEST(CliHelpTest, RunHelpIsComplete) {
         "--wait DURATION", "--on-conflict fail|wait|replace",
         "--conflict-exit-code N", "--shared", "--grace DURATION",
         "--max-runtime DURATION", "--quiet", "--verbose", "(default: 75)",
+        "--slots N", "at most N copies run at once",
         "(default: 5s)", "ONLYONE_INHERITED_LOCKS", "Exit codes:", "  124 ",
         "  127 ", "COMMAND runs in onlyone's place",
         "Only --max-runtime needs onlyone to stay", "-n (--wait 0)",

@@ -1,7 +1,8 @@
 // The command supervisor of `onlyone run` (cli/supervisor.h), run in a
 // forked child of the test with real commands: exit status and signal
 // pass-through, 126/127, process groups, signal forwarding, --max-runtime
-// and --grace.
+// and --grace, and a lost lock (its lost() token cancelled) stopping the
+// command.
 //
 // Synchronisation: the commands write to descriptor 8 (a pipe the test
 // reads) when they are ready, and block reading descriptor 9 (a pipe whose
@@ -10,6 +11,7 @@
 #include "cli/supervisor.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <thread>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -32,6 +35,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/exit_codes.h"
+#include "onlyone/cancellation.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -55,18 +59,37 @@ bool ReachesEndOfFile(int fd, absl::Duration timeout) {
 }
 
 // In the forked child: descriptor 8 becomes `ready` (if >= 0), 9 becomes
-// `release` (if >= 0), and every other descriptor above 2 is closed, so the
-// test's pipe ends do not stay open in the supervisor.
-void PrepareDescriptors(int ready, int release) {
+// `release` (if >= 0), 7 becomes `keep` (if >= 0, for the test's own code in
+// the child), and every other descriptor above 2 is closed, so the test's
+// pipe ends do not stay open in the supervisor.
+void PrepareDescriptors(int ready, int release, int keep = -1) {
   const int staged_ready = ready >= 0 ? fcntl(ready, F_DUPFD, 100) : -1;
   const int staged_release = release >= 0 ? fcntl(release, F_DUPFD, 100) : -1;
+  const int staged_keep = keep >= 0 ? fcntl(keep, F_DUPFD_CLOEXEC, 100) : -1;
   if (staged_ready >= 0) dup2(staged_ready, 8);
   if (staged_release >= 0) dup2(staged_release, 9);
+  if (staged_keep >= 0) dup3(staged_keep, 7, O_CLOEXEC);
   for (int fd = 3; fd < 1024; ++fd) {
     if (fd == 8 && ready >= 0) continue;
     if (fd == 9 && release >= 0) continue;
+    if (fd == 7 && keep >= 0) continue;
     close(fd);
   }
+}
+
+// In the forked child, before Supervise(): a thread, with every signal
+// blocked (the supervisor's signalfd must see them all), that cancels
+// `lost` when a byte arrives on descriptor 7: the lock is lost when the test
+// says so.
+void LoseTheLockOnAByteFromFd7(CancellationToken lost) {
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &saved);
+  std::thread([lost]() mutable {
+    char byte;
+    if (read(7, &byte, 1) == 1) lost.Cancel();
+  }).detach();
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
 }
 
 class CliSupervisorTest : public ::testing::Test {
@@ -75,7 +98,7 @@ class CliSupervisorTest : public ::testing::Test {
   // exits with its result.
   Child Start(const SuperviseOptions& options, int ready = -1,
               int release = -1,
-              const std::function<void()>& before = nullptr) {
+              const std::function<void()>& before = nullptr, int keep = -1) {
     return Child::Fork([&]() -> int {
       const int err = open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                            0644);
@@ -85,7 +108,7 @@ class CliSupervisorTest : public ::testing::Test {
       // SIGQUIT must not leave core files behind.
       struct rlimit no_core = {0, 0};
       setrlimit(RLIMIT_CORE, &no_core);
-      PrepareDescriptors(ready, release);
+      PrepareDescriptors(ready, release, keep);
       if (before) before();
       return Supervise(options, std::cerr);
     });
@@ -255,6 +278,71 @@ TEST_F(CliSupervisorTest, CommandIgnoringSigtermGetsSigkillAfterGrace) {
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(400));
   EXPECT_THAT(err(), HasSubstr("still running 300ms after SIGTERM; sending "
                                "SIGKILL"));
+}
+
+TEST_F(CliSupervisorTest, LostLockSendsSigtermAndExits69) {
+  Pipe ready;
+  Pipe release;
+  Pipe lose;
+  SuperviseOptions options = Shell("printf s >&8; exec cat <&9");
+  options.lock_lost = CancellationToken();
+  options.lock_name = "/run/lock/job.lock";
+  Child supervisor = Start(
+      options, ready.write_fd(), release.read_fd(),
+      [&] { LoseTheLockOnAByteFromFd7(*options.lock_lost); }, lose.read_fd());
+  ASSERT_EQ(ready.Receive(), 's');
+  lose.Send();
+  // cat is still blocked reading 9 (the test holds its write end): only the
+  // SIGTERM ends it.
+  EXPECT_EQ(supervisor.Wait(), kExitLockLost);
+  EXPECT_THAT(err(), HasSubstr("onlyone: lost the lock /run/lock/job.lock "
+                               "while /bin/sh -c 'printf s >&8; exec cat "
+                               "<&9' ran; sending SIGTERM, SIGKILL in 5s "
+                               "(--grace)\n"));
+  EXPECT_THAT(err(), ::testing::Not(HasSubstr("sending SIGKILL\n")));
+}
+
+TEST_F(CliSupervisorTest, CommandIgnoringSigtermIsKilledAfterGraceOnALostLock) {
+  Pipe ready;
+  Pipe release;
+  Pipe lose;
+  SuperviseOptions options =
+      Shell("trap '' TERM; printf s >&8; exec cat <&9");
+  options.lock_lost = CancellationToken();
+  options.lock_name = "job";
+  options.grace = absl::Milliseconds(300);
+  // A time limit that has not struck: the loss decides the exit code.
+  options.max_runtime = absl::Hours(1);
+  Child supervisor = Start(
+      options, ready.write_fd(), release.read_fd(),
+      [&] { LoseTheLockOnAByteFromFd7(*options.lock_lost); }, lose.read_fd());
+  ASSERT_EQ(ready.Receive(), 's');
+  const absl::Time lost_at = absl::Now();
+  lose.Send();
+  EXPECT_EQ(supervisor.Wait(), kExitLockLost);
+  EXPECT_GE(absl::Now() - lost_at, absl::Milliseconds(300));
+  EXPECT_THAT(err(), HasSubstr("still running 300ms after SIGTERM; sending "
+                               "SIGKILL"));
+}
+
+TEST_F(CliSupervisorTest, LockLostBeforeTheStartNeverStartsTheCommand) {
+  Pipe ready;
+  SuperviseOptions options = Shell("printf s >&8");
+  options.lock_lost = CancellationToken();
+  options.lock_lost->Cancel();
+  options.lock_name = "job";
+  EXPECT_EQ(Start(options, ready.write_fd()).Wait(), kExitLockLost);
+  ready.CloseWrite();
+  EXPECT_EQ(ready.ReadAll(), "");
+  EXPECT_THAT(err(), HasSubstr("onlyone: lost the lock job before "));
+}
+
+TEST_F(CliSupervisorTest, ALockThatIsNotLostChangesNothing) {
+  SuperviseOptions options = Shell("exit 7");
+  options.lock_lost = CancellationToken();
+  options.lock_name = "job";
+  EXPECT_EQ(RunToEnd(options), 7);
+  EXPECT_EQ(err(), "");
 }
 
 TEST_F(CliSupervisorTest, QuietSaysNothingAtTheLimit) {

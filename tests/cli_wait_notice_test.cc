@@ -1,7 +1,8 @@
 // End-to-end tests of what `onlyone run` tells a terminal while it waits for
 // a lock (--wait, --on-conflict wait): one line when the wait starts, naming
-// whom it waits for, and one when it has the lock; nothing when stderr is
-// not a terminal, with --quiet, or when there was no wait.
+// whom it waits for (with --slots, each slot's holder), and one when it has
+// the lock; nothing when stderr is not a terminal, with --quiet, or when
+// there was no wait.
 //
 // The terminal is a pseudo-terminal (openpty(3)) whose slave is onlyone's
 // stderr. What onlyone wrote is read from the master up to a marker the
@@ -162,6 +163,27 @@ TEST_F(CliWaitNoticeTest, OneLineWhenTheWaitStartsAndOneWhenTheLockIsTaken) {
   EXPECT_EQ(waiter.Wait(), 0);
   EXPECT_THAT(terminal_.ReadToEnd(),
               MatchesRegex("onlyone: took nightly after waiting "
+                           "[0-9.]+m?s\n"));
+}
+
+TEST_F(CliWaitNoticeTest, AWaitForAPermitNamesEachSlotsHolder) {
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--name", "gpu", "--slots", "1", "--", "sh", "-c", kHold},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ASSERT_EQ(ready_.Receive(), 's') << holder->err();
+  Child waiter = StartOnTerminal({"run", "--name", "gpu", "--slots", "1",
+                                  "--wait", "60s", "--", "true"});
+  EXPECT_THAT(terminal_.ReadLines(1),
+              MatchesRegex(absl::StrCat(
+                  "onlyone: waiting for a permit of gpu, held by slot 0: pid ",
+                  holder->pid(),
+                  " \\((sh|cat)\\), started [-0-9]+ [0-9:]+ \\([^)]*\\) "
+                  "\\(giving up after 1m\\)\n")));
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(waiter.Wait(), 0);
+  EXPECT_THAT(terminal_.ReadToEnd(),
+              MatchesRegex("onlyone: took a permit of gpu after waiting "
                            "[0-9.]+m?s\n"));
 }
 
