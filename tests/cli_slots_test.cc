@@ -209,10 +209,8 @@ TEST(CliSlotsExecChild, AdoptInherited) {
 
 TEST_F(CliSlotsTest, CommandCanAdoptTheInheritedPermit) {
   Holder first = Start({"--name", "job", "--slots", "3"});
-  char self[4096];
-  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
-  ASSERT_GT(length, 0);
-  self[length] = '\0';
+  const std::string self = onlyone::testing::TestBinaryPath();
+  ASSERT_FALSE(self.empty());
   Pipe report;
   Result result = RunOnlyone(
       {"run", "--name", "job", "--slots", "3", "--", self,
