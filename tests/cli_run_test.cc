@@ -559,10 +559,8 @@ TEST(CliExecChild, AdoptInherited) {
 }
 
 TEST_F(CliRunTest, CommandCanAdoptTheInheritedLock) {
-  char self[4096];
-  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
-  ASSERT_GT(length, 0);
-  self[length] = '\0';
+  const std::string self = onlyone::testing::TestBinaryPath();
+  ASSERT_FALSE(self.empty());
   Pipe report;
   Result result = RunOnlyone(
       {"run", "--lock", lock_, "--", self,

@@ -2,7 +2,7 @@
 // built binary with real processes: at most N commands hold a permit at
 // once, the next is refused naming the holders, --wait is admitted when a
 // permit frees, the permit is inherited by the command run in onlyone's
-// place, status and list (and --json) show each slot's holder, wait waits
+// place (which can adopt it), status and list (and --json) show each slot's holder, wait waits
 // for a free permit, slot counts that disagree are refused with the
 // library's message, and the flags that do not go with --slots.
 //
@@ -11,6 +11,7 @@
 // blocks reading descriptor 9 until the test closes that pipe, as in
 // cli_run_test.cc. No sleeps.
 
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,10 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "onlyone/scoped_semaphore.h"
 #include "tests/cli_test_util.h"
 #include "tests/test_util.h"
 
@@ -187,6 +190,37 @@ TEST_F(CliSlotsTest, ThePermitIsInheritedByTheCommand) {
     EXPECT_EQ(run->Wait(), 0) << run->err();
     EXPECT_FALSE(LockedElsewhere(Slot("job", 0)));
   }
+}
+
+// Re-executed by CommandCanAdoptTheInheritedPermit as the guarded command:
+// adopts the permit with ScopedSemaphore::AdoptInherited and reports its
+// slot ('0' + slot) on descriptor 8, or 'n'.
+TEST(CliSlotsExecChild, AdoptInherited) {
+  const char* path = std::getenv("ONLYONE_CLI_TEST_ADOPT_PATH");
+  if (path == nullptr) GTEST_SKIP() << "only run as onlyone's command";
+  absl::StatusOr<ScopedSemaphore> permit =
+      ScopedSemaphore::AdoptInherited(path, 3);
+  const char verdict =
+      permit.ok() && permit->held() ? static_cast<char>('0' + permit->slot())
+                                    : 'n';
+  ASSERT_EQ(write(8, &verdict, 1), 1);
+  ASSERT_TRUE(permit.ok()) << permit.status();
+}
+
+TEST_F(CliSlotsTest, CommandCanAdoptTheInheritedPermit) {
+  Holder first = Start({"--name", "job", "--slots", "3"});
+  const std::string self = onlyone::testing::TestBinaryPath();
+  ASSERT_FALSE(self.empty());
+  Pipe report;
+  Result result = RunOnlyone(
+      {"run", "--name", "job", "--slots", "3", "--", self,
+       "--gtest_filter=CliSlotsExecChild.AdoptInherited"},
+      {{8, report.write_fd()}},
+      {"ONLYONE_CLI_TEST_ADOPT_PATH=" + Semaphore("job")});
+  EXPECT_EQ(report.Receive(), '1');  // slot 0 is the first holder's
+  EXPECT_EQ(result.code, 0) << result.out << result.err;
+  first.Release();
+  EXPECT_EQ(first.process->Wait(), 0);
 }
 
 TEST_F(CliSlotsTest, StatusShowsEachSlotsHolder) {

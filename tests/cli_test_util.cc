@@ -44,6 +44,12 @@ std::string OnlyonePath() {
                       workspace ? workspace : "onlyone", "/onlyone");
 }
 
+std::string TestBinaryPath() {
+  char self[4096];
+  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+  return length > 0 ? std::string(self, length) : "";
+}
+
 std::unique_ptr<Process> Process::Start(const std::vector<std::string>& argv,
                                         const std::vector<PassFd>& fds,
                                         const std::vector<std::string>& env) {

@@ -26,6 +26,9 @@ namespace onlyone::testing {
 // The onlyone binary in the test's runfiles.
 std::string OnlyonePath();
 
+// The running test binary (/proc/self/exe), to re-execute as a command.
+std::string TestBinaryPath();
+
 // A descriptor of the test to pass to the child as `child_fd`.
 struct PassFd {
   int child_fd;
