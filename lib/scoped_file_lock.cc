@@ -221,6 +221,10 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
     if (outcome != InterruptibleWait::Outcome::kKeepWaiting) wait.reset();
     switch (outcome) {
       case InterruptibleWait::Outcome::kCancelled:
+        if (internal::CancellationUnreported()) {
+          return absl::CancelledError(
+              absl::StrCat(path, ": cancelled while waiting"));
+        }
         return absl::CancelledError(absl::StrCat(
             path, ": cancelled while waiting; held by ",
             HolderDescription(file)));

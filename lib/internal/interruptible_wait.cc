@@ -19,6 +19,8 @@ constexpr long kRefireIntervalNanos = 1'000'000;
 
 void IgnoreInterrupt(int) {}
 
+thread_local bool cancellation_unreported = false;
+
 struct ChosenSignal {
   int signal = 0;
   int error_number = 0;
@@ -149,5 +151,15 @@ InterruptibleWait::Outcome InterruptibleWait::Check() const {
   if (MonotonicNow() >= deadline_) return Outcome::kDeadlineExceeded;
   return Outcome::kKeepWaiting;
 }
+
+UnreportedCancellationScope::UnreportedCancellationScope() {
+  cancellation_unreported = true;
+}
+
+UnreportedCancellationScope::~UnreportedCancellationScope() {
+  cancellation_unreported = false;
+}
+
+bool CancellationUnreported() { return cancellation_unreported; }
 
 }  // namespace onlyone::internal

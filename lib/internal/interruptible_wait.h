@@ -108,6 +108,23 @@ class InterruptibleWait final : public CancellationWaker {
   bool registered_ = false;
 };
 
+// While one lives on a thread, a lock wait of that thread that is cancelled
+// reports the path and the reason only, without reading /proc for the
+// holders. For internal waits whose status nobody reads: the semaphore's
+// per-slot threads, cancelled when another slot won, where that read would
+// compete for the CPU with the winner's hand-off. Does not nest.
+class [[nodiscard]] UnreportedCancellationScope {
+ public:
+  UnreportedCancellationScope();
+  UnreportedCancellationScope(const UnreportedCancellationScope&) = delete;
+  UnreportedCancellationScope& operator=(const UnreportedCancellationScope&) =
+      delete;
+  ~UnreportedCancellationScope();
+};
+
+// Whether the calling thread is inside an UnreportedCancellationScope.
+bool CancellationUnreported();
+
 }  // namespace onlyone::internal
 
 #endif  // ONLYONE_LIB_INTERNAL_INTERRUPTIBLE_WAIT_H_
