@@ -476,6 +476,11 @@ absl::StatusOr<ScopedSemaphore> ScopedSemaphore::Acquire(
         absl::FormatDuration(options.timeout), "; ",
         DescribeHolders(path, slots)));
   };
+  // A wait whose deadline passed before its gate or slot wait began makes
+  // that wait a try: its refusal means the time ran out.
+  auto timed_out = [&](const absl::Status& status) {
+    return absl::IsDeadlineExceeded(status) || absl::IsUnavailable(status);
+  };
   auto cancelled = [&] {
     return absl::CancelledError(absl::StrCat(
         path, ": cancelled while waiting for one of ", slots, " permits"));
@@ -486,7 +491,7 @@ absl::StatusOr<ScopedSemaphore> ScopedSemaphore::Acquire(
         SlotPath(path, 0),
         SlotLockOptions(options, remaining(), options.cancellation));
     if (lock.ok()) return ScopedSemaphore(path, slots, 0, *std::move(lock));
-    if (absl::IsDeadlineExceeded(lock.status())) return still_taken();
+    if (timed_out(lock.status())) return still_taken();
     if (absl::IsCancelled(lock.status())) return cancelled();
     return lock.status();
   }
@@ -497,7 +502,7 @@ absl::StatusOr<ScopedSemaphore> ScopedSemaphore::Acquire(
       SlotLockOptions(SemaphoreFileOptions{options.file_mode, false},
                       remaining(), options.cancellation));
   if (!gate.ok()) {
-    if (absl::IsDeadlineExceeded(gate.status())) return still_taken();
+    if (timed_out(gate.status())) return still_taken();
     if (absl::IsCancelled(gate.status())) return cancelled();
     return gate.status();
   }
