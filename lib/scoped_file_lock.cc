@@ -270,7 +270,7 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
   if (absl::Status valid = ValidateRequest(path_view, options); !valid.ok()) {
     return valid;
   }
-  const std::string path(path_view);
+  std::string path(path_view);  // moved into the lock on success
   const absl::Time deadline =
       options.timeout == absl::InfiniteDuration()
           ? absl::InfiniteFuture()
@@ -343,7 +343,8 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
                            options.recursive, options.inheritable,
                            /*adopted=*/false);
     std::move(forget).Cancel();
-    return ScopedFileLock(tracked, path, options.mode, file->status);
+    return ScopedFileLock(tracked, std::move(path), options.mode,
+                          file->status);
   }
 }
 
