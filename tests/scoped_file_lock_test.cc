@@ -197,6 +197,42 @@ TEST_F(ScopedFileLockTest, NoTimerSignalReachesTheThreadAfterTheWait) {
   EXPECT_EQ(holder.Wait(), 0);
 }
 
+// How many POSIX timers this process has (/proc/self/timers lists them).
+int CountTimers() {
+  std::ifstream timers("/proc/self/timers");
+  int count = 0;
+  for (std::string line; std::getline(timers, line);) {
+    if (line.rfind("ID:", 0) == 0) ++count;
+  }
+  return count;
+}
+
+// A thread keeps one timer for its waits; it goes when the thread ends.
+TEST_F(ScopedFileLockTest, AThreadsWaitTimerIsDeletedWhenTheThreadEnds) {
+  if (!std::ifstream("/proc/self/timers").good()) {
+    GTEST_SKIP() << "no /proc/self/timers on this kernel";
+  }
+  Pipe ready, release;
+  Child holder = HoldInChild(path_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  const int before = CountTimers();
+  for (int i = 0; i < 5; ++i) {
+    std::thread waiter([&] {
+      LockOptions timed;
+      timed.timeout = absl::Milliseconds(5);
+      for (int wait = 0; wait < 2; ++wait) {
+        EXPECT_TRUE(absl::IsDeadlineExceeded(
+            ScopedFileLock::Acquire(path_, timed).status()));
+      }
+      EXPECT_EQ(CountTimers(), before + 1);  // one for both waits
+    });
+    waiter.join();
+  }
+  EXPECT_EQ(CountTimers(), before);
+  release.Send();
+  EXPECT_EQ(holder.Wait(), 0);
+}
+
 TEST_F(ScopedFileLockTest, TimedWaitReturnsAsSoonAsTheHolderReleases) {
   Pipe ready, release;
   Child holder = HoldInChild(path_, ready, release);
