@@ -262,6 +262,10 @@ absl::Status LockOpenedFile(const OpenedFile& file, const std::string& path,
     if (outcome != InterruptibleWait::Outcome::kKeepWaiting) wait.reset();
     switch (outcome) {
       case InterruptibleWait::Outcome::kCancelled:
+        if (internal::CancellationUnreported()) {
+          return absl::CancelledError(
+              absl::StrCat(path, ": cancelled while waiting"));
+        }
         return HeldRefusal(absl::StatusCode::kCancelled, path, file.status,
                            absl::StrCat(path, ": cancelled while waiting; "
                                               "held by "),
@@ -320,7 +324,7 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
   if (absl::Status valid = ValidateRequest(path_view, options); !valid.ok()) {
     return valid;
   }
-  const std::string path(path_view);
+  std::string path(path_view);  // moved into the lock on success
   const absl::Time deadline =
       options.timeout == absl::InfiniteDuration()
           ? absl::InfiniteFuture()
@@ -395,7 +399,8 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
                            options.recursive, options.inheritable,
                            /*adopted=*/false);
     std::move(forget).Cancel();
-    return ScopedFileLock(tracked, path, options.mode, file->status);
+    return ScopedFileLock(tracked, std::move(path), options.mode,
+                          file->status);
   }
 }
 

@@ -28,6 +28,7 @@
 #include "onlyone/internal/cancellation_state.h"
 #include "onlyone/internal/file_kind.h"
 #include "onlyone/internal/instance_process.h"
+#include "onlyone/internal/interruptible_wait.h"
 #include "onlyone/internal/lock_table.h"
 #include "onlyone/internal/posix_error.h"
 #include "onlyone/internal/printable.h"
@@ -286,17 +287,18 @@ std::string DescribeHolders(const std::string& path, int slots) {
 }
 
 // One thread per slot blocks in flock(2) on it; the first to take its slot
-// wins. The others are cancelled and not waited for: each gives back what
-// it took and ends on its own (holding the race alive through a
-// shared_ptr), so that a hand-off costs the winner's wake-up only, not the
-// losers' interruption.
+// wins. The winner wakes the caller first and then cancels the others; they
+// are not waited for: each gives back what it took and ends on its own
+// (holding the race alive through a shared_ptr), with a status that reads
+// nothing from /proc, so that a hand-off costs the winner's wake-up and the
+// caller's, not the losers' interruption.
 class SlotRace : public std::enable_shared_from_this<SlotRace> {
  public:
   SlotRace(std::string path, int slots, const SemaphoreFileOptions& file)
       : path_(std::move(path)), slots_(slots), file_(file) {}
 
   // Waits for any slot until `deadline` (absl::Now() clock) or
-  // `cancellation` (may be null).
+  // `cancellation` (may be null). After a win, the caller must call Leave().
   absl::StatusOr<Permit> Run(absl::Time deadline,
                              internal::CancellationState* cancellation) {
     absl::Status started;
@@ -327,32 +329,62 @@ class SlotRace : public std::enable_shared_from_this<SlotRace> {
       winner_.reset();
       failure = failure_;
     }
+    // A slot taken by the time the wait ended is kept even if the deadline
+    // passed at the same moment. Its thread cancels the others when the
+    // caller calls Leave().
+    if (winner.has_value()) return *std::move(winner);
     stop_.Cancel();
     if (!started.ok()) return started;
-    // A slot taken by the time the wait ended is kept even if the deadline
-    // passed at the same moment.
-    if (winner.has_value()) return *std::move(winner);
     if (!failure.ok()) return failure;
     return waited;
   }
 
+  // Tells the winning thread that the caller is done with the race, so that
+  // it cancels the other slots' threads.
+  void Leave() {
+    {
+      std::lock_guard<std::mutex> hold(mu_);
+      caller_left_ = true;
+    }
+    caller_left_cv_.notify_all();
+  }
+
  private:
   void WaitForSlot(int slot) {
-    absl::StatusOr<ScopedFileLock> lock = ScopedFileLock::Acquire(
-        ScopedSemaphore::SlotPath(path_, slot),
-        SlotLockOptions(file_, absl::InfiniteDuration(), stop_));
-    std::unique_lock<std::mutex> hold(mu_);
-    if (lock.ok()) {
-      if (!over_ && !winner_.has_value()) {
-        winner_.emplace(Permit{slot, *std::move(lock)});
-        decided_.notify_all();
-      }
-      // Otherwise another slot won: `lock` is released on return.
-    } else if (!over_ && failure_.ok()) {
-      failure_ = lock.status();
-      decided_.notify_all();
+    absl::StatusOr<ScopedFileLock> lock;
+    {
+      internal::UnreportedCancellationScope nobody_reads_our_status;
+      lock = ScopedFileLock::Acquire(
+          ScopedSemaphore::SlotPath(path_, slot),
+          SlotLockOptions(file_, absl::InfiniteDuration(), stop_));
     }
-    hold.unlock();
+    bool won = false;
+    bool failed = false;
+    {
+      std::lock_guard<std::mutex> hold(mu_);
+      if (over_ || winner_.has_value()) {
+        // Another slot won, or the wait is over: `lock` is released on
+        // return.
+      } else if (lock.ok()) {
+        winner_.emplace(Permit{slot, *std::move(lock)});
+        won = true;
+      } else if (failure_.ok()) {
+        failure_ = lock.status();
+        failed = true;
+      }
+    }
+    // Notified after unlocking, so that the caller does not wake into a
+    // mutex we still hold.
+    if (won || failed) decided_.notify_all();
+    if (!won) return;
+    // The losers are woken only once the caller is on its way out of
+    // Acquire(): on a machine with few CPUs their wake-ups would otherwise
+    // delay the caller's.
+    {
+      std::unique_lock<std::mutex> hold(mu_);
+      caller_left_cv_.wait(hold, [this] { return caller_left_; });
+    }
+    stop_.Cancel();
   }
 
   const std::string path_;
@@ -361,6 +393,8 @@ class SlotRace : public std::enable_shared_from_this<SlotRace> {
   CancellationToken stop_;
   std::mutex mu_;
   std::condition_variable decided_;
+  std::condition_variable caller_left_cv_;
+  bool caller_left_ ABSL_GUARDED_BY(mu_) = false;
   bool over_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<Permit> winner_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
@@ -442,6 +476,11 @@ absl::StatusOr<ScopedSemaphore> ScopedSemaphore::Acquire(
         absl::FormatDuration(options.timeout), "; ",
         DescribeHolders(path, slots)));
   };
+  // A wait whose deadline passed before its gate or slot wait began makes
+  // that wait a try: its refusal means the time ran out.
+  auto timed_out = [&](const absl::Status& status) {
+    return absl::IsDeadlineExceeded(status) || absl::IsUnavailable(status);
+  };
   auto cancelled = [&] {
     return absl::CancelledError(absl::StrCat(
         path, ": cancelled while waiting for one of ", slots, " permits"));
@@ -452,7 +491,7 @@ absl::StatusOr<ScopedSemaphore> ScopedSemaphore::Acquire(
         SlotPath(path, 0),
         SlotLockOptions(options, remaining(), options.cancellation));
     if (lock.ok()) return ScopedSemaphore(path, slots, 0, *std::move(lock));
-    if (absl::IsDeadlineExceeded(lock.status())) return still_taken();
+    if (timed_out(lock.status())) return still_taken();
     if (absl::IsCancelled(lock.status())) return cancelled();
     return lock.status();
   }
@@ -463,7 +502,7 @@ absl::StatusOr<ScopedSemaphore> ScopedSemaphore::Acquire(
       SlotLockOptions(SemaphoreFileOptions{options.file_mode, false},
                       remaining(), options.cancellation));
   if (!gate.ok()) {
-    if (absl::IsDeadlineExceeded(gate.status())) return still_taken();
+    if (timed_out(gate.status())) return still_taken();
     if (absl::IsCancelled(gate.status())) return cancelled();
     return gate.status();
   }
@@ -480,7 +519,13 @@ absl::StatusOr<ScopedSemaphore> ScopedSemaphore::Acquire(
                     ? &options.cancellation->state()
                     : nullptr);
   if (won.ok()) {
-    return ScopedSemaphore(path, slots, won->slot, std::move(won->lock));
+    ScopedSemaphore permit(path, slots, won->slot, std::move(won->lock));
+    // The next waiter may start its race while we return. As in the gate's
+    // destructor, a failed close is not the caller's concern: it has its
+    // permit, and the gate's lock is gone with the descriptor either way.
+    gate->Release().IgnoreError();
+    race->Leave();
+    return permit;
   }
   if (absl::IsDeadlineExceeded(won.status())) return still_taken();
   if (absl::IsCancelled(won.status())) return cancelled();

@@ -5,12 +5,15 @@
 #include "onlyone/scoped_file_lock.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
@@ -159,6 +162,75 @@ TEST_F(ScopedFileLockTest, TimeoutIsHonouredAndNotCutShort) {
               HasSubstr(absl::StrCat("pid ", holder.pid())));
   EXPECT_GE(waited, absl::Milliseconds(300));
   EXPECT_LT(waited, absl::Seconds(3));
+}
+
+// The timer that interrupts a wait fires every millisecond once the
+// deadline passed or Cancel() came, until the wait ends; after that, no
+// signal may reach the thread (it would cut the application's system calls
+// short with EINTR). A 100 ms sleep in poll(2) shows it.
+TEST_F(ScopedFileLockTest, NoTimerSignalReachesTheThreadAfterTheWait) {
+  Pipe ready, release;
+  Child holder = HoldInChild(path_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+
+  LockOptions timed;
+  timed.timeout = absl::Milliseconds(20);
+  for (int i = 0; i < 2; ++i) {  // the second reuses the thread's timer
+    absl::Status status = ScopedFileLock::Acquire(path_, timed).status();
+    EXPECT_TRUE(absl::IsDeadlineExceeded(status)) << status;
+    EXPECT_EQ(poll(nullptr, 0, 100), 0) << std::strerror(errno);
+  }
+
+  CancellationToken token;
+  LockOptions cancellable;
+  cancellable.cancellation = token;
+  std::thread canceller([&] {
+    ASSERT_TRUE(WaitForBlockedWaiters(path_));
+    token.Cancel();
+  });
+  absl::Status cancelled = ScopedFileLock::Acquire(path_, cancellable).status();
+  canceller.join();
+  EXPECT_TRUE(absl::IsCancelled(cancelled)) << cancelled;
+  EXPECT_EQ(poll(nullptr, 0, 100), 0) << std::strerror(errno);
+
+  release.Send();
+  EXPECT_EQ(holder.Wait(), 0);
+}
+
+// How many POSIX timers this process has (/proc/self/timers lists them).
+int CountTimers() {
+  std::ifstream timers("/proc/self/timers");
+  int count = 0;
+  for (std::string line; std::getline(timers, line);) {
+    if (line.rfind("ID:", 0) == 0) ++count;
+  }
+  return count;
+}
+
+// A thread keeps one timer for its waits; it goes when the thread ends.
+TEST_F(ScopedFileLockTest, AThreadsWaitTimerIsDeletedWhenTheThreadEnds) {
+  if (!std::ifstream("/proc/self/timers").good()) {
+    GTEST_SKIP() << "no /proc/self/timers on this kernel";
+  }
+  Pipe ready, release;
+  Child holder = HoldInChild(path_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  const int before = CountTimers();
+  for (int i = 0; i < 5; ++i) {
+    std::thread waiter([&] {
+      LockOptions timed;
+      timed.timeout = absl::Milliseconds(5);
+      for (int wait = 0; wait < 2; ++wait) {
+        EXPECT_TRUE(absl::IsDeadlineExceeded(
+            ScopedFileLock::Acquire(path_, timed).status()));
+      }
+      EXPECT_EQ(CountTimers(), before + 1);  // one for both waits
+    });
+    waiter.join();
+  }
+  EXPECT_EQ(CountTimers(), before);
+  release.Send();
+  EXPECT_EQ(holder.Wait(), 0);
 }
 
 TEST_F(ScopedFileLockTest, TimedWaitReturnsAsSoonAsTheHolderReleases) {

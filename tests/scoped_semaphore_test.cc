@@ -4,6 +4,7 @@
 // portalocker's BoundedSemaphore both ways, disagreeing counts, holders in
 // the refusal, bad arguments.
 
+#include "onlyone/scoped_file_lock.h"
 #include "onlyone/scoped_semaphore.h"
 
 #include <dirent.h>
@@ -327,6 +328,44 @@ TEST_F(ScopedSemaphoreTest, TimedWaitsEndInDeadlineExceededNeverSooner) {
   release[1].Send();
   EXPECT_EQ(first.Wait(), 0);
   EXPECT_EQ(second.Wait(), 0);
+}
+
+// A timeout spent before the wait on the gate (or, with one slot, on the
+// slot) began turns that wait into a try; its refusal is the timeout's
+// DeadlineExceeded, not a try's Unavailable.
+TEST_F(ScopedSemaphoreTest, ATimeoutSpentBeforeTheGateIsDeadlineExceeded) {
+  Pipe ready[2], release[2];
+  Child first = HoldInChild(path_, 2, ready[0], release[0]);
+  ASSERT_NE(ready[0].Receive(), '\0');
+  Child second = HoldInChild(path_, 2, ready[1], release[1]);
+  ASSERT_NE(ready[1].Receive(), '\0');
+  const std::string one_slot = dir_ + "/single";
+  Pipe single_ready, single_release;
+  Child single = HoldInChild(one_slot, 1, single_ready, single_release);
+  ASSERT_NE(single_ready.Receive(), '\0');
+  // The gate is held by this process, but not by the thread that waits.
+  absl::StatusOr<ScopedFileLock> gate =
+      ScopedFileLock::Acquire(path_ + ".gate.lock");
+  ASSERT_TRUE(gate.ok()) << gate.status();
+  SemaphoreOptions options;
+  options.timeout = absl::Nanoseconds(1);
+  absl::Status statuses[2];
+  std::thread waiter([&] {
+    statuses[0] = ScopedSemaphore::Acquire(path_, 2, options).status();
+    statuses[1] = ScopedSemaphore::Acquire(one_slot, 1, options).status();
+  });
+  waiter.join();
+  for (const absl::Status& status : statuses) {
+    EXPECT_TRUE(absl::IsDeadlineExceeded(status)) << status;
+  }
+  EXPECT_THAT(std::string(statuses[0].message()), HasSubstr(path_));
+  EXPECT_THAT(std::string(statuses[1].message()), HasSubstr(one_slot));
+  release[0].Send();
+  release[1].Send();
+  single_release.Send();
+  EXPECT_EQ(first.Wait(), 0);
+  EXPECT_EQ(second.Wait(), 0);
+  EXPECT_EQ(single.Wait(), 0);
 }
 
 TEST_F(ScopedSemaphoreTest, CancelEndsAWaitOnTheSlotsAndOnTheGate) {

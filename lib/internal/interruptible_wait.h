@@ -8,8 +8,12 @@
 // thread when the deadline passes; Cancel() re-arms the same timer to fire
 // at once. The thread burns no CPU while it waits and, when the holder
 // releases, the kernel wakes it directly: the hand-off costs raw flock's
-// wake-up plus the few system calls that end the wait (timer_delete, and
-// restoring the signal mask if the thread had the signal blocked).
+// wake-up plus the few system calls that end the wait (a disarm of the
+// timer if it was armed, and restoring the signal mask if the thread had
+// the signal blocked). Each thread keeps one timer for all its waits,
+// created by its first timed or cancellable wait and deleted when the
+// thread ends; a fork child forgets the forking thread's (timers are not
+// inherited).
 //
 // How the application's signals are left alone:
 //  * The signal is a real-time signal that nobody has a handler for: the
@@ -18,8 +22,9 @@
 //    SA_RESTART, so flock returns EINTR). If every real-time signal is taken,
 //    timed and cancellable waits fail with ResourceExhausted.
 //  * The signal is only ever sent by the waiting thread's own timer, to that
-//    thread, while it waits; the timer is deleted (which discards a pending
-//    signal) before the wait returns. Other threads never see it.
+//    thread, while it waits; the timer is disarmed before the wait returns
+//    (a signal it had already sent reaches the no-op handler as the disarm
+//    returns). Other threads never see it.
 //  * The waiting thread unblocks the signal only for the wait and restores
 //    its signal mask afterwards, so it works in programs that block all
 //    signals (for example to read them through signalfd).
@@ -37,6 +42,7 @@
 #include <signal.h>
 #include <time.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 
@@ -104,9 +110,33 @@ class InterruptibleWait final : public CancellationWaker {
   const int signal_;
   const sigset_t saved_mask_;
   timer_t timer_{};
+  // The thread's timer (kept between waits), or one of this wait's own
+  // (created and deleted by it).
+  bool uses_thread_timer_ = false;
   bool timer_created_ = false;
+  bool armed_ = false;  // for the deadline
+  // Set by Wake(), under the cancellation state's mutex; read after
+  // Unregister().
+  std::atomic<bool> woken_{false};
   bool registered_ = false;
 };
+
+// While one lives on a thread, a lock wait of that thread that is cancelled
+// reports the path and the reason only, without reading /proc for the
+// holders. For internal waits whose status nobody reads: the semaphore's
+// per-slot threads, cancelled when another slot won, where that read would
+// compete for the CPU with the winner's hand-off. Does not nest.
+class [[nodiscard]] UnreportedCancellationScope {
+ public:
+  UnreportedCancellationScope();
+  UnreportedCancellationScope(const UnreportedCancellationScope&) = delete;
+  UnreportedCancellationScope& operator=(const UnreportedCancellationScope&) =
+      delete;
+  ~UnreportedCancellationScope();
+};
+
+// Whether the calling thread is inside an UnreportedCancellationScope.
+bool CancellationUnreported();
 
 }  // namespace onlyone::internal
 

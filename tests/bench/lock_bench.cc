@@ -11,9 +11,10 @@
 //   --hold_ms=N     how long the CPU-time waiters are blocked    (1000)
 //   --workers=N     processes in the counter test                (4)
 //   --sections=N    critical sections per process                (2000)
-//   --handoff_cpus=P  hand-off placement: split (holder and waiter pinned to
-//                   two different CPUs), same (both pinned to one CPU) or
-//                   free (left to the scheduler)                 (split)
+//   --handoff_cpus=LIST  hand-off placements, comma-separated, each measured
+//                   in turn: split (holder and waiter pinned to two different
+//                   CPUs), free (left to the scheduler), same (both pinned to
+//                   one CPU)                                (split,free,same)
 //   --only=LIST     run only these parts, comma-separated: uncontended,
 //                   handoff, cpu, counter                       (all)
 //   --fail_on_miss  exit 1 when a target is missed (default: report only)
@@ -73,6 +74,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
@@ -92,9 +94,9 @@ struct Config {
   int workers = 4;
   int sections = 2000;
   bool fail_on_miss = false;
-  // Hand-off CPU placement: "free" (the scheduler's choice), "same" (holder
-  // and waiter on one CPU) or "split" (on two different CPUs).
-  std::string handoff_cpus = "split";
+  // Hand-off CPU placements, measured in turn: "split" (holder and waiter on
+  // two different CPUs), "free" (the scheduler's choice), "same" (on one CPU).
+  std::vector<std::string> handoff_cpus = {"split", "free", "same"};
   // Which parts to run; all by default.
   bool uncontended = true, handoff = true, cpu = true, counter = true;
 };
@@ -295,7 +297,8 @@ int HandoffWaiter(const std::string& path, HandoffShared* shared,
   }
 }
 
-void BenchHandoff(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
+void BenchHandoff(const Config& cfg, const std::string& placement,
+                  TempDir& dir, std::vector<Row>& rows) {
   const std::string path = dir.File("handoff.lock");
   CreateFile(path);
   auto* shared = MapShared<HandoffShared>();
@@ -320,8 +323,8 @@ void BenchHandoff(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
   }
   const int holder_cpu = allowed.empty() ? -1 : allowed[0];
   int waiter_cpu = -1;
-  if (holder_cpu >= 0 && cfg.handoff_cpus == "same") waiter_cpu = holder_cpu;
-  if (holder_cpu >= 0 && cfg.handoff_cpus == "split") {
+  if (holder_cpu >= 0 && placement == "same") waiter_cpu = holder_cpu;
+  if (holder_cpu >= 0 && placement == "split") {
     waiter_cpu = allowed.size() > 1 ? allowed[1] : holder_cpu;
   }
   const pid_t waiter = ForkChild([&] {
@@ -335,7 +338,7 @@ void BenchHandoff(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
   if (waiter_cpu >= 0) pin(holder_cpu);
   absl::PrintF("  hand-off placement: %s (holder CPU %d, waiter CPU %d; -1 = "
                "unpinned)\n",
-               cfg.handoff_cpus, waiter_cpu >= 0 ? holder_cpu : -1,
+               placement, waiter_cpu >= 0 ? holder_cpu : -1,
                waiter_cpu);
 
   // One hand-off: hold, let the waiter block, release, return the latency.
@@ -388,9 +391,9 @@ void BenchHandoff(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
   const double raw_p50 = Percentile(latency[2], 50) / 1000;
   const double raw_p99 = Percentile(latency[2], 99) / 1000;
   absl::PrintF(
-      "  hand-off (us) min/p50/p90/p99/max: blocking %.1f/%.1f/%.1f/%.1f/%.1f"
+      "  hand-off, %s (us) min/p50/p90/p99/max: blocking %.1f/%.1f/%.1f/%.1f/%.1f"
       "  timed %.1f/%.1f/%.1f/%.1f/%.1f  raw %.1f/%.1f/%.1f/%.1f/%.1f\n",
-      latency[0].front() / 1000, Percentile(latency[0], 50) / 1000,
+      placement, latency[0].front() / 1000, Percentile(latency[0], 50) / 1000,
       Percentile(latency[0], 90) / 1000, Percentile(latency[0], 99) / 1000,
       latency[0].back() / 1000, latency[1].front() / 1000,
       Percentile(latency[1], 50) / 1000, Percentile(latency[1], 90) / 1000,
@@ -399,17 +402,20 @@ void BenchHandoff(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
       raw_p99, latency[2].back() / 1000);
   if (raw_p50 > 2 * latency[2].front() / 1000) {
     Warnings().push_back(absl::StrFormat(
-        "hand-off: the raw p50 (%.1f us) is %.1fx its minimum; other load "
-        "disturbed the run, rerun on an idle machine",
-        raw_p50, raw_p50 * 1000 / latency[2].front()));
+        "hand-off, %s: the raw p50 (%.1f us) is %.1fx its minimum; other "
+        "load disturbed the run, rerun on an idle machine",
+        placement, raw_p50, raw_p50 * 1000 / latency[2].front()));
   }
-  absl::PrintF("  hand-off p50 added by onlyone: blocking %+.1f us, timed %+.1f us\n",
-               Percentile(latency[0], 50) / 1000 - raw_p50,
-               Percentile(latency[1], 50) / 1000 - raw_p50);
+  absl::PrintF(
+      "  hand-off p50 added by onlyone, %s: blocking %+.1f us, timed %+.1f "
+      "us\n",
+      placement, Percentile(latency[0], 50) / 1000 - raw_p50,
+      Percentile(latency[1], 50) / 1000 - raw_p50);
   const char* names[] = {"blocking Acquire", "timed Acquire (10 s)"};
   for (int v = 0; v < 2; ++v) {
-    AddLatencyRows(rows, absl::StrFormat("hand-off p50, %s (us)", names[v]),
-                   absl::StrFormat("hand-off p99, %s (us)", names[v]),
+    AddLatencyRows(
+        rows, absl::StrFormat("hand-off p50, %s, %s (us)", names[v], placement),
+        absl::StrFormat("hand-off p99, %s, %s (us)", names[v], placement),
                    latency[v], latency[2], 1.5);
   }
 }
@@ -682,10 +688,13 @@ bool BenchCounter(const Config& cfg, TempDir& dir, std::vector<Row>& rows) {
 bool TakeOwnFlag(absl::string_view arg, Config& cfg) {
   if (absl::string_view cpus = arg;
       absl::ConsumePrefix(&cpus, "--handoff_cpus=")) {
-    if (cpus != "free" && cpus != "same" && cpus != "split") {
-      Die(absl::StrCat("bad value in ", arg));
+    cfg.handoff_cpus.clear();
+    for (absl::string_view placement : absl::StrSplit(cpus, ',')) {
+      if (placement != "free" && placement != "same" && placement != "split") {
+        Die(absl::StrCat("bad value in ", arg));
+      }
+      cfg.handoff_cpus.emplace_back(placement);
     }
-    cfg.handoff_cpus = std::string(cpus);
     return true;
   }
   if (absl::string_view only = arg; absl::ConsumePrefix(&only, "--only=")) {
@@ -736,14 +745,18 @@ int main(int argc, char** argv) {
       "  iterations=%d rounds=%d handoffs=%d hold_ms=%d workers=%d "
       "sections=%d handoff_cpus=%s\n",
       cfg.iterations, cfg.rounds, cfg.handoffs, cfg.hold_ms, cfg.workers,
-      cfg.sections, cfg.handoff_cpus);
+      cfg.sections, absl::StrJoin(cfg.handoff_cpus, ","));
   absl::PrintF("  load average at start: %s", LoadAverage());
   const int64_t start = NowNs();
 
   TempDir dir("onlyone_bench");
   std::vector<Row> rows;
   if (cfg.uncontended) BenchUncontended(cfg, dir, rows);
-  if (cfg.handoff) BenchHandoff(cfg, dir, rows);
+  if (cfg.handoff) {
+    for (const std::string& placement : cfg.handoff_cpus) {
+      BenchHandoff(cfg, placement, dir, rows);
+    }
+  }
   if (cfg.cpu) BenchWaiterCpu(cfg, dir, rows);
   const bool exact = !cfg.counter || BenchCounter(cfg, dir, rows);
 

@@ -63,6 +63,7 @@
 #include "absl/time/time.h"
 #include "onlyone/cancellation.h"
 #include "onlyone/scoped_file_lock.h"
+#include "onlyone/scoped_semaphore.h"
 #include "onlyone/single_instance.h"
 
 namespace onlyone::chaos {
@@ -158,6 +159,8 @@ struct Shared {
   std::atomic<int64_t> waits_measured;
   std::atomic<int64_t> wait_histogram[kWaitBuckets];
   std::atomic<int64_t> max_shared_together;
+  std::atomic<int64_t> max_permits_together;
+  std::atomic<uint64_t> entry_sequence;
   std::atomic<int64_t> forks;
   std::atomic<int64_t> children_holding_lock;
   std::atomic<int> leak_sample_taken;
@@ -311,6 +314,83 @@ void Enter(const Entrant& me, uint64_t mode, int64_t attempt_start_ns,
   shared.wait_histogram[bucket].fetch_add(1);
 }
 
+// Marks the slot inside as one of at most `permits` holders of a semaphore,
+// and counts the other holders. One pass over the slots is not a snapshot
+// (a holder seen early may have left, and another entered, before the pass
+// ends), so the pass is repeated until a second pass reads every marked
+// word unchanged; each word carries a sequence number of its entry, so an
+// unchanged word is the same entry, and all of them were inside at once,
+// between the two passes. More than `permits` - 1 such holders alive is an
+// overlap; a holder we are killing counts until it is dead. The wait is
+// measured only when the entrant took the last permit, from the latest
+// release.
+void EnterSemaphore(const Entrant& me, int permits, int64_t attempt_start_ns,
+                    int64_t acquired_ns) {
+  Shared& shared = *me.shared;
+  constexpr uint64_t kSequenceMask = (uint64_t{1} << 30) - 1;
+  shared.slots[me.slot].word.store(
+      Pack(me.pid, kModeShared) |
+      (shared.entry_sequence.fetch_add(1) & kSequenceMask) << 34);
+  std::vector<uint64_t> inside;
+  bool settled = false;
+  for (int pass = 0; pass < 100 && !settled; ++pass) {
+    inside.clear();
+    std::vector<int> where;
+    for (int i = 0; i < kSlots; ++i) {
+      if (i == me.slot) continue;
+      const uint64_t word = shared.slots[i].word.load();
+      if (ModeOf(word) == 0) continue;
+      inside.push_back(word);
+      where.push_back(i);
+    }
+    settled = true;
+    for (size_t k = 0; k < where.size(); ++k) {
+      if (shared.slots[where[k]].word.load() != inside[k]) settled = false;
+    }
+  }
+  if (!settled) return;  // too busy to tell; the next entrant checks again
+  int64_t freed_by_kill_ns = 0;
+  int others = 0;
+  std::string seen;
+  for (const uint64_t word : inside) {
+    const pid_t other = PidOf(word);
+    if (const int64_t killed_at = KilledAt(shared, other); killed_at != 0) {
+      if (WaitUntilDead(other)) {
+        freed_by_kill_ns = std::max(freed_by_kill_ns, killed_at);
+        continue;
+      }
+    } else if (shared.ending.load()) {
+      continue;
+    } else if (!ProcessAlive(other)) {
+      shared.stale_slots.fetch_add(1);
+      continue;
+    }
+    ++others;
+    absl::StrAppend(&seen, seen.empty() ? "" : ",", other);
+  }
+  FetchMax(shared.max_permits_together, others + 1);
+  if (others + 1 > permits) {
+    shared.overlaps.fetch_add(1);
+    Record(shared.overlap_records, shared.overlap_text,
+           absl::StrCat("pid ", me.pid, " (slot ", me.slot,
+                        ") entered while ", others, " holders (pids ", seen,
+                        ") had the ", permits, " permits"));
+  }
+  if (others + 1 != permits) return;
+  const int64_t freed_ns =
+      std::max(freed_by_kill_ns, shared.free_since_ns.load());
+  const int64_t wait_ns =
+      std::max<int64_t>(0, acquired_ns - std::max(freed_ns, attempt_start_ns));
+  FetchMax(shared.longest_wait_ns, wait_ns);
+  shared.waits_measured.fetch_add(1);
+  int bucket = 0;
+  for (int64_t us = wait_ns / 1000; us > 0 && bucket < kWaitBuckets - 1;
+       us >>= 1) {
+    ++bucket;
+  }
+  shared.wait_histogram[bucket].fetch_add(1);
+}
+
 // Holds the section for a random time up to hold_us.
 void Hold(const Entrant& me, Random& random) {
   SleepNs(static_cast<int64_t>(random.Below(me.hold_us + 1)) * 1000);
@@ -348,15 +428,18 @@ enum class Variant {
   kSingleInstance,
   kOnlyoneRun,
   kForkDuringAcquire,
-  // The detector's own check, not in "all": entrants take no lock at all,
-  // so the run must report overlaps and fail.
+  kSemaphore,
+  // The detector's own checks, not in "all": entrants take no lock (no
+  // permit) at all, so the run must report overlaps and fail.
   kNoLock,
+  kSemaphoreNoLock,
 };
 
 constexpr Variant kAllVariants[] = {
     Variant::kBlocking,       Variant::kTimed,      Variant::kTryLoop,
     Variant::kCancellable,    Variant::kSharedMix,  Variant::kSingleInstance,
     Variant::kOnlyoneRun,     Variant::kForkDuringAcquire,
+    Variant::kSemaphore,
 };
 
 const char* VariantName(Variant variant) {
@@ -369,7 +452,9 @@ const char* VariantName(Variant variant) {
     case Variant::kSingleInstance: return "single-instance";
     case Variant::kOnlyoneRun: return "onlyone-run";
     case Variant::kForkDuringAcquire: return "fork-during-acquire";
+    case Variant::kSemaphore: return "semaphore";
     case Variant::kNoLock: return "no-lock";
+    case Variant::kSemaphoreNoLock: return "semaphore-no-lock";
   }
   return "?";
 }
@@ -520,6 +605,64 @@ int RunLockWorker(Variant variant, const Context& context, int worker,
     Hold(me, random);
     Leave(me);
     if (absl::Status released = lock->Release(); !released.ok()) {
+      RecordError(shared, released.ToString());
+    }
+  }
+  return 0;
+}
+
+// The semaphore variant's permits: half the workers, so that about half of
+// them wait at any time.
+int SemaphorePermits(const Config& config) {
+  return std::max(1, config.processes / 2);
+}
+
+// Processes of the semaphore variant: section after section, each permit
+// taken blocking, timed (0.5-20 ms, retried), by tries (retried after a
+// pause of up to 200 us) or cancellable (cancelled at random, retried).
+// Without `take_permits` (the detector's check) it enters without any.
+int RunSemaphoreWorker(const Context& context, int worker, uint64_t seed,
+                       bool take_permits) {
+  Shared& shared = *context.shared;
+  Random random(seed);
+  RandomCanceller canceller(random.Next(), shared.stop);
+  const int permits = SemaphorePermits(context.config);
+  const Entrant me{&shared, worker, getpid(), context.config.hold_us};
+  while (!shared.stop.load()) {
+    const int64_t start = NowNs();
+    if (!take_permits) {
+      EnterSemaphore(me, permits, start, NowNs());
+      Hold(me, random);
+      Leave(me);
+      continue;
+    }
+    absl::StatusOr<ScopedSemaphore> permit;
+    for (;;) {
+      SemaphoreOptions options;
+      const uint64_t kind = random.Below(4);
+      if (kind == 1) options.timeout = absl::Microseconds(500 + random.Below(20000));
+      if (kind == 2) options.timeout = absl::ZeroDuration();
+      if (kind == 3) options.cancellation = canceller.NewToken();
+      permit = ScopedSemaphore::Acquire(context.lock_path, permits, options);
+      canceller.Done();
+      const bool expected =
+          (kind == 1 && absl::IsDeadlineExceeded(permit.status())) ||
+          (kind == 2 && absl::IsUnavailable(permit.status())) ||
+          (kind == 3 && absl::IsCancelled(permit.status()));
+      if (!expected || shared.stop.load()) break;
+      shared.retries.fetch_add(1);
+      if (kind == 2) SleepNs(static_cast<int64_t>(random.Below(200)) * 1000);
+    }
+    if (!permit.ok()) {
+      if (shared.stop.load()) break;
+      RecordError(shared, permit.status().ToString());
+      SleepNs(1000000);
+      continue;
+    }
+    EnterSemaphore(me, permits, start, NowNs());
+    Hold(me, random);
+    Leave(me);
+    if (absl::Status released = permit->Release(); !released.ok()) {
       RecordError(shared, released.ToString());
     }
   }
@@ -788,6 +931,8 @@ struct Result {
   int64_t p99_wait_bound_us = 0;
   int64_t waits_measured = 0;
   int64_t max_shared_together = 0;
+  int64_t max_permits_together = 0;
+  int permits = 0;  // the semaphore variant's
   int64_t forks = 0;
   int64_t children_holding_lock = 0;
   double seconds = 0;
@@ -901,6 +1046,10 @@ int Supervisor::WorkerBody(int worker, uint64_t seed) {
       return RunOnlyoneWorker(context_, worker, seed);
     case Variant::kForkDuringAcquire:
       return RunForkWorker(context_, worker, seed);
+    case Variant::kSemaphore:
+    case Variant::kSemaphoreNoLock:
+      return RunSemaphoreWorker(context_, worker, seed,
+                                variant_ == Variant::kSemaphore);
     default:
       return RunLockWorker(variant_, context_, worker, seed);
   }
@@ -1040,8 +1189,16 @@ void Supervisor::Diagnose(absl::string_view why) {
             stat.substr(0, stat.find(' ', stat.rfind(')') + 2)).c_str(),
             ReadFile(absl::StrCat("/proc/", pid, "/wchan")).c_str());
   }
-  struct stat lock_file;
-  if (stat(context_.lock_path.c_str(), &lock_file) == 0) {
+  std::vector<std::string> lock_files = {context_.lock_path};
+  if (variant_ == Variant::kSemaphore) {
+    lock_files.push_back(absl::StrCat(context_.lock_path, ".gate.lock"));
+    for (int i = 0; i < SemaphorePermits(context_.config); ++i) {
+      lock_files.push_back(ScopedSemaphore::SlotPath(context_.lock_path, i));
+    }
+  }
+  for (const std::string& file : lock_files) {
+    struct stat lock_file;
+    if (stat(file.c_str(), &lock_file) != 0) continue;
     const std::string inode = absl::StrCat(":", lock_file.st_ino, " ");
     for (absl::string_view line :
          absl::StrSplit(ReadFile("/proc/locks"), '\n')) {
@@ -1123,6 +1280,8 @@ Result Supervisor::Run() {
   result_.longest_wait_ns = shared_.longest_wait_ns.load();
   result_.waits_measured = shared_.waits_measured.load();
   result_.max_shared_together = shared_.max_shared_together.load();
+  result_.max_permits_together = shared_.max_permits_together.load();
+  result_.permits = SemaphorePermits(context_.config);
   result_.forks = shared_.forks.load();
   result_.children_holding_lock = shared_.children_holding_lock.load();
   int64_t counted = 0;
@@ -1226,6 +1385,11 @@ void PrintResults(const std::vector<Result>& results) {
       extra += absl::StrCat("max shared holders together ",
                             r.max_shared_together, "; ");
     }
+    if (r.variant == Variant::kSemaphore ||
+        r.variant == Variant::kSemaphoreNoLock) {
+      extra += absl::StrCat("most holders together ", r.max_permits_together,
+                            " of ", r.permits, "; ");
+    }
     if (r.variant == Variant::kForkDuringAcquire) {
       extra += absl::StrCat("children forked ", r.forks,
                             ", holding a lock ", r.children_holding_lock, "; ");
@@ -1281,8 +1445,9 @@ constexpr char kUsage[] =
     "             [--seed=N] [--hold_us=N] [--hang_seconds=S]\n"
     "             [--onlyone=PATH] [--short]\n"
     "variants: blocking timed try-loop cancellable shared-mix single-instance\n"
-    "          onlyone-run fork-during-acquire\n"
-    "          (and no-lock, not in all: the detector's check; it must fail)\n"
+    "          onlyone-run fork-during-acquire semaphore\n"
+    "          (and no-lock, semaphore-no-lock, not in all: the detector's\n"
+    "          checks; they must fail)\n"
     "--sections and --seconds bound the whole run and are split evenly\n"
     "between the variants; --short is --variant=all --seconds=60.\n";
 
@@ -1349,9 +1514,11 @@ int Main(int argc, char** argv) {
   } else {
     for (absl::string_view wanted : absl::StrSplit(variants, ',')) {
       bool known = false;
-      if (wanted == VariantName(Variant::kNoLock)) {
-        config.variants.push_back(Variant::kNoLock);
-        known = true;
+      for (Variant check : {Variant::kNoLock, Variant::kSemaphoreNoLock}) {
+        if (wanted == VariantName(check)) {
+          config.variants.push_back(check);
+          known = true;
+        }
       }
       for (Variant variant : kAllVariants) {
         if (wanted == VariantName(variant)) {
