@@ -26,9 +26,10 @@ which includes onlyone's headers (std::optional, inline variables, ...), is
 compiled with the consumer's flags, and no attribute of a cc_library can
 reach the compile line of its dependents. So onlyone_dependencies()
 declares @local_config_cc itself, before the cc_configure() that Bazel
-appends to every WORKSPACE (which then leaves an existing one alone): the
-same auto-configuration, run by Bazel's own code, with -std=c++17 in place
-of -std=c++0x. Nothing changes if BAZEL_CXXOPTS is set in the environment
+appends to every WORKSPACE (Bazel fetches a repository from its first
+declaration; `bazel query //external:local_config_cc` shows the last one,
+cc_autoconf, all the same): the same auto-configuration, run by Bazel's own
+code, with -std=c++17 in place of -std=c++0x. Nothing changes if BAZEL_CXXOPTS is set in the environment
 (the user chose a standard), or if the workspace declared local_config_cc
 (or called cc_configure()) before onlyone_dependencies(); then that
 toolchain must give C++17 itself (BAZEL_CXXOPTS=-std=c++17, or
