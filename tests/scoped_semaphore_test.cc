@@ -8,6 +8,7 @@
 #include "onlyone/scoped_semaphore.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -203,7 +204,15 @@ TEST_F(ScopedSemaphoreTest, NeverMoreThanNInsideUnderContention) {
             ScopedSemaphore::Acquire(path_, kSlots);
         if (!permit.ok()) return 2;
         shared->Enter();
-        // Stay inside a little so that sections overlap.
+        // The first section stays until a second process is inside too, so
+        // that a semaphore admitting one at a time fails below however the
+        // scheduler runs the processes (bounded, for such a semaphore).
+        const absl::Time overlap_deadline = absl::Now() + absl::Seconds(10);
+        while (section == 0 && shared->most_inside.load() < 2 &&
+               absl::Now() < overlap_deadline) {
+          sched_yield();
+        }
+        // Stay inside a little so that later sections overlap.
         for (int spin = 0; spin < 20000; ++spin) {
           std::atomic_signal_fence(std::memory_order_seq_cst);
         }
