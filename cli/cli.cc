@@ -64,6 +64,24 @@ ABSL_FLAG(int, slots, 0,
           "Every caller must give the same N. status and wait take the same "
           "--slots.");
 
+ABSL_FLAG(bool, soft, false,
+          "With --lock PATH: a soft lock, for filesystems where flock(2) "
+          "cannot be trusted (NFS without a lock manager, SMB with nobrl, "
+          "FUSE): no kernel lock, a lock file linked atomically with a record "
+          "of its holder (host, pid, since, command) and a heartbeat. A "
+          "holder on this host is broken as soon as its process is gone, one "
+          "on another host after --stale-after without a heartbeat. run "
+          "stays as COMMAND's supervisor, keeps the heartbeat, and if "
+          "another host breaks the lock stops COMMAND (SIGTERM, SIGKILL "
+          "after --grace) and exits 69. Not with --name, --slots, --shared "
+          "or --on-conflict replace.");
+ABSL_FLAG(DurationFlag, stale_after, DurationFlag{absl::Seconds(30)},
+          "With --soft: a lock held from another host is broken when its "
+          "heartbeat is older than DURATION (measured on the filesystem's "
+          "clock); the holder's heartbeat beats every third of it. Every "
+          "user of the lock should give the same. Never applied to a live "
+          "holder on this host.");
+
 // run.
 ABSL_FLAG(DurationFlag, wait, DurationFlag{},
           "When the lock is held, wait up to DURATION for it to be free "
@@ -96,7 +114,8 @@ ABSL_FLAG(DurationFlag, max_runtime, DurationFlag{absl::InfiniteDuration()},
           "running beside COMMAND, as its supervisor.");
 ABSL_FLAG(bool, quiet, false,
           "Print nothing when the lock is held, while waiting for it, or when "
-          "--max-runtime strikes (usage and system errors are still "
+          "--max-runtime strikes, and no warning about a filesystem where "
+          "flock(2) cannot be trusted (usage and system errors are still "
           "printed).");
 ABSL_FLAG(bool, verbose, false,
           "Say what happens on stderr: the lock taken, COMMAND's pid, and "
@@ -117,19 +136,21 @@ constexpr char kUsage[] =
     "Usage:\n"
     "  onlyone run    [--name NAME | --lock PATH] [--scope "
     "user|session|machine]\n"
-    "                 [--slots N] [--wait DURATION] [--on-conflict "
-    "fail|wait|replace]\n"
+    "                 [--slots N | --soft [--stale-after DURATION]]\n"
+    "                 [--wait DURATION] [--on-conflict fail|wait|replace]\n"
     "                 [--conflict-exit-code N] [--shared] [--grace "
     "DURATION]\n"
     "                 [--max-runtime DURATION] [--quiet | --verbose]\n"
     "                 [--] COMMAND [ARG...]\n"
     "  onlyone status (--name NAME | --lock PATH) [--scope "
     "user|session|machine]\n"
-    "                 [--slots N] [--json]\n"
+    "                 [--slots N | --soft [--stale-after DURATION]] "
+    "[--json]\n"
     "  onlyone list   [--scope user|session|machine] [--json]\n"
     "  onlyone wait   (--name NAME | --lock PATH) [--scope "
     "user|session|machine]\n"
-    "                 [--slots N] [--timeout DURATION]\n"
+    "                 [--slots N | --soft [--stale-after DURATION]]\n"
+    "                 [--timeout DURATION]\n"
     "  onlyone help [COMMAND]     onlyone [COMMAND] --help     onlyone "
     "--version\n";
 
@@ -159,12 +180,16 @@ constexpr FlagSpec kLock = {"lock", "PATH"};
 constexpr FlagSpec kScope = {"scope", "user|session|machine"};
 constexpr FlagSpec kJson = {"json", ""};
 constexpr FlagSpec kSlots = {"slots", "N"};
+constexpr FlagSpec kSoft = {"soft", ""};
+constexpr FlagSpec kStaleAfter = {"stale_after", "DURATION"};
 
 constexpr FlagSpec kRunFlags[] = {
     kName,
     kLock,
     kScope,
     kSlots,
+    kSoft,
+    kStaleAfter,
     {"wait", "DURATION", "none, fail at once"},
     {"on_conflict", "fail|wait|replace"},
     {"conflict_exit_code", "N"},
@@ -208,19 +233,25 @@ constexpr FlagHint kRunHints[] = {
     {"--timeout", "did you mean --wait DURATION? (--timeout is for 'onlyone "
                   "wait')"},
 };
-constexpr FlagSpec kStatusFlags[] = {kName, kLock, kScope, kSlots, kJson};
+constexpr FlagSpec kStatusFlags[] = {kName, kLock,       kScope,
+                                     kSlots, kSoft,       kStaleAfter,
+                                     kJson};
 constexpr FlagSpec kListFlags[] = {kScope, kJson};
 constexpr FlagSpec kWaitFlags[] = {
     kName,
     kLock,
     kScope,
     kSlots,
+    kSoft,
+    kStaleAfter,
     {"timeout", "DURATION", "inf, wait until free"}};
 constexpr FlagSpec kAllFlags[] = {
     kName,
     kLock,
     kScope,
     kSlots,
+    kSoft,
+    kStaleAfter,
     {"wait", "DURATION"},
     {"on_conflict", "fail|wait|replace"},
     {"conflict_exit_code", "N"},
@@ -274,6 +305,35 @@ absl::StatusOr<LockTarget> TargetFromFlags(const ParsedArgs& parsed,
   }
   const bool by_name = parsed.Given("name");
   const bool by_path = parsed.Given("lock");
+  target.soft = absl::GetFlag(FLAGS_soft);
+  if (parsed.Given("stale_after")) {
+    if (!target.soft) {
+      return absl::InvalidArgumentError(
+          "--stale-after applies to --soft only");
+    }
+    target.stale_after = absl::GetFlag(FLAGS_stale_after).value;
+    if (target.stale_after <= absl::ZeroDuration() ||
+        target.stale_after == absl::InfiniteDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--stale-after needs a finite DURATION above 0, not ",
+          absl::FormatDuration(target.stale_after)));
+    }
+  }
+  if (target.soft) {
+    // NAME's lock file is in a local directory (/run/lock), where flock(2)
+    // can be trusted; a soft lock is for a file on a shared filesystem.
+    if (!by_path) {
+      return absl::InvalidArgumentError(
+          "--soft needs --lock PATH (a lock file on the shared filesystem); "
+          "--name places its lock in a local directory, where the flock(2) "
+          "lock needs no --soft");
+    }
+    if (target.slots > 0) {
+      return absl::InvalidArgumentError(
+          "--soft cannot be combined with --slots: a soft lock has one "
+          "holder");
+    }
+  }
   if (by_name && by_path) {
     return absl::InvalidArgumentError(
         "give --name NAME or --lock PATH, not both");
@@ -358,6 +418,18 @@ absl::StatusOr<RunRequest> RunRequestFromFlags(const ParsedArgs& parsed) {
     return absl::InvalidArgumentError(
         "--shared cannot be combined with --on-conflict replace: a shared "
         "lock has no single holder to replace");
+  }
+  if (request.target.soft && request.shared) {
+    return absl::InvalidArgumentError(
+        "--soft cannot be combined with --shared: a soft lock has no shared "
+        "mode");
+  }
+  if (request.target.soft &&
+      request.on_conflict == ConflictPolicy::kReplace) {
+    return absl::InvalidArgumentError(
+        "--soft cannot be combined with --on-conflict replace: its holder "
+        "may run on another host, which onlyone cannot signal (a dead or "
+        "stale holder is broken without it)");
   }
   if (request.target.slots > 0 && request.shared) {
     return absl::InvalidArgumentError(
@@ -444,6 +516,14 @@ const Subcommand kSubcommands[] = {
      "(the files NAME.00.lock, NAME.01.lock, ..., portalocker's naming); "
      "the same conflict policies, exit codes and --wait apply, the refusal "
      "names each slot's holder, and COMMAND inherits the permit.\n\n"
+     "With --lock PATH --soft, onlyone takes a soft lock, made for NFS, SMB "
+     "and FUSE filesystems where flock(2) may exclude only this machine or "
+     "nobody: onlyone stays as COMMAND's supervisor and keeps the lock's "
+     "heartbeat; a refusal names the holder's host, pid and command; if "
+     "another host breaks the lock, COMMAND gets SIGTERM (SIGKILL after "
+     "--grace) and onlyone exits 69; when COMMAND ends, onlyone releases "
+     "the lock. Without --soft, a --lock PATH on such a filesystem gets one "
+     "warning on stderr (not with --quiet) suggesting --soft.\n\n"
      "COMMAND is everything after \"--\", or from the first argument that "
      "is not a flag; with \"--\", any other word before it is an error. "
      "Without --name or --lock, the name is COMMAND's base name.\n\n"
@@ -458,7 +538,9 @@ const Subcommand kSubcommands[] = {
      "0 when the lock is held and 1 when it is free. A holder that is not "
      "onlyone (flock(1), for example) is shown by its pid only. With "
      "--slots N: each slot's holder (pid, command, start time); exits 0 "
-     "when every permit is held and 1 when one is free.",
+     "when every permit is held and 1 when one is free. With --soft: the soft "
+     "lock's holder (host, pid, command, since), its heartbeat's age and "
+     "whether it is stale.",
      kStatusFlags,
      false,
      {},
@@ -485,7 +567,9 @@ const Subcommand kSubcommands[] = {
      "lock exclusively and releasing it at once, so for that instant it "
      "holds the lock; a lock file that does not exist is free at once (and "
      "is not created). With --slots N it waits for a free permit, and "
-     "returns at once when fewer than N are held.",
+     "returns at once when fewer than N are held. With --soft it waits for "
+     "the soft lock (without polling for a holder on this host; polling "
+     "with backoff up to 1s for one on another host).",
      kWaitFlags,
      false,
      {},

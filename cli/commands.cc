@@ -24,10 +24,12 @@
 #include "cli/flag_types.h"
 #include "cli/program.h"
 #include "cli/supervisor.h"
+#include "onlyone/flock_trust.h"
 #include "onlyone/internal/printable.h"
 #include "onlyone/lock_backend.h"
 #include "onlyone/scoped_file_lock.h"
 #include "onlyone/scoped_semaphore.h"
+#include "onlyone/soft_file_lock.h"
 
 namespace onlyone::cli {
 namespace {
@@ -333,6 +335,92 @@ int SemaphoreStatus(const StatusRequest& request, std::ostream& out,
   return held >= target.slots ? kExitOk : kExitFree;
 }
 
+// "pid 4711 (onlyone run ... -- backup.sh) on host build7 since 03:00:01",
+// for the wait notice; "an unreadable record" when the record cannot be
+// read.
+std::string WhoHoldsSoft(const SoftLockHolder& holder) {
+  if (!holder.record_readable) return "an unreadable record";
+  std::string who = absl::StrCat("pid ", holder.pid);
+  if (!holder.command_line.empty()) {
+    absl::StrAppend(&who, " (", ShellJoin(holder.command_line), ")");
+  }
+  absl::StrAppend(&who, " on host ", holder.host);
+  if (holder.since != absl::InfinitePast()) {
+    absl::StrAppend(&who, " since ", ClockTime(holder.since));
+  }
+  return who;
+}
+
+// Status and wait's look at a soft lock: its holder, nullopt when free.
+absl::StatusOr<std::optional<SoftLockHolder>> SoftHolderOf(
+    const LockTarget& target) {
+  return SoftFileLock::Holder(target.lock_path, SoftOptionsOf(target));
+}
+
+// "3s", for heartbeat ages: whole seconds above one, else milliseconds.
+std::string Age(absl::Duration age) {
+  return absl::FormatDuration(absl::Trunc(
+      age, age >= absl::Seconds(1) ? absl::Seconds(1) : absl::Milliseconds(1)));
+}
+
+// onlyone status --soft: the soft lock at --lock PATH and its holder.
+int SoftStatus(const StatusRequest& request, std::ostream& out,
+               std::ostream& err) {
+  const LockTarget& target = request.target;
+  absl::StatusOr<std::optional<SoftLockHolder>> found = SoftHolderOf(target);
+  if (!found.ok()) {
+    PrintError(err, found.status());
+    return ExitCodeForError(found.status());
+  }
+  const std::optional<SoftLockHolder>& holder = *found;
+  if (request.json) {
+    nlohmann::ordered_json json;
+    json["name"] = nullptr;
+    json["scope"] = nullptr;
+    json["lock_path"] = target.lock_path;
+    json["kind"] = "soft";
+    json["stale_after_seconds"] = absl::ToDoubleSeconds(target.stale_after);
+    json["held"] = holder.has_value();
+    json["holder"] = holder.has_value() ? SoftHolderToJson(*holder)
+                                        : nlohmann::ordered_json(nullptr);
+    out << json.dump(2) << "\n";
+    return holder.has_value() ? kExitOk : kExitFree;
+  }
+  std::vector<std::vector<std::string>> rows = {{"lock:", target.lock_path},
+                                                {"kind:", "soft"}};
+  if (!holder.has_value()) {
+    rows.push_back({"state:", "free"});
+  } else {
+    if (holder->record_readable) {
+      std::string state = absl::StrCat("held by pid ", holder->pid, " on host ",
+                                       holder->host);
+      if (holder->on_this_host) {
+        absl::StrAppend(&state, holder->alive ? " (this host, alive)"
+                                              : " (this host, gone)");
+      }
+      rows.push_back({"state:", state});
+      rows.push_back({"command:", ShellJoin(holder->command_line)});
+      rows.push_back({"since:", LocalTimeAndAge(holder->since)});
+      rows.push_back({"host:", holder->host});
+    } else {
+      rows.push_back({"state:", "held (its record cannot be read)"});
+    }
+    rows.push_back({"heartbeat:", absl::StrCat(Age(holder->heartbeat_age),
+                                               " ago")});
+    std::string stale = "yes: the next taker breaks it";
+    if (!holder->stale) {
+      stale = holder->on_this_host
+                  ? "no: its holder lives on this host"
+                  : absl::StrCat("no: stale after ",
+                                 absl::FormatDuration(target.stale_after),
+                                 " without a heartbeat");
+    }
+    rows.push_back({"stale:", stale});
+  }
+  PrintColumns(out, rows);
+  return holder.has_value() ? kExitOk : kExitFree;
+}
+
 // "slot 0: pid 4711 (sleep), started ..., slot 1: ...": the semaphore's
 // holders, as /proc shows them.
 std::string SlotHolders(const std::vector<SemaphoreSlotHolder>& holders) {
@@ -354,6 +442,12 @@ std::string WhoHoldsNow(const LockTarget& target, const std::string& resource) {
     }
     case LockKind::kSemaphore:
       return SlotHolders(ScopedSemaphore::Holders(resource, target.slots));
+    case LockKind::kSoft: {
+      absl::StatusOr<std::optional<SoftLockHolder>> holder =
+          SoftHolderOf(target);
+      if (!holder.ok() || !holder->has_value()) return "";
+      return WhoHoldsSoft(**holder);
+    }
   }
   return "";
 }
@@ -395,6 +489,22 @@ absl::StatusOr<std::unique_ptr<HeldLock>> AcquireTellingTheWait(
         << "\n";
   }
   return held;
+}
+
+// For a flock(2)-based lock at --lock PATH (the lock, or a semaphore's
+// permits next to it): one line on stderr when the filesystem's kernel
+// locks may exclude only this machine or nobody (lib/flock_trust.h). A
+// check that cannot be made says nothing: it is advice, and the lock
+// itself reports the errors that matter.
+void WarnIfFlockUntrusted(const LockTarget& target, std::ostream& err) {
+  if (target.lock_path.empty() || KindOf(target) == LockKind::kSoft) return;
+  absl::StatusOr<FlockTrust> trust = CheckFlockTrust(target.lock_path);
+  if (!trust.ok() || trust->trusted) return;
+  PrintMessage(err, absl::StrCat("warning: ", target.lock_path, " is on ",
+                                 trust->filesystem_type, " at ",
+                                 trust->mount_point, ", where flock(2) cannot "
+                                 "be trusted (", trust->reason,
+                                 "); use --soft for a lock that holds there"));
 }
 
 // Reports a refused acquisition: the conflict code for a lock held
@@ -504,6 +614,27 @@ nlohmann::ordered_json LockToJson(absl::string_view name,
   return json;
 }
 
+nlohmann::ordered_json SoftHolderToJson(const SoftLockHolder& holder) {
+  nlohmann::ordered_json json;
+  json["record_readable"] = holder.record_readable;
+  const auto when_readable = [&](nlohmann::ordered_json value) {
+    return holder.record_readable ? value : nlohmann::ordered_json(nullptr);
+  };
+  json["host"] = when_readable(holder.host);
+  json["boot_id"] = when_readable(holder.boot_id);
+  json["pid"] = when_readable(holder.pid);
+  json["uid"] = when_readable(holder.uid);
+  json["process_start_time"] = when_readable(TimeOrNull(holder.process_started));
+  json["acquired_at"] = when_readable(TimeOrNull(holder.since));
+  json["command_line"] = when_readable(holder.command_line);
+  json["on_this_host"] = holder.on_this_host;
+  json["alive"] = holder.on_this_host ? nlohmann::ordered_json(holder.alive)
+                                      : nlohmann::ordered_json(nullptr);
+  json["heartbeat_age_seconds"] = absl::ToDoubleSeconds(holder.heartbeat_age);
+  json["stale"] = holder.stale;
+  return json;
+}
+
 nlohmann::ordered_json SemaphoreToJson(
     absl::string_view path, int slots,
     const std::vector<SemaphoreSlotHolder>& holders) {
@@ -571,6 +702,7 @@ int Run(const RunRequest& request, std::ostream& err) {
     PrintError(err, lock.status());
     return ExitCodeForError(lock.status());
   }
+  if (!request.quiet) WarnIfFlockUntrusted(target, err);
   AcquireOptions acquire;
   acquire.mode = request.shared ? LockMode::kShared : LockMode::kExclusive;
   acquire.timeout = request.on_conflict == ConflictPolicy::kWait
@@ -580,6 +712,8 @@ int Run(const RunRequest& request, std::ostream& err) {
     err << "onlyone: taking ";
     if (target.slots > 0) {
       err << "one of " << target.slots << " permits of ";
+    } else if (target.soft) {
+      err << "the soft lock ";
     } else {
       err << "the " << (request.shared ? "shared" : "exclusive") << " lock ";
     }
@@ -637,7 +771,16 @@ int Run(const RunRequest& request, std::ostream& err) {
     supervise.lock_lost = held_for_the_command->lost();
     supervise.lock_name = held_for_the_command->name();
   }
-  return Supervise(supervise, err);
+  const int code = Supervise(supervise, err);
+  if (!lock->can_be_lost) return code;
+  // No process of COMMAND's keeps such a lock: it ends with COMMAND. A lost
+  // lock is not ours to release any more (Release() says so: Aborted).
+  const absl::Status released = held_for_the_command->Release();
+  if (!released.ok() && code != kExitLockLost) {
+    PrintError(err, released);
+    if (code == kExitOk) return ExitCodeForError(released);
+  }
+  return code;
 }
 
 int Status(const StatusRequest& request, std::ostream& out,
@@ -646,6 +789,7 @@ int Status(const StatusRequest& request, std::ostream& out,
   if (KindOf(target) == LockKind::kSemaphore) {
     return SemaphoreStatus(request, out, err);
   }
+  if (KindOf(target) == LockKind::kSoft) return SoftStatus(request, out, err);
   absl::StatusOr<std::string> path = LockPathOf(target);
   if (!path.ok()) {
     PrintError(err, path.status());
@@ -854,6 +998,17 @@ int Wait(const WaitRequest& request, std::ostream& err) {
       return kExitOk;
     }
     return take_and_release(*path, request.timeout);
+  }
+  if (KindOf(request.target) == LockKind::kSoft) {
+    // A free soft lock is free at once, and no file is created.
+    absl::StatusOr<std::optional<SoftLockHolder>> holder =
+        SoftHolderOf(request.target);
+    if (!holder.ok()) {
+      PrintError(err, holder.status());
+      return ExitCodeForError(holder.status());
+    }
+    if (!holder->has_value()) return kExitOk;
+    return take_and_release(request.target.lock_path, request.timeout);
   }
   // Until nobody holds it, wherever a copy holds it (an earlier build's
   // copy holds it elsewhere). Waiting must not create a lock file, so a

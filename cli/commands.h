@@ -16,6 +16,7 @@
 #include "cli/lock_choice.h"
 #include "onlyone/scoped_semaphore.h"
 #include "onlyone/single_instance.h"
+#include "onlyone/soft_file_lock.h"
 #include "nlohmann/json.hpp"
 
 namespace onlyone::cli {
@@ -103,6 +104,9 @@ nlohmann::ordered_json HolderToJson(const InstanceInfo& holder);
 nlohmann::ordered_json LockToJson(absl::string_view name,
                                   absl::string_view lock_path,
                                   const std::optional<InstanceInfo>& holder);
+
+// The holder of status --soft --json (see docs/cli.md).
+nlohmann::ordered_json SoftHolderToJson(const SoftLockHolder& holder);
 
 // The JSON of status --slots (see docs/cli.md): the semaphore at `path`
 // with `slots` permits and the holders ScopedSemaphore::Holders() found,

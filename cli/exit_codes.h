@@ -18,8 +18,9 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFree = 1;
 // EX_USAGE: unknown flag, bad value, bad name, missing command.
 inline constexpr int kExitUsage = 64;
-// EX_UNAVAILABLE: run: the lock was lost while COMMAND ran (a lease that
-// could not be renewed), and COMMAND was stopped.
+// EX_UNAVAILABLE: run: the lock was lost while COMMAND ran (a soft lock
+// broken by another host, a lease that could not be renewed), and COMMAND
+// was stopped.
 inline constexpr int kExitLockLost = 69;
 // EX_SOFTWARE: an internal error (a bug in onlyone).
 inline constexpr int kExitSoftware = 70;
@@ -61,8 +62,8 @@ inline constexpr ExitCodeRow kExitCodeTable[] = {
      "stray word before \"--\", conflicting flags, a --lock PATH that is "
      "not a regular file"},
     {kExitLockLost, nullptr,
-     "run: the lock was lost while COMMAND ran (a lease that could not be "
-     "renewed); COMMAND was stopped (SIGTERM, SIGKILL after --grace)"},
+     "run: the lock was lost while COMMAND ran (--soft: broken by another "
+     "host); COMMAND was stopped (SIGTERM, SIGKILL after --grace)"},
     {kExitSoftware, nullptr, "internal error in onlyone"},
     {kExitOsError, nullptr,
      "system error: permission denied, missing or unsafe directory, failed "

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "onlyone/semaphore_backend.h"
+#include "onlyone/soft_lock_backend.h"
 
 namespace onlyone::cli {
 namespace {
@@ -68,7 +69,14 @@ class InstanceBackend final : public LockBackend {
 
 }  // namespace
 
+SoftLockOptions SoftOptionsOf(const LockTarget& target) {
+  SoftLockOptions options;
+  options.stale_after = target.stale_after;
+  return options;
+}
+
 LockKind KindOf(const LockTarget& target) {
+  if (target.soft) return LockKind::kSoft;
   return target.slots > 0 ? LockKind::kSemaphore : LockKind::kInstance;
 }
 
@@ -98,6 +106,15 @@ absl::StatusOr<LockChoice> ChooseLock(const LockTarget& target,
       choice.resource = *std::move(path);
       return choice;
     }
+    case LockKind::kSoft: {
+      // The record names COMMAND, not the onlyone that supervises it.
+      SoftLockOptions soft = SoftOptionsOf(target);
+      soft.recorded_command_line = instance.recorded_command_line;
+      choice.backend = NewSoftFileLockBackend(soft);
+      choice.resource = target.lock_path;
+      choice.can_be_lost = true;
+      return choice;
+    }
   }
   return absl::InternalError("unknown lock kind");
 }
@@ -108,6 +125,8 @@ std::unique_ptr<LockBackend> ProbeBackend(const LockTarget& target) {
       return NewFileLockBackend();
     case LockKind::kSemaphore:
       return NewSemaphoreBackend(target.slots);
+    case LockKind::kSoft:
+      return NewSoftFileLockBackend(SoftOptionsOf(target));
   }
   return nullptr;
 }

@@ -14,7 +14,10 @@
 //    and applies the conflict policy;
 //  * --slots N: one of N permits of the counting semaphore
 //    (lib/scoped_semaphore.h) whose path is NAME's lock file without ".lock"
-//    (InstanceSemaphorePath()) or --lock PATH.
+//    (InstanceSemaphorePath()) or --lock PATH;
+//  * --soft (with --lock PATH only): a SoftFileLock (lib/soft_file_lock.h)
+//    at PATH, for filesystems where flock(2) cannot be trusted. It can be
+//    lost (broken by another host), so `run` supervises COMMAND.
 // A new backend (a soft lock, a Redis lease) is one more LockKind here, its
 // case in each function of lock_choice.cc, and its flag in cli.cc.
 //
@@ -28,8 +31,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "onlyone/lock_backend.h"
 #include "onlyone/single_instance.h"
+#include "onlyone/soft_file_lock.h"
 
 namespace onlyone::cli {
 
@@ -42,9 +47,12 @@ struct LockTarget {
   // --slots N: one of N permits of a counting semaphore; 0: the instance
   // lock.
   int slots = 0;
+  // --soft: the soft lock at lock_path, with --stale-after.
+  bool soft = false;
+  absl::Duration stale_after = absl::Seconds(30);
 };
 
-enum class LockKind { kInstance, kSemaphore };
+enum class LockKind { kInstance, kSemaphore, kSoft };
 
 // The kind the flags ask for.
 LockKind KindOf(const LockTarget& target);
@@ -56,7 +64,9 @@ struct LockChoice {
   std::string resource;
   // Whether a lock of this backend can be lost while held (a lease): then
   // `onlyone run` stays as COMMAND's supervisor, to stop it when lost()
-  // fires. Neither kind here can be.
+  // fires. Such a lock lives in onlyone's process (no descriptor of
+  // COMMAND's can keep it), so onlyone also releases it when COMMAND ends.
+  // kSoft can be.
   bool can_be_lost = false;
 };
 
@@ -76,6 +86,10 @@ std::unique_ptr<LockBackend> ProbeBackend(const LockTarget& target);
 // The semaphore's path for a kSemaphore target (creating no file, but the
 // user's or session's private directory if missing).
 absl::StatusOr<std::string> SemaphorePathOf(const LockTarget& target);
+
+// The soft lock's options for a kSoft target: its --stale-after (the
+// timeout comes from AcquireOptions).
+SoftLockOptions SoftOptionsOf(const LockTarget& target);
 
 }  // namespace onlyone::cli
 

@@ -26,6 +26,7 @@
 #include "onlyone/internal/printable.h"
 #include "onlyone/internal/retry.h"
 #include "onlyone/internal/soft_lock_record.h"
+#include "onlyone/internal/thread_signals.h"
 
 namespace onlyone {
 namespace {
@@ -807,6 +808,9 @@ struct SoftFileLock::State {
   }
 
   void Heartbeat() {
+    // A SIGTERM to the process is for the application (`onlyone run` reads
+    // it from a signalfd to forward it), never for this thread.
+    internal::BlockSignalsOnThisThread();
     const absl::Duration interval = options.stale_after / 3;
     std::unique_lock<std::mutex> lock(mu);
     for (;;) {
@@ -876,8 +880,12 @@ absl::StatusOr<SoftFileLock> SoftFileLock::Acquire(
     }
   }
   const std::string nonce = internal::NewNonce();
+  internal::SoftLockRecord own = internal::SelfSoftLockRecord(nonce, absl::Now());
+  if (!options.recorded_command_line.empty()) {
+    own.owner.command_line = options.recorded_command_line;
+  }
   absl::StatusOr<std::unique_ptr<RecordFile>> record =
-      RecordFile::Create(*parts, internal::SelfSoftLockRecord(nonce, absl::Now()));
+      RecordFile::Create(*parts, own);
   if (!record.ok()) return record.status();
   const int clock_fd = (*record)->fd();
 

@@ -96,6 +96,10 @@ struct SoftLockOptions {
   // up to this. Shorter means a prompter hand-off across hosts and more
   // requests to the file server.
   absl::Duration remote_poll_interval = absl::Seconds(1);
+  // The command the holder's record names; empty: this process's command
+  // line. A supervisor names the command it runs (`onlyone run` records
+  // COMMAND, as it does in an instance lock's owner record).
+  std::vector<std::string> recorded_command_line;
 };
 
 // Who holds a soft lock, for messages and `onlyone status`.

@@ -176,6 +176,24 @@ TEST_F(SoftFileLockTest, ARefusalNamesThePathAndTheHolder) {
   EXPECT_EQ(RunShell(absl::StrCat("test -z \"$(ls -A '", dir_, "')\"")), 0);
 }
 
+TEST_F(SoftFileLockTest, TheRecordNamesTheRecordedCommandWhenGiven) {
+  SoftLockOptions options;
+  options.recorded_command_line = {"backup.sh", "--full"};
+  absl::StatusOr<SoftFileLock> lock = SoftFileLock::Acquire(path_, options);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  absl::StatusOr<std::optional<SoftLockHolder>> seen =
+      SoftFileLock::Holder(path_);
+  ASSERT_TRUE(seen.ok() && seen->has_value()) << seen.status();
+  EXPECT_EQ((*seen)->command_line,
+            std::vector<std::string>({"backup.sh", "--full"}));
+  EXPECT_EQ((*seen)->pid, getpid());
+  const absl::StatusOr<SoftFileLock> refused =
+      SoftFileLock::Acquire(path_, TryOnce());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("(backup.sh --full)"));
+  EXPECT_TRUE(lock->Release().ok());
+}
+
 TEST_F(SoftFileLockTest, AKilledHolderIsBrokenAtOnceByATry) {
   Pipe ready, release;
   Child holder = HoldInChild(path_, ready, release);

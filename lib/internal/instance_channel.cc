@@ -23,8 +23,9 @@
 #include "onlyone/internal/file_kind.h"
 #include "onlyone/internal/interruptible_wait.h"
 #include "onlyone/internal/posix_error.h"
-#include "onlyone/internal/retry.h"
 #include "onlyone/internal/proc_locks.h"
+#include "onlyone/internal/retry.h"
+#include "onlyone/internal/thread_signals.h"
 
 namespace onlyone::internal {
 namespace {
@@ -282,18 +283,6 @@ absl::Status RemoveStaleSocket(const std::string& name, const std::string& path,
                       errno);
   }
   return absl::OkStatus();
-}
-
-// Blocks the asynchronous signals on the listener thread, so that the
-// application's process-directed signals (SIGTERM, SIGCHLD, signals it reads
-// through signalfd) go to its own threads.
-void BlockSignalsOnThisThread() {
-  sigset_t all;
-  sigfillset(&all);
-  for (int synchronous : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) {
-    sigdelset(&all, synchronous);
-  }
-  pthread_sigmask(SIG_BLOCK, &all, nullptr);
 }
 
 void ConsumeEvent(int event_fd) {
@@ -651,6 +640,7 @@ void MessageListener::HandleComplete(Connection& connection) {
 }
 
 void MessageListener::Run() {
+  // The application's process-directed signals go to its own threads.
   BlockSignalsOnThisThread();
   pthread_setname_np(pthread_self(), "onlyone-listen");  // for ps -L, gdb
   std::vector<std::unique_ptr<Connection>> connections;
