@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
@@ -63,6 +64,23 @@ ABSL_FLAG(int, slots, 0,
           "BoundedSemaphore naming), or PATH.00.lock, ... for --lock PATH. "
           "Every caller must give the same N. status and wait take the same "
           "--slots.");
+
+ABSL_FLAG(std::string, redis, "",
+          "Use the Redis lease NAME on the server URL instead of a local "
+          "lock: one lock for every host that uses the server. URL: "
+          "redis://[user@]host[:port][/db] or unix:///path/to/redis.sock. "
+          "The password comes from --redis-password-file, "
+          "$ONLYONE_REDIS_PASSWORD_FILE or $ONLYONE_REDIS_PASSWORD (or the "
+          "URL, where ps(1) shows it); it is never printed. Not with --lock, "
+          "--scope, --slots or --shared.");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "With --redis: read the server's password from FILE (one trailing "
+          "newline removed).");
+ABSL_FLAG(DurationFlag, lease, DurationFlag{absl::Seconds(30)},
+          "With --redis: how long the lock outlives onlyone if it stops "
+          "renewing it (renewed every third of it; at least 50ms). If a "
+          "renewal fails or comes too late, the lock is lost: COMMAND gets "
+          "SIGTERM, SIGKILL after --grace, and onlyone exits 69.");
 
 // run.
 ABSL_FLAG(DurationFlag, wait, DurationFlag{},
@@ -123,13 +141,19 @@ constexpr char kUsage[] =
     "DURATION]\n"
     "                 [--max-runtime DURATION] [--quiet | --verbose]\n"
     "                 [--] COMMAND [ARG...]\n"
+    "  onlyone run    --redis URL [--name NAME] [--lease DURATION] "
+    "[--wait DURATION]\n"
+    "                 [--grace DURATION] [--] COMMAND [ARG...]\n"
     "  onlyone status (--name NAME | --lock PATH) [--scope "
     "user|session|machine]\n"
     "                 [--slots N] [--json]\n"
-    "  onlyone list   [--scope user|session|machine] [--json]\n"
+    "  onlyone status --redis URL --name NAME [--json]\n"
+    "  onlyone list   [--scope user|session|machine | --redis URL] "
+    "[--json]\n"
     "  onlyone wait   (--name NAME | --lock PATH) [--scope "
     "user|session|machine]\n"
     "                 [--slots N] [--timeout DURATION]\n"
+    "  onlyone wait   --redis URL --name NAME [--timeout DURATION]\n"
     "  onlyone help [COMMAND]     onlyone [COMMAND] --help     onlyone "
     "--version\n";
 
@@ -159,12 +183,18 @@ constexpr FlagSpec kLock = {"lock", "PATH"};
 constexpr FlagSpec kScope = {"scope", "user|session|machine"};
 constexpr FlagSpec kJson = {"json", ""};
 constexpr FlagSpec kSlots = {"slots", "N"};
+constexpr FlagSpec kRedis = {"redis", "URL"};
+constexpr FlagSpec kRedisPasswordFile = {"redis_password_file", "FILE"};
+constexpr FlagSpec kLease = {"lease", "DURATION"};
 
 constexpr FlagSpec kRunFlags[] = {
     kName,
     kLock,
     kScope,
     kSlots,
+    kRedis,
+    kRedisPasswordFile,
+    kLease,
     {"wait", "DURATION", "none, fail at once"},
     {"on_conflict", "fail|wait|replace"},
     {"conflict_exit_code", "N"},
@@ -208,19 +238,27 @@ constexpr FlagHint kRunHints[] = {
     {"--timeout", "did you mean --wait DURATION? (--timeout is for 'onlyone "
                   "wait')"},
 };
-constexpr FlagSpec kStatusFlags[] = {kName, kLock, kScope, kSlots, kJson};
-constexpr FlagSpec kListFlags[] = {kScope, kJson};
+constexpr FlagSpec kStatusFlags[] = {kName,  kLock,
+                                     kScope, kSlots,
+                                     kRedis, kRedisPasswordFile,
+                                     kJson};
+constexpr FlagSpec kListFlags[] = {kScope, kRedis, kRedisPasswordFile, kJson};
 constexpr FlagSpec kWaitFlags[] = {
     kName,
     kLock,
     kScope,
     kSlots,
+    kRedis,
+    kRedisPasswordFile,
     {"timeout", "DURATION", "inf, wait until free"}};
 constexpr FlagSpec kAllFlags[] = {
     kName,
     kLock,
     kScope,
     kSlots,
+    kRedis,
+    kRedisPasswordFile,
+    kLease,
     {"wait", "DURATION"},
     {"on_conflict", "fail|wait|replace"},
     {"conflict_exit_code", "N"},
@@ -259,6 +297,32 @@ int UsageError(std::ostream& err, absl::string_view command,
   return kExitUsage;
 }
 
+// --redis URL --name NAME [--lease] [--redis-password-file]: the Redis
+// lease NAME (any name the library takes; it says what is wrong with one).
+absl::StatusOr<LockTarget> RedisTargetFromFlags(const ParsedArgs& parsed,
+                                                LockTarget target,
+                                                bool required) {
+  for (const char* flag : {"lock", "scope", "slots"}) {
+    if (parsed.Given(flag)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, " applies to local locks, not to --redis"));
+    }
+  }
+  target.slots = 0;
+  target.redis_server = absl::GetFlag(FLAGS_redis);
+  if (target.redis_server.empty()) {
+    return absl::InvalidArgumentError("--redis needs a non-empty URL");
+  }
+  target.redis_password_file = absl::GetFlag(FLAGS_redis_password_file);
+  target.redis_lease = absl::GetFlag(FLAGS_lease).value;
+  if (parsed.Given("name")) {
+    target.name = absl::GetFlag(FLAGS_name);
+  } else if (required) {
+    return absl::InvalidArgumentError("--redis needs --name NAME");
+  }
+  return target;
+}
+
 // --name/--lock/--scope, as given.
 absl::StatusOr<LockTarget> TargetFromFlags(const ParsedArgs& parsed,
                                            bool required) {
@@ -274,6 +338,14 @@ absl::StatusOr<LockTarget> TargetFromFlags(const ParsedArgs& parsed,
   }
   const bool by_name = parsed.Given("name");
   const bool by_path = parsed.Given("lock");
+  if (parsed.Given("redis")) return RedisTargetFromFlags(parsed, target, required);
+  for (const char* flag : {"redis_password_file", "lease"}) {
+    if (parsed.Given(flag)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", absl::StrReplaceAll(flag, {{"_", "-"}}),
+          " goes with --redis URL"));
+    }
+  }
   if (by_name && by_path) {
     return absl::InvalidArgumentError(
         "give --name NAME or --lock PATH, not both");
@@ -370,6 +442,19 @@ absl::StatusOr<RunRequest> RunRequestFromFlags(const ParsedArgs& parsed) {
         "--slots cannot be combined with --on-conflict replace: no one "
         "holder of the permits stands for the others");
   }
+  if (KindOf(request.target) == LockKind::kRedis) {
+    if (request.shared) {
+      return absl::InvalidArgumentError(
+          "--shared cannot be combined with --redis: a Redis lease has no "
+          "shared mode");
+    }
+    if (request.on_conflict == ConflictPolicy::kReplace) {
+      return absl::InvalidArgumentError(
+          "--on-conflict replace cannot be combined with --redis: a holder "
+          "on another host cannot be signalled (wait for it, or let its "
+          "lease end)");
+    }
+  }
   request.grace = absl::GetFlag(FLAGS_grace).value;
   request.max_runtime = Limit(absl::GetFlag(FLAGS_max_runtime).value);
   request.quiet = absl::GetFlag(FLAGS_quiet);
@@ -399,11 +484,24 @@ int StatusCommand(const ParsedArgs& parsed, std::ostream& out,
   return Status(request, out, err);
 }
 
-int ListCommand(const ParsedArgs& /*parsed*/, std::ostream& out,
+int ListCommand(const ParsedArgs& parsed, std::ostream& out,
                 std::ostream& err) {
   ListRequest request;
   request.scope = absl::GetFlag(FLAGS_scope).value;
   request.json = absl::GetFlag(FLAGS_json);
+  if (parsed.Given("redis")) {
+    if (parsed.Given("scope")) {
+      return UsageError(err, "list", "--scope applies to local locks, not to "
+                                     "--redis");
+    }
+    request.redis_server = absl::GetFlag(FLAGS_redis);
+    if (request.redis_server.empty()) {
+      return UsageError(err, "list", "--redis needs a non-empty URL");
+    }
+    request.redis_password_file = absl::GetFlag(FLAGS_redis_password_file);
+  } else if (parsed.Given("redis_password_file")) {
+    return UsageError(err, "list", "--redis-password-file goes with --redis URL");
+  }
   return List(request, out, err);
 }
 
@@ -444,6 +542,18 @@ const Subcommand kSubcommands[] = {
      "(the files NAME.00.lock, NAME.01.lock, ..., portalocker's naming); "
      "the same conflict policies, exit codes and --wait apply, the refusal "
      "names each slot's holder, and COMMAND inherits the permit.\n\n"
+     "With --redis URL, the lock is a lease on that Redis server, one for "
+     "every host that uses it: onlyone stays as COMMAND's supervisor and "
+     "renews the lease every --lease/3; COMMAND gets the lease's fencing "
+     "token, which strictly increases from one holder to the next, in "
+     "$ONLYONE_FENCING_TOKEN (give it to what COMMAND writes to, which "
+     "refuses smaller ones). If the lease is lost (a renewal refused or "
+     "failed, the server gone, onlyone stopped past the lease), COMMAND gets "
+     "SIGTERM, SIGKILL after --grace, and onlyone exits 69. A refusal names "
+     "the holder's host, pid, since and command; --wait waits without "
+     "polling (woken by the release, or when a dead holder's lease ends); "
+     "when COMMAND ends onlyone releases the lease. A server that cannot be "
+     "reached is an error (exit 71) within 5 seconds.\n\n"
      "COMMAND is everything after \"--\", or from the first argument that "
      "is not a flag; with \"--\", any other word before it is an error. "
      "Without --name or --lock, the name is COMMAND's base name.\n\n"
@@ -458,7 +568,9 @@ const Subcommand kSubcommands[] = {
      "0 when the lock is held and 1 when it is free. A holder that is not "
      "onlyone (flock(1), for example) is shown by its pid only. With "
      "--slots N: each slot's holder (pid, command, start time); exits 0 "
-     "when every permit is held and 1 when one is free.",
+     "when every permit is held and 1 when one is free. With --redis URL: "
+     "the lease's holder (host, pid, since, command, fencing token, time "
+     "left on its lease).",
      kStatusFlags,
      false,
      {},
@@ -470,7 +582,8 @@ const Subcommand kSubcommands[] = {
      "Lists every lock of the scope, held or free, with its holder, "
      "including copies of an earlier onlyone build that still run where "
      "that build kept their locks. A semaphore (--slots) shows once, with "
-     "how many of its permits are held and by whom.",
+     "how many of its permits are held and by whom. With --redis URL: the "
+     "leases held on that server, with their holders.",
      kListFlags,
      false,
      {},
@@ -485,7 +598,9 @@ const Subcommand kSubcommands[] = {
      "lock exclusively and releasing it at once, so for that instant it "
      "holds the lock; a lock file that does not exist is free at once (and "
      "is not created). With --slots N it waits for a free permit, and "
-     "returns at once when fewer than N are held.",
+     "returns at once when fewer than N are held. With --redis URL, the "
+     "same for the lease NAME on that server (woken by its release, no "
+     "polling).",
      kWaitFlags,
      false,
      {},

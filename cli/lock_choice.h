@@ -14,7 +14,9 @@
 //    and applies the conflict policy;
 //  * --slots N: one of N permits of the counting semaphore
 //    (lib/scoped_semaphore.h) whose path is NAME's lock file without ".lock"
-//    (InstanceSemaphorePath()) or --lock PATH.
+//    (InstanceSemaphorePath()) or --lock PATH;
+//  * --redis URL: the Redis lease NAME on that server (lib/redis_lock.h),
+//    for every host that uses the server; it can be lost.
 // A new backend (a soft lock, a Redis lease) is one more LockKind here, its
 // case in each function of lock_choice.cc, and its flag in cli.cc.
 //
@@ -28,7 +30,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "onlyone/lock_backend.h"
+#include "onlyone/redis_lock.h"
 #include "onlyone/single_instance.h"
 
 namespace onlyone::cli {
@@ -42,9 +46,14 @@ struct LockTarget {
   // --slots N: one of N permits of a counting semaphore; 0: the instance
   // lock.
   int slots = 0;
+  // --redis URL: the Redis lease `name` on that server instead of a local
+  // lock ("": a local lock), with --lease and --redis-password-file.
+  std::string redis_server;
+  absl::Duration redis_lease = absl::Seconds(30);
+  std::string redis_password_file;
 };
 
-enum class LockKind { kInstance, kSemaphore };
+enum class LockKind { kInstance, kSemaphore, kRedis };
 
 // The kind the flags ask for.
 LockKind KindOf(const LockTarget& target);
@@ -56,7 +65,7 @@ struct LockChoice {
   std::string resource;
   // Whether a lock of this backend can be lost while held (a lease): then
   // `onlyone run` stays as COMMAND's supervisor, to stop it when lost()
-  // fires. Neither kind here can be.
+  // fires. Only a Redis lease can be.
   bool can_be_lost = false;
 };
 
@@ -72,6 +81,9 @@ absl::StatusOr<LockChoice> ChooseLock(const LockTarget& target,
 // holds, or the semaphore's path), taken and released at once to learn
 // that it is free; no owner record.
 std::unique_ptr<LockBackend> ProbeBackend(const LockTarget& target);
+
+// The server, lease and password file of a kRedis target.
+RedisLockOptions RedisOptionsOf(const LockTarget& target);
 
 // The semaphore's path for a kSemaphore target (creating no file, but the
 // user's or session's private directory if missing).

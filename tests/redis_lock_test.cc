@@ -29,6 +29,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onlyone/exclusive.h"
+#include "onlyone/lock_holder.h"
 #include "onlyone/internal/cancellation_state.h"
 #include "onlyone/internal/redis_endpoint.h"
 #include "onlyone/internal/sha1.h"
@@ -174,6 +175,8 @@ TEST_F(RedisLockTest, AnUnreachableServerIsUnavailableNamingItNeverAHang) {
   EXPECT_TRUE(absl::IsUnavailable(lock.status())) << lock.status();
   EXPECT_THAT(std::string(lock.status().message()),
               HasSubstr(server_->socket_path() + ".none"));
+  EXPECT_FALSE(HolderFromStatus(lock.status()).has_value())
+      << "an unreachable server is not a held lock";
 
   // A port nobody listens on (the server's, once it is gone).
   const std::string tcp = server_->tcp_url();
@@ -305,6 +308,21 @@ TEST_F(RedisLockTest, ATryOnAHeldLockNamesTheHolderAndListsShowIt) {
   EXPECT_THAT(message, HasSubstr(absl::StrCat("pid ", holder.pid())));
   EXPECT_THAT(message, HasSubstr("nightly-import --all"));
   EXPECT_THAT(message, HasSubstr(absl::StrCat("fencing token ", token)));
+  // The seam's payload says it is held (not an unreachable server, also
+  // Unavailable), and by whom.
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
+  const std::optional<HolderInfo> refusal = HolderFromStatus(lock.status());
+  ASSERT_TRUE(refusal.has_value());
+  EXPECT_EQ(refusal->resource, "import");
+  ASSERT_EQ(refusal->holders.size(), 1u);
+  EXPECT_EQ(refusal->holders[0].pid, holder.pid());
+  EXPECT_EQ(refusal->holders[0].host, host);
+  RedisLockOptions briefly = Options();
+  briefly.timeout = absl::Milliseconds(50);
+  lock = RedisLock::Acquire("import", briefly);
+  ASSERT_TRUE(absl::IsDeadlineExceeded(lock.status())) << lock.status();
+  EXPECT_TRUE(HolderFromStatus(lock.status()).has_value());
 
   absl::StatusOr<std::optional<RedisLockHolder>> found =
       FindRedisLockHolder("import", Options());
@@ -316,8 +334,6 @@ TEST_F(RedisLockTest, ATryOnAHeldLockNamesTheHolderAndListsShowIt) {
   EXPECT_GT((*found)->lease_left, absl::ZeroDuration());
   EXPECT_LE((*found)->lease_left, absl::Seconds(30));
   EXPECT_LE((*found)->since, absl::Now());
-  char host[256] = {};
-  ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
   EXPECT_EQ((*found)->host, host);
 
   absl::StatusOr<RedisLock> other = RedisLock::Acquire("other", Options());
