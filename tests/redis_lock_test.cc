@@ -4,6 +4,7 @@
 // killed or hung, a waiter's connection dropped; plus exclusion, token
 // order, the no-polling wait, URLs, unreachable servers and passwords.
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -25,6 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -610,6 +612,54 @@ TEST_F(RedisLockTest, RunExclusiveOverTheRedisBackend) {
                            [&] { EXPECT_EQ(try_elsewhere(), 1); });
   EXPECT_TRUE(compact().ok());
   EXPECT_TRUE(compact().ok());
+}
+
+TEST_F(RedisLockTest, AHolderRenewsOncePerThirdOfTheLease) {
+  absl::StatusOr<int64_t> before = server_->CallsOf("evalsha");
+  ASSERT_TRUE(before.ok()) << before.status();
+  absl::StatusOr<RedisLock> lock =
+      RedisLock::Acquire("steady", Options(absl::Milliseconds(300)));
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  // The span measured, not a synchronisation: about 10 renewals in it.
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_TRUE(lock->held());
+  ASSERT_TRUE(lock->Release().ok());
+  absl::StatusOr<int64_t> after = server_->CallsOf("evalsha");
+  ASSERT_TRUE(after.ok()) << after.status();
+  // Acquire, release, and one renewal per 100 ms (a slow machine does
+  // fewer): never a busy loop.
+  EXPECT_LE(*after - *before, 2 + 10 + 3);
+  EXPECT_GE(*after - *before, 2 + 3);
+}
+
+TEST_F(RedisLockTest, TheRenewalThreadTakesNoSignals) {
+  Child child = Child::Fork([&] {
+    absl::StatusOr<RedisLock> lock = RedisLock::Acquire("masked", Options());
+    if (!lock.ok()) return 2;
+    // The fork child's threads: this one and the renewal thread.
+    const std::string self = absl::StrCat(gettid());
+    int others = 0;
+    DIR* tasks = opendir("/proc/self/task");
+    if (tasks == nullptr) return 3;
+    while (const dirent* entry = readdir(tasks)) {
+      const std::string task = entry->d_name;
+      if (task == "." || task == ".." || task == self) continue;
+      ++others;
+      const std::string status =
+          ReadFileOrEmpty(absl::StrCat("/proc/self/task/", task, "/status"));
+      for (absl::string_view line : absl::StrSplit(status, '\n')) {
+        if (!absl::ConsumePrefix(&line, "SigBlk:\t")) continue;
+        uint64_t blocked = 0;
+        if (!absl::SimpleHexAtoi(line, &blocked)) return 4;
+        for (int signal_number : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGPIPE}) {
+          if ((blocked >> (signal_number - 1) & 1) == 0) return 10 + signal_number;
+        }
+      }
+    }
+    closedir(tasks);
+    return others == 1 ? 0 : 5;
+  });
+  EXPECT_EQ(child.Wait(), 0);
 }
 
 TEST_F(RedisLockTest, ScriptNamesAreTheServersSha1) {
