@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
@@ -81,6 +82,22 @@ ABSL_FLAG(DurationFlag, stale_after, DurationFlag{absl::Seconds(30)},
           "clock); the holder's heartbeat beats every third of it. Every "
           "user of the lock should give the same. Never applied to a live "
           "holder on this host.");
+ABSL_FLAG(std::string, redis, "",
+          "Use the Redis lease NAME on the server URL instead of a local "
+          "lock: one lock for every host that uses the server. URL: "
+          "redis://[user@]host[:port][/db] or unix:///path/to/redis.sock. "
+          "The password comes from --redis-password-file, "
+          "$ONLYONE_REDIS_PASSWORD_FILE or $ONLYONE_REDIS_PASSWORD (or the "
+          "URL, where ps(1) shows it); it is never printed. Not with --lock, "
+          "--scope, --slots or --shared.");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "With --redis: read the server's password from FILE (one trailing "
+          "newline removed).");
+ABSL_FLAG(DurationFlag, lease, DurationFlag{absl::Seconds(30)},
+          "With --redis: how long the lock outlives onlyone if it stops "
+          "renewing it (renewed every third of it; at least 50ms). If a "
+          "renewal fails or comes too late, the lock is lost: COMMAND gets "
+          "SIGTERM, SIGKILL after --grace, and onlyone exits 69.");
 
 // run.
 ABSL_FLAG(DurationFlag, wait, DurationFlag{},
@@ -142,15 +159,21 @@ constexpr char kUsage[] =
     "DURATION]\n"
     "                 [--max-runtime DURATION] [--quiet | --verbose]\n"
     "                 [--] COMMAND [ARG...]\n"
+    "  onlyone run    --redis URL [--name NAME] [--lease DURATION] "
+    "[--wait DURATION]\n"
+    "                 [--grace DURATION] [--] COMMAND [ARG...]\n"
     "  onlyone status (--name NAME | --lock PATH) [--scope "
     "user|session|machine]\n"
     "                 [--slots N | --soft [--stale-after DURATION]] "
     "[--json]\n"
-    "  onlyone list   [--scope user|session|machine] [--json]\n"
+    "  onlyone status --redis URL --name NAME [--json]\n"
+    "  onlyone list   [--scope user|session|machine | --redis URL] "
+    "[--json]\n"
     "  onlyone wait   (--name NAME | --lock PATH) [--scope "
     "user|session|machine]\n"
     "                 [--slots N | --soft [--stale-after DURATION]]\n"
     "                 [--timeout DURATION]\n"
+    "  onlyone wait   --redis URL --name NAME [--timeout DURATION]\n"
     "  onlyone help [COMMAND]     onlyone [COMMAND] --help     onlyone "
     "--version\n";
 
@@ -182,6 +205,9 @@ constexpr FlagSpec kJson = {"json", ""};
 constexpr FlagSpec kSlots = {"slots", "N"};
 constexpr FlagSpec kSoft = {"soft", ""};
 constexpr FlagSpec kStaleAfter = {"stale_after", "DURATION"};
+constexpr FlagSpec kRedis = {"redis", "URL"};
+constexpr FlagSpec kRedisPasswordFile = {"redis_password_file", "FILE"};
+constexpr FlagSpec kLease = {"lease", "DURATION"};
 
 constexpr FlagSpec kRunFlags[] = {
     kName,
@@ -190,6 +216,9 @@ constexpr FlagSpec kRunFlags[] = {
     kSlots,
     kSoft,
     kStaleAfter,
+    kRedis,
+    kRedisPasswordFile,
+    kLease,
     {"wait", "DURATION", "none, fail at once"},
     {"on_conflict", "fail|wait|replace"},
     {"conflict_exit_code", "N"},
@@ -233,10 +262,11 @@ constexpr FlagHint kRunHints[] = {
     {"--timeout", "did you mean --wait DURATION? (--timeout is for 'onlyone "
                   "wait')"},
 };
-constexpr FlagSpec kStatusFlags[] = {kName, kLock,       kScope,
+constexpr FlagSpec kStatusFlags[] = {kName,  kLock,       kScope,
                                      kSlots, kSoft,       kStaleAfter,
+                                     kRedis, kRedisPasswordFile,
                                      kJson};
-constexpr FlagSpec kListFlags[] = {kScope, kJson};
+constexpr FlagSpec kListFlags[] = {kScope, kRedis, kRedisPasswordFile, kJson};
 constexpr FlagSpec kWaitFlags[] = {
     kName,
     kLock,
@@ -244,6 +274,8 @@ constexpr FlagSpec kWaitFlags[] = {
     kSlots,
     kSoft,
     kStaleAfter,
+    kRedis,
+    kRedisPasswordFile,
     {"timeout", "DURATION", "inf, wait until free"}};
 constexpr FlagSpec kAllFlags[] = {
     kName,
@@ -252,6 +284,9 @@ constexpr FlagSpec kAllFlags[] = {
     kSlots,
     kSoft,
     kStaleAfter,
+    kRedis,
+    kRedisPasswordFile,
+    kLease,
     {"wait", "DURATION"},
     {"on_conflict", "fail|wait|replace"},
     {"conflict_exit_code", "N"},
@@ -290,6 +325,32 @@ int UsageError(std::ostream& err, absl::string_view command,
   return kExitUsage;
 }
 
+// --redis URL --name NAME [--lease] [--redis-password-file]: the Redis
+// lease NAME (any name the library takes; it says what is wrong with one).
+absl::StatusOr<LockTarget> RedisTargetFromFlags(const ParsedArgs& parsed,
+                                                LockTarget target,
+                                                bool required) {
+  for (const char* flag : {"lock", "scope", "slots"}) {
+    if (parsed.Given(flag)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, " applies to local locks, not to --redis"));
+    }
+  }
+  target.slots = 0;
+  target.redis_server = absl::GetFlag(FLAGS_redis);
+  if (target.redis_server.empty()) {
+    return absl::InvalidArgumentError("--redis needs a non-empty URL");
+  }
+  target.redis_password_file = absl::GetFlag(FLAGS_redis_password_file);
+  target.redis_lease = absl::GetFlag(FLAGS_lease).value;
+  if (parsed.Given("name")) {
+    target.name = absl::GetFlag(FLAGS_name);
+  } else if (required) {
+    return absl::InvalidArgumentError("--redis needs --name NAME");
+  }
+  return target;
+}
+
 // --name/--lock/--scope, as given.
 absl::StatusOr<LockTarget> TargetFromFlags(const ParsedArgs& parsed,
                                            bool required) {
@@ -317,6 +378,20 @@ absl::StatusOr<LockTarget> TargetFromFlags(const ParsedArgs& parsed,
       return absl::InvalidArgumentError(absl::StrCat(
           "--stale-after needs a finite DURATION above 0, not ",
           absl::FormatDuration(target.stale_after)));
+    }
+  }
+  if (parsed.Given("redis")) {
+    if (target.soft) {
+      return absl::InvalidArgumentError(
+          "give --soft or --redis URL, not both: they are two kinds of lock");
+    }
+    return RedisTargetFromFlags(parsed, target, required);
+  }
+  for (const char* flag : {"redis_password_file", "lease"}) {
+    if (parsed.Given(flag)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", absl::StrReplaceAll(flag, {{"_", "-"}}),
+          " goes with --redis URL"));
     }
   }
   if (target.soft) {
@@ -442,6 +517,19 @@ absl::StatusOr<RunRequest> RunRequestFromFlags(const ParsedArgs& parsed) {
         "--slots cannot be combined with --on-conflict replace: no one "
         "holder of the permits stands for the others");
   }
+  if (KindOf(request.target) == LockKind::kRedis) {
+    if (request.shared) {
+      return absl::InvalidArgumentError(
+          "--shared cannot be combined with --redis: a Redis lease has no "
+          "shared mode");
+    }
+    if (request.on_conflict == ConflictPolicy::kReplace) {
+      return absl::InvalidArgumentError(
+          "--on-conflict replace cannot be combined with --redis: a holder "
+          "on another host cannot be signalled (wait for it, or let its "
+          "lease end)");
+    }
+  }
   request.grace = absl::GetFlag(FLAGS_grace).value;
   request.max_runtime = Limit(absl::GetFlag(FLAGS_max_runtime).value);
   request.quiet = absl::GetFlag(FLAGS_quiet);
@@ -471,11 +559,24 @@ int StatusCommand(const ParsedArgs& parsed, std::ostream& out,
   return Status(request, out, err);
 }
 
-int ListCommand(const ParsedArgs& /*parsed*/, std::ostream& out,
+int ListCommand(const ParsedArgs& parsed, std::ostream& out,
                 std::ostream& err) {
   ListRequest request;
   request.scope = absl::GetFlag(FLAGS_scope).value;
   request.json = absl::GetFlag(FLAGS_json);
+  if (parsed.Given("redis")) {
+    if (parsed.Given("scope")) {
+      return UsageError(err, "list", "--scope applies to local locks, not to "
+                                     "--redis");
+    }
+    request.redis_server = absl::GetFlag(FLAGS_redis);
+    if (request.redis_server.empty()) {
+      return UsageError(err, "list", "--redis needs a non-empty URL");
+    }
+    request.redis_password_file = absl::GetFlag(FLAGS_redis_password_file);
+  } else if (parsed.Given("redis_password_file")) {
+    return UsageError(err, "list", "--redis-password-file goes with --redis URL");
+  }
   return List(request, out, err);
 }
 
@@ -524,6 +625,18 @@ const Subcommand kSubcommands[] = {
      "--grace) and onlyone exits 69; when COMMAND ends, onlyone releases "
      "the lock. Without --soft, a --lock PATH on such a filesystem gets one "
      "warning on stderr (not with --quiet) suggesting --soft.\n\n"
+     "With --redis URL, the lock is a lease on that Redis server, one for "
+     "every host that uses it: onlyone stays as COMMAND's supervisor and "
+     "renews the lease every --lease/3; COMMAND gets the lease's fencing "
+     "token, which strictly increases from one holder to the next, in "
+     "$ONLYONE_FENCING_TOKEN (give it to what COMMAND writes to, which "
+     "refuses smaller ones). If the lease is lost (a renewal refused or "
+     "failed, the server gone, onlyone stopped past the lease), COMMAND gets "
+     "SIGTERM, SIGKILL after --grace, and onlyone exits 69. A refusal names "
+     "the holder's host, pid, since and command; --wait waits without "
+     "polling (woken by the release, or when a dead holder's lease ends); "
+     "when COMMAND ends onlyone releases the lease. A server that cannot be "
+     "reached is an error (exit 71) within 5 seconds.\n\n"
      "COMMAND is everything after \"--\", or from the first argument that "
      "is not a flag; with \"--\", any other word before it is an error. "
      "Without --name or --lock, the name is COMMAND's base name.\n\n"
@@ -541,6 +654,9 @@ const Subcommand kSubcommands[] = {
      "when every permit is held and 1 when one is free. With --soft: the soft "
      "lock's holder (host, pid, command, since), its heartbeat's age and "
      "whether it is stale.",
+     "when every permit is held and 1 when one is free. With --redis URL: "
+     "the lease's holder (host, pid, since, command, fencing token, time "
+     "left on its lease).",
      kStatusFlags,
      false,
      {},
@@ -552,7 +668,8 @@ const Subcommand kSubcommands[] = {
      "Lists every lock of the scope, held or free, with its holder, "
      "including copies of an earlier onlyone build that still run where "
      "that build kept their locks. A semaphore (--slots) shows once, with "
-     "how many of its permits are held and by whom.",
+     "how many of its permits are held and by whom. With --redis URL: the "
+     "leases held on that server, with their holders.",
      kListFlags,
      false,
      {},
@@ -570,6 +687,9 @@ const Subcommand kSubcommands[] = {
      "returns at once when fewer than N are held. With --soft it waits for "
      "the soft lock (without polling for a holder on this host; polling "
      "with backoff up to 1s for one on another host).",
+     "returns at once when fewer than N are held. With --redis URL, the "
+     "same for the lease NAME on that server (woken by its release, no "
+     "polling).",
      kWaitFlags,
      false,
      {},

@@ -16,6 +16,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -27,6 +28,8 @@
 #include "onlyone/flock_trust.h"
 #include "onlyone/internal/printable.h"
 #include "onlyone/lock_backend.h"
+#include "onlyone/lock_holder.h"
+#include "onlyone/redis_lock.h"
 #include "onlyone/scoped_file_lock.h"
 #include "onlyone/scoped_semaphore.h"
 #include "onlyone/soft_file_lock.h"
@@ -514,8 +517,11 @@ int Refuse(const RunRequest& request, const absl::Status& status,
            std::ostream& err) {
   // A refused replacement (FailedPrecondition) is a conflict too: the
   // library's refusals carry the holder, an unsafe directory's does not.
-  const bool conflict = absl::IsUnavailable(status) ||
-                        absl::IsDeadlineExceeded(status) ||
+  // A Redis lock's refusals always carry the holder, and its Unavailable
+  // without one is an unreachable server, an error.
+  const bool redis = KindOf(request.target) == LockKind::kRedis;
+  const bool conflict = (!redis && (absl::IsUnavailable(status) ||
+                                    absl::IsDeadlineExceeded(status))) ||
                         HolderFromStatus(status).has_value();
   if (!conflict) {
     PrintError(err, status);
@@ -528,6 +534,133 @@ int Refuse(const RunRequest& request, const absl::Status& status,
   if (silent) return request.conflict_exit_code;
   PrintMessage(err, status.message());
   return request.conflict_exit_code;
+}
+
+// --redis: the Redis lease's status, list and wait (lib/redis_lock.h).
+
+// The "holder" of status and list --json for a Redis lock.
+nlohmann::ordered_json RedisHolderToJson(const RedisLockHolder& holder) {
+  nlohmann::ordered_json json;
+  json["host"] = holder.host;
+  json["pid"] = holder.pid;
+  json["since"] = TimeOrNull(holder.since);
+  json["command"] = holder.command;
+  json["fencing_token"] = holder.fencing_token;
+  json["lease_left_ms"] =
+      holder.lease_left == absl::InfiniteDuration()
+          ? nlohmann::ordered_json(nullptr)
+          : nlohmann::ordered_json(absl::ToInt64Milliseconds(holder.lease_left));
+  return json;
+}
+
+std::string LeaseLeft(const RedisLockHolder& holder) {
+  if (holder.lease_left == absl::InfiniteDuration()) return "no expiry";
+  return absl::FormatDuration(
+      absl::Trunc(holder.lease_left, absl::Milliseconds(1)));
+}
+
+int RedisStatus(const StatusRequest& request, std::ostream& out,
+                std::ostream& err) {
+  const LockTarget& target = request.target;
+  absl::StatusOr<std::optional<RedisLockHolder>> found =
+      FindRedisLockHolder(target.name, RedisOptionsOf(target));
+  if (!found.ok()) {
+    PrintError(err, found.status());
+    return ExitCodeForError(found.status());
+  }
+  const std::optional<RedisLockHolder>& holder = *found;
+  if (request.json) {
+    nlohmann::ordered_json json;
+    json["name"] = target.name;
+    json["held"] = holder.has_value();
+    json["holder"] = holder.has_value() ? RedisHolderToJson(*holder)
+                                        : nlohmann::ordered_json(nullptr);
+    out << json.dump(2) << "\n";
+  } else {
+    std::vector<std::vector<std::string>> rows = {{"name:", target.name}};
+    if (!holder.has_value()) {
+      rows.push_back({"state:", "free"});
+    } else {
+      rows.push_back({"state:", "held"});
+      rows.push_back({"host:", holder->host});
+      rows.push_back({"pid:", absl::StrCat(holder->pid)});
+      rows.push_back({"since:", LocalTimeAndAge(holder->since)});
+      rows.push_back({"command:", holder->command});
+      rows.push_back({"token:", absl::StrCat(holder->fencing_token)});
+      rows.push_back({"ttl:", LeaseLeft(*holder)});
+    }
+    PrintColumns(out, rows);
+  }
+  return holder.has_value() ? kExitOk : kExitFree;
+}
+
+int RedisList(const ListRequest& request, std::ostream& out,
+              std::ostream& err) {
+  RedisLockOptions options;
+  options.server = request.redis_server;
+  options.password_file = request.redis_password_file;
+  absl::StatusOr<std::vector<RedisLockHolder>> listed =
+      ListRedisLocks(options);
+  if (!listed.ok()) {
+    PrintError(err, listed.status());
+    return ExitCodeForError(listed.status());
+  }
+  if (request.json) {
+    nlohmann::ordered_json json;
+    json["locks"] = nlohmann::ordered_json::array();
+    for (const RedisLockHolder& holder : *listed) {
+      nlohmann::ordered_json lock;
+      lock["name"] = holder.name;
+      lock["held"] = true;
+      lock["holder"] = RedisHolderToJson(holder);
+      json["locks"].push_back(lock);
+    }
+    out << json.dump(2) << "\n";
+    return kExitOk;
+  }
+  if (listed->empty()) {
+    out << "no locks held on the server\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "HOST", "PID", "SINCE", "TOKEN", "TTL", "COMMAND"}};
+  for (const RedisLockHolder& holder : *listed) {
+    rows.push_back({holder.name, holder.host, absl::StrCat(holder.pid),
+                    LocalTime(holder.since),
+                    absl::StrCat(holder.fencing_token), LeaseLeft(holder),
+                    holder.command.empty() ? "-" : holder.command});
+  }
+  PrintColumns(out, rows);
+  return kExitOk;
+}
+
+// Like the file lock's wait: takes the lock the moment it is free and
+// releases it at once (which uses up one fencing token); a free lock is
+// not touched.
+int RedisWait(const WaitRequest& request, std::ostream& err) {
+  const LockTarget& target = request.target;
+  absl::StatusOr<std::optional<RedisLockHolder>> found =
+      FindRedisLockHolder(target.name, RedisOptionsOf(target));
+  if (!found.ok()) {
+    PrintError(err, found.status());
+    return ExitCodeForError(found.status());
+  }
+  if (!found->has_value()) return kExitOk;
+  AcquireOptions options;
+  options.timeout = request.timeout;
+  absl::StatusOr<std::unique_ptr<HeldLock>> lock =
+      ProbeBackend(target)->Acquire(target.name, options);
+  if (!lock.ok()) {
+    PrintError(err, lock.status());
+    return HolderFromStatus(lock.status()).has_value()
+               ? kExitConflict
+               : ExitCodeForError(lock.status());
+  }
+  if (absl::Status released = (*lock)->Release(); !released.ok()) {
+    PrintError(err, released);
+    return ExitCodeForError(released);
+  }
+  return kExitOk;
 }
 
 }  // namespace
@@ -740,8 +873,19 @@ int Run(const RunRequest& request, std::ostream& err) {
                 : lock->backend->Acquire(lock->resource, acquire);
   if (!held.ok()) return Refuse(request, held.status(), err);
   held_for_the_command = held->release();
-  const std::vector<std::string> environment = EnvironmentWith(
+  std::vector<std::string> environment = EnvironmentWith(
       kInheritedLocksEnvVar, held_for_the_command->InheritedLocksEnvValue());
+  if (const uint64_t token = held_for_the_command->fencing_token();
+      token != 0) {
+    const std::string entry = absl::StrCat(kFencingTokenEnvVar, "=");
+    environment.erase(std::remove_if(environment.begin(), environment.end(),
+                                     [&](const std::string& variable) {
+                                       return absl::StartsWith(variable,
+                                                               entry);
+                                     }),
+                      environment.end());
+    environment.push_back(absl::StrCat(entry, token));
+  }
   if (request.verbose) {
     err << "onlyone: holding " << Printable(held_for_the_command->name())
         << "\n";
@@ -790,6 +934,9 @@ int Status(const StatusRequest& request, std::ostream& out,
     return SemaphoreStatus(request, out, err);
   }
   if (KindOf(target) == LockKind::kSoft) return SoftStatus(request, out, err);
+  if (KindOf(target) == LockKind::kRedis) {
+    return RedisStatus(request, out, err);
+  }
   absl::StatusOr<std::string> path = LockPathOf(target);
   if (!path.ok()) {
     PrintError(err, path.status());
@@ -860,6 +1007,7 @@ int Status(const StatusRequest& request, std::ostream& out,
 }
 
 int List(const ListRequest& request, std::ostream& out, std::ostream& err) {
+  if (!request.redis_server.empty()) return RedisList(request, out, err);
   InstanceOptions options;
   options.scope = request.scope;
   absl::StatusOr<std::vector<ListedInstance>> listed =
@@ -962,6 +1110,9 @@ int List(const ListRequest& request, std::ostream& out, std::ostream& err) {
 }
 
 int Wait(const WaitRequest& request, std::ostream& err) {
+  if (KindOf(request.target) == LockKind::kRedis) {
+    return RedisWait(request, err);
+  }
   const absl::Time deadline = request.timeout == absl::InfiniteDuration()
                                   ? absl::InfiniteFuture()
                                   : absl::Now() + request.timeout;

@@ -21,6 +21,10 @@
 
 namespace onlyone::cli {
 
+// COMMAND's environment variable with the held lock's fencing token, for a
+// lock that has them (--redis).
+inline constexpr char kFencingTokenEnvVar[] = "ONLYONE_FENCING_TOKEN";
+
 struct RunRequest {
   LockTarget target;
   ConflictPolicy on_conflict = ConflictPolicy::kFail;
@@ -74,9 +78,13 @@ int Status(const StatusRequest& request, std::ostream& out, std::ostream& err);
 struct ListRequest {
   Scope scope = Scope::kUser;
   bool json = false;
+  // --redis URL: the locks held on that server instead of the scope's.
+  std::string redis_server;
+  std::string redis_password_file;
 };
 
-// onlyone list: every lock of the scope and its holder; 0.
+// onlyone list: every lock of the scope (with --redis: held on the server)
+// and its holder; 0.
 int List(const ListRequest& request, std::ostream& out, std::ostream& err);
 
 struct WaitRequest {

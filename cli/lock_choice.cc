@@ -6,6 +6,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "cli/supervisor.h"
+#include "onlyone/redis_backend.h"
 #include "onlyone/semaphore_backend.h"
 #include "onlyone/soft_lock_backend.h"
 
@@ -77,6 +79,7 @@ SoftLockOptions SoftOptionsOf(const LockTarget& target) {
 
 LockKind KindOf(const LockTarget& target) {
   if (target.soft) return LockKind::kSoft;
+  if (!target.redis_server.empty()) return LockKind::kRedis;
   return target.slots > 0 ? LockKind::kSemaphore : LockKind::kInstance;
 }
 
@@ -85,6 +88,14 @@ absl::StatusOr<std::string> SemaphorePathOf(const LockTarget& target) {
   InstanceOptions placement;
   placement.scope = target.scope;
   return InstanceSemaphorePath(target.name, placement);
+}
+
+RedisLockOptions RedisOptionsOf(const LockTarget& target) {
+  RedisLockOptions options;
+  options.server = target.redis_server;
+  options.lease = target.redis_lease;
+  options.password_file = target.redis_password_file;
+  return options;
 }
 
 absl::StatusOr<LockChoice> ChooseLock(const LockTarget& target,
@@ -115,6 +126,15 @@ absl::StatusOr<LockChoice> ChooseLock(const LockTarget& target,
       choice.can_be_lost = true;
       return choice;
     }
+    case LockKind::kRedis: {
+      RedisLockOptions redis = RedisOptionsOf(target);
+      // What status and refusals on other hosts show: COMMAND, not onlyone.
+      redis.command = ShellJoin(instance.recorded_command_line);
+      choice.backend = NewRedisLockBackend(redis);
+      choice.resource = target.name;
+      choice.can_be_lost = true;
+      return choice;
+    }
   }
   return absl::InternalError("unknown lock kind");
 }
@@ -127,6 +147,13 @@ std::unique_ptr<LockBackend> ProbeBackend(const LockTarget& target) {
       return NewSemaphoreBackend(target.slots);
     case LockKind::kSoft:
       return NewSoftFileLockBackend(SoftOptionsOf(target));
+    case LockKind::kRedis: {
+      // What the holder description says while the probe holds the lock:
+      // not onlyone's own command line, which may hold a URL's password.
+      RedisLockOptions redis = RedisOptionsOf(target);
+      redis.command = "onlyone wait";
+      return NewRedisLockBackend(redis);
+    }
   }
   return nullptr;
 }

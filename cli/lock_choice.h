@@ -18,6 +18,8 @@
 //  * --soft (with --lock PATH only): a SoftFileLock (lib/soft_file_lock.h)
 //    at PATH, for filesystems where flock(2) cannot be trusted. It can be
 //    lost (broken by another host), so `run` supervises COMMAND.
+//  * --redis URL: the Redis lease NAME on that server (lib/redis_lock.h),
+//    for every host that uses the server; it can be lost.
 // A new backend (a soft lock, a Redis lease) is one more LockKind here, its
 // case in each function of lock_choice.cc, and its flag in cli.cc.
 //
@@ -33,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "onlyone/lock_backend.h"
+#include "onlyone/redis_lock.h"
 #include "onlyone/single_instance.h"
 #include "onlyone/soft_file_lock.h"
 
@@ -50,9 +53,14 @@ struct LockTarget {
   // --soft: the soft lock at lock_path, with --stale-after.
   bool soft = false;
   absl::Duration stale_after = absl::Seconds(30);
+  // --redis URL: the Redis lease `name` on that server instead of a local
+  // lock ("": a local lock), with --lease and --redis-password-file.
+  std::string redis_server;
+  absl::Duration redis_lease = absl::Seconds(30);
+  std::string redis_password_file;
 };
 
-enum class LockKind { kInstance, kSemaphore, kSoft };
+enum class LockKind { kInstance, kSemaphore, kSoft, kRedis };
 
 // The kind the flags ask for.
 LockKind KindOf(const LockTarget& target);
@@ -66,7 +74,7 @@ struct LockChoice {
   // `onlyone run` stays as COMMAND's supervisor, to stop it when lost()
   // fires. Such a lock lives in onlyone's process (no descriptor of
   // COMMAND's can keep it), so onlyone also releases it when COMMAND ends.
-  // kSoft can be.
+  // kSoft and kRedis can be.
   bool can_be_lost = false;
 };
 
@@ -82,6 +90,9 @@ absl::StatusOr<LockChoice> ChooseLock(const LockTarget& target,
 // holds, or the semaphore's path), taken and released at once to learn
 // that it is free; no owner record.
 std::unique_ptr<LockBackend> ProbeBackend(const LockTarget& target);
+
+// The server, lease and password file of a kRedis target.
+RedisLockOptions RedisOptionsOf(const LockTarget& target);
 
 // The semaphore's path for a kSemaphore target (creating no file, but the
 // user's or session's private directory if missing).

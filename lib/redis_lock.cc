@@ -1,6 +1,7 @@
 #include "onlyone/redis_lock.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "onlyone/internal/cancellation_state.h"
 #include "onlyone/internal/fork_safe_mutex.h"
+#include "onlyone/internal/holder_info.h"
 #include "onlyone/internal/interruptible_wait.h"
 #include "onlyone/internal/printable.h"
 #include "onlyone/internal/redis_connection.h"
@@ -206,6 +208,22 @@ absl::StatusOr<RedisEndpoint> EndpointFor(const RedisLockOptions& options) {
   return endpoint;
 }
 
+// The refusal `status` because `holder` holds the lock, carrying it as the
+// seam's HolderInfo (lib/lock_holder.h), so that callers tell a held lock
+// from an unreachable server, both Unavailable.
+absl::Status Refusal(absl::Status status, const RedisLockHolder& holder) {
+  HolderInfo info;
+  info.resource = holder.name;
+  info.holders_known = true;
+  LockHolderProcess process;
+  process.pid = holder.pid;
+  process.name = holder.command;
+  process.host = holder.host;
+  info.holders.push_back(std::move(process));
+  AttachHolder(status, info);
+  return status;
+}
+
 // A status like `status`, its message prefixed with the lock it concerns.
 absl::Status AboutLock(absl::string_view name, const absl::Status& status) {
   return absl::Status(status.code(), absl::StrCat("Redis lock '",
@@ -362,10 +380,18 @@ class Renewer {
   void Add(std::shared_ptr<RedisLockState> state) {
     std::lock_guard<std::mutex> hold(mu_);
     const absl::Time next = MonotonicNow() + state->lease() / 3;
-    locks_[state.get()] = Entry{std::move(state), next};
+    // The key first: in `map[k] = v` C++17 evaluates v (the move) before k.
+    const RedisLockState* const key = state.get();
+    locks_[key] = Entry{std::move(state), next};
     if (!started_) {
       started_ = true;
+      // With every signal blocked, which it inherits: a process's signals
+      // (SIGCHLD for a supervisor's signalfd, SIGTERM) are not its to take.
+      sigset_t all, previous;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, &previous);
       std::thread([this] { Run(); }).detach();
+      pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     }
     // Waking the thread only when it would sleep past the new lock's first
     // renewal keeps it (and a context switch) off the Acquire() path.
@@ -619,9 +645,11 @@ absl::StatusOr<RedisLock> RedisLock::Acquire(absl::string_view name,
 
   std::unique_ptr<internal::RedisConnection> subscriber;
   std::unique_ptr<internal::CancellationEventFd> cancel_fd;
+  const auto holder_of = [&](const internal::TryResult& tried) {
+    return internal::HolderFromReply(name, tried.holder_value, tried.pttl);
+  };
   const auto holder_text = [&](const internal::TryResult& tried) {
-    return internal::HolderFromReply(name, tried.holder_value, tried.pttl)
-        .Describe();
+    return holder_of(tried).Describe();
   };
   for (;;) {
     const absl::Time sent = internal::MonotonicNow();
@@ -637,9 +665,11 @@ absl::StatusOr<RedisLock> RedisLock::Acquire(absl::string_view name,
       return RedisLock(std::move(state));
     }
     if (!may_wait) {
-      return absl::UnavailableError(
-          absl::StrCat("Redis lock '", internal::Printable(name), "' on ",
-                       server, " is held by ", holder_text(*tried)));
+      return internal::Refusal(
+          absl::UnavailableError(
+              absl::StrCat("Redis lock '", internal::Printable(name), "' on ",
+                           server, " is held by ", holder_text(*tried))),
+          holder_of(*tried));
     }
     if (subscriber == nullptr) {
       // Subscribe, then try again: a release published before the
@@ -684,16 +714,20 @@ absl::StatusOr<RedisLock> RedisLock::Acquire(absl::string_view name,
       continue;
     }
     if (*woken == internal::RedisWaitResult::kCancelled) {
-      return absl::CancelledError(absl::StrCat(
-          "Redis lock '", internal::Printable(name), "' on ", server,
-          ": cancelled while waiting; held by ", holder_text(*tried)));
+      return internal::Refusal(
+          absl::CancelledError(absl::StrCat(
+              "Redis lock '", internal::Printable(name), "' on ", server,
+              ": cancelled while waiting; held by ", holder_text(*tried))),
+          holder_of(*tried));
     }
     if (*woken == internal::RedisWaitResult::kDeadline &&
         internal::MonotonicNow() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "Redis lock '", internal::Printable(name), "' on ", server,
-          ": still held after ", absl::FormatDuration(options.timeout),
-          " by ", holder_text(*tried)));
+      return internal::Refusal(
+          absl::DeadlineExceededError(absl::StrCat(
+              "Redis lock '", internal::Printable(name), "' on ", server,
+              ": still held after ", absl::FormatDuration(options.timeout),
+              " by ", holder_text(*tried))),
+          holder_of(*tried));
     }
   }
 }

@@ -4,6 +4,7 @@
 // killed or hung, a waiter's connection dropped; plus exclusion, token
 // order, the no-polling wait, URLs, unreachable servers and passwords.
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -25,10 +26,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onlyone/exclusive.h"
+#include "onlyone/lock_holder.h"
 #include "onlyone/internal/cancellation_state.h"
 #include "onlyone/internal/redis_endpoint.h"
 #include "onlyone/internal/sha1.h"
@@ -174,6 +177,8 @@ TEST_F(RedisLockTest, AnUnreachableServerIsUnavailableNamingItNeverAHang) {
   EXPECT_TRUE(absl::IsUnavailable(lock.status())) << lock.status();
   EXPECT_THAT(std::string(lock.status().message()),
               HasSubstr(server_->socket_path() + ".none"));
+  EXPECT_FALSE(HolderFromStatus(lock.status()).has_value())
+      << "an unreachable server is not a held lock";
 
   // A port nobody listens on (the server's, once it is gone).
   const std::string tcp = server_->tcp_url();
@@ -305,6 +310,21 @@ TEST_F(RedisLockTest, ATryOnAHeldLockNamesTheHolderAndListsShowIt) {
   EXPECT_THAT(message, HasSubstr(absl::StrCat("pid ", holder.pid())));
   EXPECT_THAT(message, HasSubstr("nightly-import --all"));
   EXPECT_THAT(message, HasSubstr(absl::StrCat("fencing token ", token)));
+  // The seam's payload says it is held (not an unreachable server, also
+  // Unavailable), and by whom.
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
+  const std::optional<HolderInfo> refusal = HolderFromStatus(lock.status());
+  ASSERT_TRUE(refusal.has_value());
+  EXPECT_EQ(refusal->resource, "import");
+  ASSERT_EQ(refusal->holders.size(), 1u);
+  EXPECT_EQ(refusal->holders[0].pid, holder.pid());
+  EXPECT_EQ(refusal->holders[0].host, host);
+  RedisLockOptions briefly = Options();
+  briefly.timeout = absl::Milliseconds(50);
+  lock = RedisLock::Acquire("import", briefly);
+  ASSERT_TRUE(absl::IsDeadlineExceeded(lock.status())) << lock.status();
+  EXPECT_TRUE(HolderFromStatus(lock.status()).has_value());
 
   absl::StatusOr<std::optional<RedisLockHolder>> found =
       FindRedisLockHolder("import", Options());
@@ -316,8 +336,6 @@ TEST_F(RedisLockTest, ATryOnAHeldLockNamesTheHolderAndListsShowIt) {
   EXPECT_GT((*found)->lease_left, absl::ZeroDuration());
   EXPECT_LE((*found)->lease_left, absl::Seconds(30));
   EXPECT_LE((*found)->since, absl::Now());
-  char host[256] = {};
-  ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
   EXPECT_EQ((*found)->host, host);
 
   absl::StatusOr<RedisLock> other = RedisLock::Acquire("other", Options());
@@ -594,6 +612,54 @@ TEST_F(RedisLockTest, RunExclusiveOverTheRedisBackend) {
                            [&] { EXPECT_EQ(try_elsewhere(), 1); });
   EXPECT_TRUE(compact().ok());
   EXPECT_TRUE(compact().ok());
+}
+
+TEST_F(RedisLockTest, AHolderRenewsOncePerThirdOfTheLease) {
+  absl::StatusOr<int64_t> before = server_->CallsOf("evalsha");
+  ASSERT_TRUE(before.ok()) << before.status();
+  absl::StatusOr<RedisLock> lock =
+      RedisLock::Acquire("steady", Options(absl::Milliseconds(300)));
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  // The span measured, not a synchronisation: about 10 renewals in it.
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_TRUE(lock->held());
+  ASSERT_TRUE(lock->Release().ok());
+  absl::StatusOr<int64_t> after = server_->CallsOf("evalsha");
+  ASSERT_TRUE(after.ok()) << after.status();
+  // Acquire, release, and one renewal per 100 ms (a slow machine does
+  // fewer): never a busy loop.
+  EXPECT_LE(*after - *before, 2 + 10 + 3);
+  EXPECT_GE(*after - *before, 2 + 3);
+}
+
+TEST_F(RedisLockTest, TheRenewalThreadTakesNoSignals) {
+  Child child = Child::Fork([&] {
+    absl::StatusOr<RedisLock> lock = RedisLock::Acquire("masked", Options());
+    if (!lock.ok()) return 2;
+    // The fork child's threads: this one and the renewal thread.
+    const std::string self = absl::StrCat(gettid());
+    int others = 0;
+    DIR* tasks = opendir("/proc/self/task");
+    if (tasks == nullptr) return 3;
+    while (const dirent* entry = readdir(tasks)) {
+      const std::string task = entry->d_name;
+      if (task == "." || task == ".." || task == self) continue;
+      ++others;
+      const std::string status =
+          ReadFileOrEmpty(absl::StrCat("/proc/self/task/", task, "/status"));
+      for (absl::string_view line : absl::StrSplit(status, '\n')) {
+        if (!absl::ConsumePrefix(&line, "SigBlk:\t")) continue;
+        uint64_t blocked = 0;
+        if (!absl::SimpleHexAtoi(line, &blocked)) return 4;
+        for (int signal_number : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGPIPE}) {
+          if ((blocked >> (signal_number - 1) & 1) == 0) return 10 + signal_number;
+        }
+      }
+    }
+    closedir(tasks);
+    return others == 1 ? 0 : 5;
+  });
+  EXPECT_EQ(child.Wait(), 0);
 }
 
 TEST_F(RedisLockTest, ScriptNamesAreTheServersSha1) {
