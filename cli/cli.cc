@@ -653,8 +653,7 @@ const Subcommand kSubcommands[] = {
      "--slots N: each slot's holder (pid, command, start time); exits 0 "
      "when every permit is held and 1 when one is free. With --soft: the soft "
      "lock's holder (host, pid, command, since), its heartbeat's age and "
-     "whether it is stale.",
-     "when every permit is held and 1 when one is free. With --redis URL: "
+     "whether it is stale. With --redis URL: "
      "the lease's holder (host, pid, since, command, fencing token, time "
      "left on its lease).",
      kStatusFlags,
@@ -686,8 +685,7 @@ const Subcommand kSubcommands[] = {
      "is not created). With --slots N it waits for a free permit, and "
      "returns at once when fewer than N are held. With --soft it waits for "
      "the soft lock (without polling for a holder on this host; polling "
-     "with backoff up to 1s for one on another host).",
-     "returns at once when fewer than N are held. With --redis URL, the "
+     "with backoff up to 1s for one on another host). With --redis URL, the "
      "same for the lease NAME on that server (woken by its release, no "
      "polling).",
      kWaitFlags,
