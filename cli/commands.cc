@@ -435,6 +435,14 @@ std::string SlotHolders(const std::vector<SemaphoreSlotHolder>& holders) {
   return absl::StrJoin(each, ", ");
 }
 
+// How long a wait took, to the millisecond, or to the microsecond when it
+// took less (a hand-off can): never a bare "0".
+std::string FormatWaited(absl::Duration waited) {
+  return absl::FormatDuration(absl::Trunc(
+      waited, waited < absl::Milliseconds(1) ? absl::Microseconds(1)
+                                             : absl::Milliseconds(1)));
+}
+
 // Who holds the lock now, for the wait notice; "" when nobody can be named.
 std::string WhoHoldsNow(const LockTarget& target, const std::string& resource) {
   switch (KindOf(target)) {
@@ -487,9 +495,7 @@ absl::StatusOr<std::unique_ptr<HeldLock>> AcquireTellingTheWait(
   if (held.ok()) {
     err << "onlyone: took " << (request.target.slots > 0 ? "a permit of " : "")
         << label << " after waiting "
-        << absl::FormatDuration(
-               absl::Trunc(absl::Now() - start, absl::Milliseconds(1)))
-        << "\n";
+        << FormatWaited(absl::Now() - start) << "\n";
   }
   return held;
 }

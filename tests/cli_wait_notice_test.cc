@@ -163,7 +163,7 @@ TEST_F(CliWaitNoticeTest, OneLineWhenTheWaitStartsAndOneWhenTheLockIsTaken) {
   EXPECT_EQ(waiter.Wait(), 0);
   EXPECT_THAT(terminal_.ReadToEnd(),
               MatchesRegex("onlyone: took nightly after waiting "
-                           "[0-9.]+m?s\n"));
+                           "[0-9.]+(us|ms|s)\n"));
 }
 
 TEST_F(CliWaitNoticeTest, AWaitForAPermitNamesEachSlotsHolder) {
@@ -184,7 +184,7 @@ TEST_F(CliWaitNoticeTest, AWaitForAPermitNamesEachSlotsHolder) {
   EXPECT_EQ(waiter.Wait(), 0);
   EXPECT_THAT(terminal_.ReadToEnd(),
               MatchesRegex("onlyone: took a permit of gpu after waiting "
-                           "[0-9.]+m?s\n"));
+                           "[0-9.]+(us|ms|s)\n"));
 }
 
 TEST_F(CliWaitNoticeTest, OnConflictWaitSaysSoToo) {
