@@ -459,6 +459,12 @@ std::string WhoHoldsNow(const LockTarget& target, const std::string& resource) {
       if (!holder.ok() || !holder->has_value()) return "";
       return WhoHoldsSoft(**holder);
     }
+    case LockKind::kRedis: {
+      absl::StatusOr<std::optional<RedisLockHolder>> holder =
+          FindRedisLockHolder(target.name, RedisOptionsOf(target));
+      if (!holder.ok() || !holder->has_value()) return "";
+      return (*holder)->Describe();
+    }
   }
   return "";
 }

@@ -27,6 +27,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/cli_test_util.h"
+#include "tests/redis_server.h"
 #include "tests/test_util.h"
 
 namespace onlyone {
@@ -184,6 +185,31 @@ TEST_F(CliWaitNoticeTest, AWaitForAPermitNamesEachSlotsHolder) {
   EXPECT_EQ(waiter.Wait(), 0);
   EXPECT_THAT(terminal_.ReadToEnd(),
               MatchesRegex("onlyone: took a permit of gpu after waiting "
+                           "[0-9.]+(us|ms|s)\n"));
+}
+
+// A --redis wait names the lease's holder (its host and pid), as the other
+// kinds of lock do.
+TEST_F(CliWaitNoticeTest, AWaitForARedisLeaseNamesItsHolder) {
+  absl::StatusOr<std::unique_ptr<testing::RedisServer>> server =
+      testing::RedisServer::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string url = (*server)->unix_url();
+  std::unique_ptr<Process> holder = Process::StartOnlyone(
+      {"run", "--redis", url, "--name", "fleet", "--", "sh", "-c", kHold},
+      {{8, ready_.write_fd()}, {9, release_.read_fd()}});
+  ASSERT_EQ(ready_.Receive(), 's') << holder->err();
+  Child waiter = StartOnTerminal({"run", "--redis", url, "--name", "fleet",
+                                  "--wait", "60s", "--", "true"});
+  EXPECT_THAT(terminal_.ReadLines(1),
+              MatchesRegex(absl::StrCat("onlyone: waiting for fleet, held by "
+                                        "pid ",
+                                        holder->pid(), " on host .*\n")));
+  release_.CloseWrite();
+  EXPECT_EQ(holder->Wait(), 0);
+  EXPECT_EQ(waiter.Wait(), 0);
+  EXPECT_THAT(terminal_.ReadToEnd(),
+              MatchesRegex("onlyone: took fleet after waiting "
                            "[0-9.]+(us|ms|s)\n"));
 }
 
