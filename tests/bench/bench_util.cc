@@ -113,6 +113,21 @@ Row RatioRow(std::string metric, std::string ours_text, std::string raw_text,
           has_target ? Verdict(ours <= target_ratio * raw) : "-"};
 }
 
+AlternateSamples SampleAlternately(
+    int warmups, int rounds,
+    const std::function<double(char variant)>& measure) {
+  for (int i = 0; i < warmups; ++i) {
+    measure('s');
+    measure('r');
+  }
+  AlternateSamples samples;
+  for (int i = 0; i < rounds; ++i) {
+    samples.ours.push_back(measure('s'));
+    samples.raw.push_back(measure('r'));
+  }
+  return samples;
+}
+
 void AddLatencyRows(std::vector<Row>& rows, const std::string& p50_metric,
                     const std::string& p99_metric,
                     const std::vector<double>& ours_ns,

@@ -106,6 +106,17 @@ void AddLatencyRows(std::vector<Row>& rows, const std::string& p50_metric,
                     const std::vector<double>& ours_ns,
                     const std::vector<double>& raw_ns, double target_ratio);
 
+// Latencies of onlyone ('s') and of the raw recipe ('r') taken in turn, so
+// that both see the same state of the machine: `warmups` unrecorded rounds
+// of each, then `rounds` recorded ones. `measure(variant)` returns one
+// latency in ns.
+struct AlternateSamples {
+  std::vector<double> ours, raw;
+};
+AlternateSamples SampleAlternately(
+    int warmups, int rounds,
+    const std::function<double(char variant)>& measure);
+
 // Prints the rows as a Markdown table (docs/performance.md quotes it as it
 // is); `metric_header` heads the first column.
 void PrintTable(absl::string_view metric_header, const std::vector<Row>& rows);

@@ -163,22 +163,16 @@ void BenchHandoff(const TempDir& dir, int handoffs, std::vector<Row>& rows) {
     return static_cast<double>(
         shared->acquired_ns.load(std::memory_order_acquire) - released);
   };
-  for (int i = 0; i < 20; ++i) {
-    handoff_ns('s');
-    handoff_ns('r');
-  }
-  std::vector<double> ours, raw;
-  for (int i = 0; i < handoffs; ++i) {
-    ours.push_back(handoff_ns('s'));
-    raw.push_back(handoff_ns('r'));
-  }
+  const AlternateSamples samples =
+      SampleAlternately(/*warmups=*/20, handoffs, handoff_ns);
   WriteByte(command.write_end, 'q');
   WaitChild(waiter, "hand-off waiter");
   close(command.write_end);
   close(reply.read_end);
   UnmapShared(shared);
   AddLatencyRows(rows, "hand-off p50, 3 slots (us)",
-                 "hand-off p99, 3 slots (us)", ours, raw, 2.0);
+                 "hand-off p99, 3 slots (us)", samples.ours, samples.raw,
+                 2.0);
 }
 
 // portalocker's BoundedSemaphore waiting for a permit that we release at a

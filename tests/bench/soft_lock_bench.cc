@@ -161,22 +161,16 @@ void BenchHandoff(const TempDir& dir, int handoffs, std::vector<Row>& rows) {
     return static_cast<double>(
         shared->acquired_ns.load(std::memory_order_acquire) - released);
   };
-  for (int i = 0; i < 10; ++i) {
-    handoff_ns('s');
-    handoff_ns('r');
-  }
-  std::vector<double> ours, raw;
-  for (int i = 0; i < handoffs; ++i) {
-    ours.push_back(handoff_ns('s'));
-    raw.push_back(handoff_ns('r'));
-  }
+  const AlternateSamples samples =
+      SampleAlternately(/*warmups=*/10, handoffs, handoff_ns);
   WriteByte(command.write_end, 'q');
   WaitChild(waiter, "hand-off waiter");
   close(command.write_end);
   close(reply.read_end);
   UnmapShared(shared);
   AddLatencyRows(rows, "same-host hand-off p50 (us)",
-                 "same-host hand-off p99 (us)", ours, raw, 0);
+                 "same-host hand-off p99 (us)", samples.ours, samples.raw,
+                 0);
 }
 
 // py-filelock's SoftFileLock waiting for a lock file (its own kind: one made
