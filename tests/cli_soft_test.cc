@@ -16,7 +16,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -343,33 +342,15 @@ std::string& WhyNotMounted() {
 }
 
 void Mount() {
-  if (access("/dev/fuse", R_OK | W_OK) != 0) {
-    WhyNotMounted() = "/dev/fuse is missing or not accessible";
+  if (mkdir(PlainDir().c_str(), 0700) != 0 && errno != EEXIST) {
+    WhyNotMounted() = "cannot make the directory " + PlainDir();
     return;
   }
-  if ((mkdir(PlainDir().c_str(), 0700) != 0 && errno != EEXIST) ||
-      (mkdir(FuseDir().c_str(), 0700) != 0 && errno != EEXIST)) {
-    WhyNotMounted() = "cannot make the directories";
-    return;
-  }
-  const int status = RunShell(absl::StrCat("bindfs --no-allow-other '",
-                                           PlainDir(), "' '", FuseDir(),
-                                           "' 2>/dev/null"));
-  if (status != 0) {
-    WhyNotMounted() = absl::StrCat(
-        "bindfs could not mount (exit status ", status,
-        "; is bindfs installed and may this user mount FUSE filesystems?)");
-    return;
-  }
-  WhyNotMounted().clear();
+  WhyNotMounted() = MountBindfs(PlainDir(), FuseDir());
 }
 
 void Unmount() {
-  if (WhyNotMounted().empty() &&
-      RunShell(absl::StrCat("fusermount -u '", FuseDir(), "'")) != 0) {
-    umount2(FuseDir().c_str(), MNT_DETACH);
-  }
-  rmdir(FuseDir().c_str());
+  if (WhyNotMounted().empty()) UnmountBindfs(FuseDir());
   RemoveTree(PlainDir());
 }
 

@@ -9,7 +9,6 @@
 // mount), the suite does not run and the one test here, FuseIsMounted, is
 // skipped with the reason. The mount is undone before the binary exits.
 
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,33 +43,11 @@ std::string& WhyNotMounted() {
   return *why;
 }
 
-void Mount() {
-  if (access("/dev/fuse", R_OK | W_OK) != 0) {
-    WhyNotMounted() = "/dev/fuse is missing or not accessible";
-    return;
-  }
-  if (mkdir(MountPoint().c_str(), 0700) != 0 && errno != EEXIST) {
-    WhyNotMounted() = "cannot make the mount point";
-    return;
-  }
-  const int status = RunShell(absl::StrCat(
-      "bindfs --no-allow-other '", TmpDir(), "' '", MountPoint(),
-      "' 2>/dev/null"));
-  if (status != 0) {
-    WhyNotMounted() = absl::StrCat(
-        "bindfs could not mount (exit status ", status,
-        "; is bindfs installed and may this user mount FUSE filesystems?)");
-    return;
-  }
-  WhyNotMounted().clear();
-}
+void Mount() { WhyNotMounted() = MountBindfs(TmpDir(), MountPoint()); }
 
 void Unmount() {
   if (!WhyNotMounted().empty()) return;
-  if (RunShell(absl::StrCat("fusermount -u '", MountPoint(), "'")) != 0) {
-    umount2(MountPoint().c_str(), MNT_DETACH);
-  }
-  rmdir(MountPoint().c_str());
+  UnmountBindfs(MountPoint());
   WhyNotMounted() = "unmounted";
 }
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -256,6 +257,34 @@ int RunShell(const std::string& command_line) {
   if (status < 0) return -1;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
+}
+
+std::string MountBindfs(const std::string& source,
+                        const std::string& mount_point) {
+  if (access("/dev/fuse", R_OK | W_OK) != 0) {
+    return "/dev/fuse is missing or not accessible";
+  }
+  const bool made = mkdir(mount_point.c_str(), 0700) == 0;
+  if (!made && errno != EEXIST) {
+    return absl::StrCat("cannot make the mount point ", mount_point);
+  }
+  const int status = RunShell(absl::StrCat("bindfs --no-allow-other '", source,
+                                           "' '", mount_point,
+                                           "' 2>/dev/null"));
+  if (status != 0) {
+    if (made) rmdir(mount_point.c_str());
+    return absl::StrCat(
+        "bindfs could not mount (exit status ", status,
+        "; is bindfs installed and may this user mount FUSE filesystems?)");
+  }
+  return "";
+}
+
+void UnmountBindfs(const std::string& mount_point) {
+  if (RunShell(absl::StrCat("fusermount -u '", mount_point, "'")) != 0) {
+    umount2(mount_point.c_str(), MNT_DETACH);
+  }
+  rmdir(mount_point.c_str());
 }
 
 std::string MakeTestRoot() {

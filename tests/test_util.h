@@ -198,6 +198,17 @@ std::string ReadFileOrEmpty(const std::string& path);
 // Runs a shell command line with /bin/sh and returns its exit code.
 int RunShell(const std::string& command_line);
 
+// Mounts a bindfs (FUSE) view of the directory `source` at `mount_point`
+// (made if missing), for tests on a filesystem where flock(2) cannot be
+// trusted. Returns "" once mounted, else why it could not be (no
+// /dev/fuse, no bindfs, not allowed), for the test to skip with.
+std::string MountBindfs(const std::string& source,
+                        const std::string& mount_point);
+
+// Unmounts what MountBindfs() mounted at `mount_point` and removes the
+// mount point directory.
+void UnmountBindfs(const std::string& mount_point);
+
 }  // namespace onlyone::testing
 
 #endif  // ONLYONE_TESTS_TEST_UTIL_H_
