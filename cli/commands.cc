@@ -513,6 +513,8 @@ absl::StatusOr<std::unique_ptr<HeldLock>> AcquireTellingTheWait(
 // itself reports the errors that matter.
 void WarnIfFlockUntrusted(const LockTarget& target, std::ostream& err) {
   if (target.lock_path.empty() || KindOf(target) == LockKind::kSoft) return;
+  // Most runs stop here: one statfs(2) instead of reading mountinfo.
+  if (!FlockTrustNeedsChecking(target.lock_path)) return;
   absl::StatusOr<FlockTrust> trust = CheckFlockTrust(target.lock_path);
   if (!trust.ok() || trust->trusted) return;
   PrintMessage(err, absl::StrCat("warning: ", target.lock_path, " is on ",

@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 
 #include <cerrno>
@@ -17,6 +18,13 @@
 
 namespace onlyone {
 namespace {
+
+// The directory a path that does not exist yet would be made in.
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
 
 // mountinfo escapes space, tab, newline and backslash in paths as \ooo.
 std::string UnescapeMountPath(absl::string_view escaped) {
@@ -154,6 +162,31 @@ std::optional<FlockTrust> FlockTrustInMountInfo(
   return best;
 }
 
+bool FlockTrustNeedsChecking(absl::string_view path) {
+  // statfs(2)'s f_type of each kind FlockTrustOfMountInfoLine() may judge
+  // untrusted (fuse, fuseblk and virtiofs all report FUSE's).
+  constexpr __fsword_t kMayBeUntrusted[] = {
+      0x65735546,  // FUSE_SUPER_MAGIC
+      0x6969,      // NFS_SUPER_MAGIC
+      0xFF534D42,  // CIFS_SUPER_MAGIC
+      0xFE534D42,  // SMB2_SUPER_MAGIC
+      0x0BD00BD0,  // Lustre
+      0x01161970,  // GFS2_MAGIC
+      0x7461636F,  // OCFS2_SUPER_MAGIC
+  };
+  std::string target(path);
+  struct statfs filesystem;
+  if (statfs(target.c_str(), &filesystem) != 0) {
+    if (errno != ENOENT) return true;
+    target = DirectoryOf(target);
+    if (statfs(target.c_str(), &filesystem) != 0) return true;
+  }
+  for (__fsword_t kind : kMayBeUntrusted) {
+    if (filesystem.f_type == kind) return true;
+  }
+  return false;
+}
+
 absl::StatusOr<FlockTrust> CheckFlockTrust(absl::string_view path) {
   std::string target(path);
   struct stat file;
@@ -162,10 +195,7 @@ absl::StatusOr<FlockTrust> CheckFlockTrust(absl::string_view path) {
     if (error_number != ENOENT) {
       return internal::PosixError(absl::StrCat(path, ": stat"), error_number);
     }
-    const size_t slash = target.rfind('/');
-    target = slash == std::string::npos ? "."
-             : slash == 0               ? "/"
-                                        : target.substr(0, slash);
+    target = DirectoryOf(target);
     if (stat(target.c_str(), &file) != 0) {
       return internal::PosixError(
           absl::StrCat(path, ": stat of its directory ", target), errno);

@@ -56,6 +56,13 @@ struct FlockTrust {
 [[nodiscard]] absl::StatusOr<FlockTrust> CheckFlockTrust(
     absl::string_view path);
 
+// Whether `path`'s filesystem (or its directory's, when `path` does not
+// exist yet) is of a kind listed above as possibly untrusted, from one
+// statfs(2) and without reading mountinfo: a cheap first look for a caller
+// that only wants to warn (the onlyone command does it on every run). true
+// when it cannot tell, so that CheckFlockTrust() has the last word.
+bool FlockTrustNeedsChecking(absl::string_view path);
+
 // One line of a mountinfo file, judged; nullopt when it is malformed.
 std::optional<FlockTrust> FlockTrustOfMountInfoLine(absl::string_view line);
 

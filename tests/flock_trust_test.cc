@@ -134,6 +134,8 @@ TEST(FlockTrustTest, CheckFlockTrustFindsTheTestsOwnMount) {
   ASSERT_TRUE(trust.ok()) << trust.status();
   EXPECT_FALSE(trust->filesystem_type.empty());
   EXPECT_FALSE(trust->mount_point.empty());
+  // TEST_TMPDIR is on a local filesystem, which a first look rules out.
+  EXPECT_EQ(FlockTrustNeedsChecking(dir + "/not-yet.lock"), !trust->trusted);
   absl::StatusOr<FlockTrust> missing =
       CheckFlockTrust(dir + "/no/such/dir/x.lock");
   EXPECT_TRUE(absl::IsNotFound(missing.status())) << missing.status();

@@ -71,6 +71,7 @@ TEST(SoftLockOnFuse, FuseIsMounted) {
   ASSERT_TRUE(trust.ok()) << trust.status();
   EXPECT_FALSE(trust->trusted);
   EXPECT_EQ(trust->filesystem_type, "fuse");
+  EXPECT_TRUE(FlockTrustNeedsChecking(MountPoint() + "/not-yet.lock"));
 }
 
 INSTANTIATE_TEST_SUITE_P(
