@@ -65,6 +65,7 @@
 #include "onlyone/scoped_file_lock.h"
 #include "onlyone/scoped_semaphore.h"
 #include "onlyone/single_instance.h"
+#include "onlyone/soft_file_lock.h"
 
 namespace onlyone::chaos {
 namespace {
@@ -429,6 +430,7 @@ enum class Variant {
   kOnlyoneRun,
   kForkDuringAcquire,
   kSemaphore,
+  kSoftLock,
   // The detector's own checks, not in "all": entrants take no lock (no
   // permit) at all, so the run must report overlaps and fail.
   kNoLock,
@@ -439,7 +441,7 @@ constexpr Variant kAllVariants[] = {
     Variant::kBlocking,       Variant::kTimed,      Variant::kTryLoop,
     Variant::kCancellable,    Variant::kSharedMix,  Variant::kSingleInstance,
     Variant::kOnlyoneRun,     Variant::kForkDuringAcquire,
-    Variant::kSemaphore,
+    Variant::kSemaphore,      Variant::kSoftLock,
 };
 
 const char* VariantName(Variant variant) {
@@ -453,6 +455,7 @@ const char* VariantName(Variant variant) {
     case Variant::kOnlyoneRun: return "onlyone-run";
     case Variant::kForkDuringAcquire: return "fork-during-acquire";
     case Variant::kSemaphore: return "semaphore";
+    case Variant::kSoftLock: return "soft-lock";
     case Variant::kNoLock: return "no-lock";
     case Variant::kSemaphoreNoLock: return "semaphore-no-lock";
   }
@@ -485,6 +488,7 @@ bool Expected(Variant variant, const absl::Status& status) {
   switch (variant) {
     case Variant::kTimed:
     case Variant::kSingleInstance:
+    case Variant::kSoftLock:
       return absl::IsDeadlineExceeded(status);
     case Variant::kTryLoop:
       return absl::IsUnavailable(status);
@@ -701,6 +705,45 @@ int RunSingleInstanceWorker(const Context& context, int worker,
     Hold(me, random);
     Leave(me);
     if (absl::Status released = instance->Release(); !released.ok()) {
+      RecordError(shared, released.ToString());
+    }
+  }
+  return 0;
+}
+
+// SoftFileLock (no kernel lock) at its own path beside the kernel lock's:
+// a killed holder's file stays until the next acquirer sees its pid gone
+// and breaks it; waits are blocking or timed at random.
+int RunSoftLockWorker(const Context& context, int worker, uint64_t seed) {
+  Shared& shared = *context.shared;
+  Random random(seed);
+  const Entrant me{&shared, worker, getpid(), context.config.hold_us};
+  const std::string path = context.lock_path + ".soft";
+  while (!shared.stop.load()) {
+    SoftLockOptions options;
+    if (random.Below(2) == 0) {
+      options.timeout = absl::Microseconds(1000 + random.Below(30000));
+    }
+    const int64_t start = NowNs();
+    absl::StatusOr<SoftFileLock> lock;
+    for (;;) {
+      lock = SoftFileLock::Acquire(path, options);
+      if (lock.ok() || !Expected(Variant::kSoftLock, lock.status()) ||
+          shared.stop.load()) {
+        break;
+      }
+      shared.retries.fetch_add(1);
+    }
+    if (!lock.ok()) {
+      if (shared.stop.load()) break;
+      RecordError(shared, lock.status().ToString());
+      SleepNs(1000000);
+      continue;
+    }
+    Enter(me, kModeExclusive, start, NowNs());
+    Hold(me, random);
+    Leave(me);
+    if (absl::Status released = lock->Release(); !released.ok()) {
       RecordError(shared, released.ToString());
     }
   }
@@ -1046,6 +1089,8 @@ int Supervisor::WorkerBody(int worker, uint64_t seed) {
       return RunOnlyoneWorker(context_, worker, seed);
     case Variant::kForkDuringAcquire:
       return RunForkWorker(context_, worker, seed);
+    case Variant::kSoftLock:
+      return RunSoftLockWorker(context_, worker, seed);
     case Variant::kSemaphore:
     case Variant::kSemaphoreNoLock:
       return RunSemaphoreWorker(context_, worker, seed,
