@@ -396,8 +396,7 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::Acquire(
       return PosixError(absl::StrCat(path, ": clearing FD_CLOEXEC"), errno);
     }
     internal::MarkAcquired(tracked, options.mode == LockMode::kExclusive,
-                           options.recursive, options.inheritable,
-                           /*adopted=*/false);
+                           options.recursive, options.inheritable);
     std::move(forget).Cancel();
     return ScopedFileLock(tracked, std::move(path), options.mode,
                           file->status);
@@ -463,7 +462,7 @@ absl::StatusOr<ScopedFileLock> ScopedFileLock::AdoptInherited(
     HeldFile* adopted =
         internal::TrackOpenedFile(fd, path, named.st_dev, named.st_ino);
     internal::MarkAcquired(adopted, exclusive, /*recursive=*/false,
-                           /*inheritable=*/false, /*adopted=*/true);
+                           /*inheritable=*/false);
     return ScopedFileLock(adopted, path,
                           exclusive ? LockMode::kExclusive : LockMode::kShared,
                           open_file);

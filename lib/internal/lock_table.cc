@@ -59,7 +59,6 @@ void UpdateTableInChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (file->hand_off_on_fork && file->owned) {
       file->holder_thread = pthread_self();
       file->hand_off_on_fork = false;
-      file->description_shared = true;
       continue;
     }
     file->owned = false;
@@ -111,13 +110,12 @@ HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
 }
 
 void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
-                  bool inheritable, bool adopted) {
+                  bool inheritable) {
   LockTable& table = Table();
   ForkSafeLock lock(&table.mutex);
   file->exclusive = exclusive;
   file->recursive = recursive;
   file->inheritable = inheritable;
-  file->description_shared = inheritable || adopted;
   file->owned = true;
   file->holder_thread = pthread_self();
 }
@@ -184,11 +182,15 @@ absl::Status ReleaseAcquisition(HeldFile* file) {
   }
   absl::Status status;
   if (last->fd < 0) return status;
-  // When another process may share the open file description, close()
-  // alone would leave the lock held by it: unlock explicitly. Otherwise the
-  // close releases the lock, one system call fewer on every release.
-  if (last->owned && last->description_shared &&
-      flock(last->fd, LOCK_UN) != 0) {
+  // Unlocked before the close, for two reasons. Another process may share
+  // the open file description (an inherited or handed-off lock), and then
+  // close() alone would leave the lock held by it. And a waiter is woken
+  // inside flock(LOCK_UN), whereas close() wakes it only after tearing the
+  // file down on its way back to user space: on one CPU that teardown delayed
+  // every hand-off and lengthened every contended critical section
+  // (docs/performance.md). The close then finds no lock to remove, so the
+  // extra call costs little more than its entry into the kernel.
+  if (last->owned && flock(last->fd, LOCK_UN) != 0) {
     status = PosixError(absl::StrCat(last->path, ": unlock"), errno);
   }
   if (close(last->fd) != 0 && status.ok()) {

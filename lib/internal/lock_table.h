@@ -64,12 +64,6 @@ struct HeldFile {
   int acquisitions = 1;
   bool inheritable = false;
   bool hand_off_on_fork = false;
-  // Whether another process may hold this open file description: inherited
-  // by exec'd or forked children (inheritable), received by a fork hand-off
-  // (the parent may still have it open), or adopted after exec (the
-  // parent that passed it has it). Only then does releasing need an
-  // explicit unlock; otherwise closing the last descriptor releases it.
-  bool description_shared = false;
 };
 
 // The guard that fork() waits for; use it through HoldOffFork.
@@ -96,10 +90,9 @@ class [[nodiscard]] ABSL_SCOPED_LOCKABLE HoldOffFork {
 HeldFile* TrackOpenedFile(int fd, std::string path, dev_t device,
                           ino_t inode);
 
-// Records that the calling thread now holds the tracked file's lock;
-// `adopted` when the descriptor was inherited across exec.
+// Records that the calling thread now holds the tracked file's lock.
 void MarkAcquired(HeldFile* file, bool exclusive, bool recursive,
-                  bool inheritable, bool adopted);
+                  bool inheritable);
 
 // Whether some entry tracks descriptor `fd` (AdoptInherited must not adopt a
 // descriptor twice).

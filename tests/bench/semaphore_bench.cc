@@ -181,13 +181,14 @@ constexpr char kPortalockerWaiter[] = R"(
 import os, sys, time, portalocker
 rounds = int(sys.argv[3])
 for _ in range(rounds):
+    if os.read(0, 1) != b"n":
+        sys.exit(1)
     s = portalocker.BoundedSemaphore(3, name=sys.argv[1], directory=sys.argv[2],
                                      timeout=30)
     os.write(4, b"r")
     s.acquire()
     os.write(4, (str(time.clock_gettime_ns(time.CLOCK_MONOTONIC)) + "\n").encode())
     s.release()
-    os.read(0, 1)
 )";
 
 void BenchPortalocker(const TempDir& dir, std::vector<Row>& rows) {
@@ -209,8 +210,12 @@ void BenchPortalocker(const TempDir& dir, std::vector<Row>& rows) {
   close(reply.write_end);
   std::vector<double> latency;
   for (int round = 0; round < kRounds; ++round) {
+    // Every permit is ours before the waiter starts its round (Take() waits
+    // for the one it kept from the last round): a permit it found free
+    // would be "handed off" before we released it.
     std::vector<ScopedSemaphore> permits;
     for (int i = 0; i < kSlots; ++i) permits.push_back(Take(path));
+    WriteByte(command.write_end, 'n');
     ExpectByte(reply.read_end, 'r', "portalocker");
     usleep(300000 + 250000 * round / kRounds);  // its first tries fail
     const int64_t released = NowNs();
@@ -224,7 +229,6 @@ void BenchPortalocker(const TempDir& dir, std::vector<Row>& rows) {
     if (!absl::SimpleAtoi(line, &acquired)) Die("portalocker's reply: " + line);
     latency.push_back(static_cast<double>(acquired - released));
     permits.clear();
-    WriteByte(command.write_end, 'n');
   }
   close(command.write_end);
   WaitChild(python, "portalocker waiter");
