@@ -15,7 +15,6 @@
 #include <cerrno>
 #include <cstring>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -165,10 +164,10 @@ TEST_F(ScopedFileLockTest, TimeoutIsHonouredAndNotCutShort) {
   EXPECT_LT(waited, absl::Seconds(3));
 }
 
-// The interrupter signals a wait every millisecond once the deadline passed
-// or Cancel() came, until the wait ends; after that, no signal may reach the
-// thread (it would cut the application's system calls short with EINTR). A
-// 100 ms sleep in poll(2) shows it.
+// The timer that interrupts a wait fires every millisecond once the
+// deadline passed or Cancel() came, until the wait ends; after that, no
+// signal may reach the thread (it would cut the application's system calls
+// short with EINTR). A 100 ms sleep in poll(2) shows it.
 TEST_F(ScopedFileLockTest, NoTimerSignalReachesTheThreadAfterTheWait) {
   Pipe ready, release;
   Child holder = HoldInChild(path_, ready, release);
@@ -176,7 +175,7 @@ TEST_F(ScopedFileLockTest, NoTimerSignalReachesTheThreadAfterTheWait) {
 
   LockOptions timed;
   timed.timeout = absl::Milliseconds(20);
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 2; ++i) {  // the second reuses the thread's timer
     absl::Status status = ScopedFileLock::Acquire(path_, timed).status();
     EXPECT_TRUE(absl::IsDeadlineExceeded(status)) << status;
     EXPECT_EQ(poll(nullptr, 0, 100), 0) << std::strerror(errno);
@@ -208,68 +207,28 @@ int CountTimers() {
   return count;
 }
 
-// How many threads this process has.
-int CountThreads() {
-  int count = 0;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
-    (void)entry;
-    ++count;
+// A thread keeps one timer for its waits; it goes when the thread ends.
+TEST_F(ScopedFileLockTest, AThreadsWaitTimerIsDeletedWhenTheThreadEnds) {
+  if (!std::ifstream("/proc/self/timers").good()) {
+    GTEST_SKIP() << "no /proc/self/timers on this kernel";
   }
-  return count;
-}
-
-// Timed waits cost no timer and no thread each: one interrupter thread per
-// process signals them all, and it stays for the next ones.
-TEST_F(ScopedFileLockTest, TimedWaitsShareOneInterrupterThread) {
   Pipe ready, release;
   Child holder = HoldInChild(path_, ready, release);
   ASSERT_EQ(ready.Receive(), '.');
-  const int timers_before = CountTimers();
-  const int threads_before = CountThreads();
-  auto wait_in_threads = [&] {
-    std::vector<std::thread> waiters;
-    for (int i = 0; i < 5; ++i) {
-      waiters.emplace_back([&] {
-        LockOptions timed;
-        timed.timeout = absl::Milliseconds(5);
-        for (int wait = 0; wait < 2; ++wait) {
-          EXPECT_TRUE(absl::IsDeadlineExceeded(
-              ScopedFileLock::Acquire(path_, timed).status()));
-        }
-      });
-    }
-    for (std::thread& waiter : waiters) waiter.join();
-  };
-  wait_in_threads();
-  const int threads_after = CountThreads();
-  // The interrupter may have been started by an earlier test.
-  EXPECT_LE(threads_after, threads_before + 1);
-  wait_in_threads();
-  EXPECT_EQ(CountThreads(), threads_after);
-  EXPECT_EQ(CountTimers(), timers_before);
-  release.Send();
-  EXPECT_EQ(holder.Wait(), 0);
-}
-
-// A fork child has no interrupter thread even when the parent has one; its
-// timed waits start their own, and time out (without one they would wait
-// for ever).
-TEST_F(ScopedFileLockTest, ATimedWaitInAForkChildTimesOut) {
-  Pipe ready, release;
-  Child holder = HoldInChild(path_, ready, release);
-  ASSERT_EQ(ready.Receive(), '.');
-  LockOptions timed;
-  timed.timeout = absl::Milliseconds(20);
-  ASSERT_TRUE(absl::IsDeadlineExceeded(
-      ScopedFileLock::Acquire(path_, timed).status()));  // the parent's
-  Child child = Child::Fork([&] {
-    const absl::Time start = absl::Now();
-    const absl::Status status = ScopedFileLock::Acquire(path_, timed).status();
-    if (!absl::IsDeadlineExceeded(status)) return 1;
-    if (absl::Now() - start > absl::Seconds(5)) return 2;
-    return 0;
-  });
-  EXPECT_EQ(child.Wait(), 0);
+  const int before = CountTimers();
+  for (int i = 0; i < 5; ++i) {
+    std::thread waiter([&] {
+      LockOptions timed;
+      timed.timeout = absl::Milliseconds(5);
+      for (int wait = 0; wait < 2; ++wait) {
+        EXPECT_TRUE(absl::IsDeadlineExceeded(
+            ScopedFileLock::Acquire(path_, timed).status()));
+      }
+      EXPECT_EQ(CountTimers(), before + 1);  // one for both waits
+    });
+    waiter.join();
+  }
+  EXPECT_EQ(CountTimers(), before);
   release.Send();
   EXPECT_EQ(holder.Wait(), 0);
 }

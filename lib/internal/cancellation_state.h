@@ -4,8 +4,8 @@
 // A wait registers a CancellationWaker for as long as it blocks. Cancel()
 // calls every registered waker's Wake() once, on the cancelling thread. Each
 // kind of wait brings its own waker:
-//  * a thread blocked in flock(2): the process's interrupter, told to
-//    signal that thread at once (interruptible_wait.h);
+//  * a thread blocked in flock(2): a POSIX timer re-armed to fire at once
+//    (interruptible_wait.h), which interrupts the call with a signal;
 //  * a thread blocked in poll(2) on sockets, inotify or pidfds: an eventfd
 //    among the polled descriptors (CancellationEventFd below);
 //  * a thread blocked on a condition variable: a notify under the waiter's
@@ -20,7 +20,7 @@
 //  * fork(): pthread_atfork handlers take every state's mutex around the
 //    fork, so a child never inherits one held by a vanished thread. In the
 //    child, the wakers registered before the fork belong to the parent's
-//    waits (their threads and eventfds are the parent's): the child drops
+//    waits (their timers and eventfds are the parent's): the child drops
 //    them at its first use of the state, so its Cancel() can neither
 //    deadlock nor cancel the parent's waits.
 

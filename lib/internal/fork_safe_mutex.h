@@ -16,8 +16,6 @@
 // Lock order, outermost first: the lock table's fork guard, then the lock
 // table's mutex; the cancellation registry, then the CancellationStates'
 // mutexes. No code holds a lock of one family while taking one of the other.
-// The wait interrupter's mutex (interruptible_wait.cc) is a leaf: nothing
-// else is taken while it is held.
 
 #ifndef ONLYONE_LIB_INTERNAL_FORK_SAFE_MUTEX_H_
 #define ONLYONE_LIB_INTERNAL_FORK_SAFE_MUTEX_H_

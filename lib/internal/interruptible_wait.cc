@@ -1,33 +1,65 @@
 #include "onlyone/internal/interruptible_wait.h"
 
-#include <poll.h>
 #include <pthread.h>
-#include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <cstdint>
 #include <utility>
 
 #include "absl/base/call_once.h"
-#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "onlyone/internal/fork_safe_mutex.h"
 #include "onlyone/internal/posix_error.h"
 
 namespace onlyone::internal {
 namespace {
 
-// After the deadline or a Cancel(), the thread is signalled again every
-// millisecond until the wait ends; see "check-then-block race" in the header.
-constexpr absl::Duration kResignalInterval = absl::Milliseconds(1);
+// Fires every millisecond after the deadline or a Cancel(), until the wait
+// ends; see "check-then-block race" in the header.
+constexpr long kRefireIntervalNanos = 1'000'000;
 
 void IgnoreInterrupt(int) {}
 
 thread_local bool cancellation_unreported = false;
+
+// The calling thread's interrupt timer: created by its first timed or
+// cancellable wait and kept until the thread ends, so that a wait neither
+// creates nor deletes one, and ending a wait costs a disarm only if the
+// timer was armed. Trivially destructible, so that the fork child handler
+// may touch it without running TLS initialisation.
+struct ThreadTimer {
+  timer_t id;
+  bool created;
+  bool in_use;  // by a live InterruptibleWait of this thread
+};
+thread_local ThreadTimer thread_timer{};
+
+// Deletes the thread's timer when the thread ends; odr-used when the timer
+// is created, which registers the destructor.
+struct ThreadTimerDeleter {
+  ~ThreadTimerDeleter() {
+    if (thread_timer.created) timer_delete(thread_timer.id);
+    thread_timer.created = false;
+  }
+};
+thread_local ThreadTimerDeleter thread_timer_deleter;
+
+// POSIX timers are not inherited: the forking thread's timer id means
+// nothing in the child (and may name one of the child's own later).
+void ForgetThreadTimerInChild() {
+  thread_timer.created = false;
+  thread_timer.in_use = false;
+}
+
+absl::Status CreateTimer(int signal, timer_t* timer) {
+  struct sigevent event {};
+  event.sigev_notify = SIGEV_THREAD_ID;
+  event.sigev_signo = signal;
+  event._sigev_un._tid = gettid();
+  if (timer_create(CLOCK_MONOTONIC, &event, timer) != 0) {
+    return PosixError("creating the lock-wait timer", errno);
+  }
+  return absl::OkStatus();
+}
 
 struct ChosenSignal {
   int signal = 0;
@@ -55,174 +87,14 @@ ChosenSignal ChooseAndInstallSignal() {
 
 }  // namespace
 
-// The process's interrupter: the waits listed with it, and the thread that
-// signals them. Built on first use and never destroyed, so that a wait in a
-// static destructor still finds it.
-class Interrupter {
- public:
-  static Interrupter& Get() {
-    static Interrupter* const interrupter = new Interrupter;
-    return *interrupter;
-  }
-
-  // Lists `wait`, starting the thread if this process has none yet.
-  absl::Status List(InterruptibleWait* wait) {
-    bool poke = false;
-    {
-      ForkSafeLock lock(&mutex_);
-      if (!running_) {
-        if (absl::Status started = StartThread(); !started.ok()) {
-          return started;
-        }
-      }
-      wait->next_signal_ = wait->deadline_;
-      wait->previous_ = nullptr;
-      wait->next_ = waits_;
-      if (waits_ != nullptr) waits_->previous_ = wait;
-      waits_ = wait;
-      wait->listed_ = true;
-      // The thread sleeps until `sleeping_until_`: wake it only if this
-      // wait must be signalled earlier.
-      poke = wait->deadline_ < sleeping_until_;
-    }
-    if (poke) Poke();
-    return absl::OkStatus();
-  }
-
-  // Unlists `wait`; returns whether it was ever signalled.
-  bool Unlist(InterruptibleWait* wait) {
-    ForkSafeLock lock(&mutex_);
-    if (wait->previous_ != nullptr) {
-      wait->previous_->next_ = wait->next_;
-    } else {
-      waits_ = wait->next_;
-    }
-    if (wait->next_ != nullptr) wait->next_->previous_ = wait->previous_;
-    wait->listed_ = false;
-    return wait->signalled_;
-  }
-
-  // Makes the thread look at its waits now. Async-signal-safe, takes no
-  // lock: Wake() calls it under a cancellation state's mutex.
-  void Poke() {
-    const int fd = wake_fd_.load(std::memory_order_acquire);
-    if (fd < 0) return;
-    const uint64_t one = 1;
-    // A full counter (2^64 - 2 pokes unread) still wakes the thread.
-    (void)!write(fd, &one, sizeof one);
-  }
-
- private:
-  Interrupter() {
-    pthread_atfork(LockBeforeFork, UnlockInParent, ForgetParentInChild);
-  }
-
-  static void LockBeforeFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    Get().mutex_.Lock();
-  }
-  static void UnlockInParent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    Get().mutex_.Unlock();
-  }
-
-  // Runs in the single-threaded child: only async-signal-safe calls. The
-  // parent's thread and waits do not exist here; the eventfd is the
-  // parent's, so writing it would wake the parent's thread.
-  static void ForgetParentInChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    Interrupter& self = Get();
-    self.waits_ = nullptr;
-    self.running_ = false;
-    self.sleeping_until_ = absl::InfinitePast();
-    const int fd = self.wake_fd_.exchange(-1, std::memory_order_relaxed);
-    if (fd >= 0) close(fd);
-    self.mutex_.Unlock();
-  }
-
-  absl::Status StartThread() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-    const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (fd < 0) {
-      return PosixError("creating the lock-wait interrupter's eventfd", errno);
-    }
-    // The thread blocks every signal (it inherits the mask), so that the
-    // process's signals go to the application's threads.
-    sigset_t all, saved;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pthread_attr_t attributes;
-    pthread_attr_init(&attributes);
-    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    const int error_number = pthread_create(
-        &thread, &attributes,
-        [](void*) -> void* {
-          Get().Run();
-          return nullptr;
-        },
-        nullptr);
-    pthread_attr_destroy(&attributes);
-    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
-    if (error_number != 0) {
-      close(fd);
-      return PosixError("starting the lock-wait interrupter thread",
-                        error_number);
-    }
-    pthread_setname_np(thread, "onlyone-wait");
-    process_id_ = getpid();
-    wake_fd_.store(fd, std::memory_order_release);
-    running_ = true;
-    return absl::OkStatus();
-  }
-
-  // Signals every wait that is due, then sleeps until the next one is (or
-  // until poked).
-  [[noreturn]] void Run() {
-    for (;;) {
-      absl::Time wake_at = absl::InfiniteFuture();
-      int fd;
-      {
-        ForkSafeLock lock(&mutex_);
-        const absl::Time now = MonotonicNow();
-        for (InterruptibleWait* wait = waits_; wait != nullptr;
-             wait = wait->next_) {
-          if (wait->woken_.load(std::memory_order_relaxed) &&
-              !wait->signalled_) {
-            wait->next_signal_ = now;
-          }
-          if (wait->next_signal_ <= now) {
-            syscall(SYS_tgkill, process_id_, wait->thread_id_, wait->signal_);
-            wait->signalled_ = true;
-            wait->next_signal_ = now + kResignalInterval;
-          }
-          wake_at = std::min(wake_at, wait->next_signal_);
-        }
-        sleeping_until_ = wake_at;
-        fd = wake_fd_.load(std::memory_order_relaxed);
-      }
-      struct pollfd poked = {fd, POLLIN, 0};
-      struct timespec timeout;
-      if (wake_at != absl::InfiniteFuture()) {
-        timeout = absl::ToTimespec(
-            std::max(wake_at - MonotonicNow(), absl::ZeroDuration()));
-      }
-      if (ppoll(&poked, 1, wake_at == absl::InfiniteFuture() ? nullptr : &timeout,
-                nullptr) > 0) {
-        uint64_t pokes;
-        (void)!read(fd, &pokes, sizeof pokes);
-      }
-    }
-  }
-
-  ForkSafeMutex mutex_;
-  InterruptibleWait* waits_ ABSL_GUARDED_BY(mutex_) = nullptr;
-  bool running_ ABSL_GUARDED_BY(mutex_) = false;
-  // When the thread will next look at its waits unless poked.
-  absl::Time sleeping_until_ ABSL_GUARDED_BY(mutex_) = absl::InfinitePast();
-  pid_t process_id_ ABSL_GUARDED_BY(mutex_) = 0;
-  std::atomic<int> wake_fd_{-1};
-};
-
+// Re-arms the wait's timer to fire at once, and every millisecond after
+// until the wait ends (see "check-then-block race" in the header).
 void InterruptibleWait::Wake() {
   woken_.store(true, std::memory_order_relaxed);
-  Interrupter::Get().Poke();
+  struct itimerspec now {};
+  now.it_value.tv_nsec = 1;
+  now.it_interval.tv_nsec = kRefireIntervalNanos;
+  timer_settime(timer_, 0, &now, nullptr);
 }
 
 absl::Time MonotonicNow() {
@@ -252,6 +124,10 @@ absl::StatusOr<std::unique_ptr<InterruptibleWait>> InterruptibleWait::Start(
   }
   absl::StatusOr<int> signal = InterruptSignal();
   if (!signal.ok()) return signal.status();
+  static absl::once_flag fork_handler_once;
+  absl::call_once(fork_handler_once, [] {
+    pthread_atfork(nullptr, nullptr, ForgetThreadTimerInChild);
+  });
 
   sigset_t ours;
   sigemptyset(&ours);
@@ -261,10 +137,44 @@ absl::StatusOr<std::unique_ptr<InterruptibleWait>> InterruptibleWait::Start(
   // From here on the destructor restores the mask.
   std::unique_ptr<InterruptibleWait> wait(
       new InterruptibleWait(deadline, cancellation, *signal, saved_mask));
-  wait->thread_id_ = gettid();
-  if (absl::Status listed = Interrupter::Get().List(wait.get());
-      !listed.ok()) {
-    return listed;
+
+  ThreadTimer& mine = thread_timer;
+  if (!mine.in_use) {
+    if (!mine.created) {
+      if (absl::Status created = CreateTimer(*signal, &mine.id);
+          !created.ok()) {
+        return created;
+      }
+      (void)&thread_timer_deleter;
+      mine.created = true;
+    }
+    mine.in_use = true;
+    wait->timer_ = mine.id;
+    wait->uses_thread_timer_ = true;
+  } else {
+    // Not expected (one wait per thread at a time), but a second live
+    // wait gets a timer of its own rather than sharing the thread's.
+    if (absl::Status created = CreateTimer(*signal, &wait->timer_);
+        !created.ok()) {
+      return created;
+    }
+    wait->timer_created_ = true;
+  }
+
+  if (deadline != absl::InfiniteFuture()) {
+    struct itimerspec at_deadline {};
+    at_deadline.it_value = absl::ToTimespec(deadline);
+    // A zero it_value would disarm the timer; a deadline already past fires
+    // at once instead.
+    if (at_deadline.it_value.tv_sec <= 0 && at_deadline.it_value.tv_nsec <= 0) {
+      at_deadline.it_value.tv_nsec = 1;
+    }
+    at_deadline.it_interval.tv_nsec = kRefireIntervalNanos;
+    wait->armed_ = true;  // before it can fail: the destructor disarms
+    if (timer_settime(wait->timer_, TIMER_ABSTIME, &at_deadline, nullptr) !=
+        0) {
+      return PosixError("arming the lock-wait timer", errno);
+    }
   }
   if (cancellation != nullptr) {
     if (!cancellation->Register(wait.get())) {
@@ -284,15 +194,19 @@ InterruptibleWait::InterruptibleWait(absl::Time deadline,
       saved_mask_(saved_mask) {}
 
 InterruptibleWait::~InterruptibleWait() {
-  // Unregistered first, so that a concurrent Cancel() no longer pokes for
-  // this wait, then unlisted, so that it is signalled no more.
+  // Unregister first so that a concurrent Cancel() cannot arm the timer
+  // after this. A signal the timer already sent is pending for this thread,
+  // which has it unblocked: it reaches the no-op handler when the disarm
+  // returns (or is discarded by timer_delete), never code after the wait.
   if (registered_) cancellation_->Unregister(this);
-  if (listed_ && Interrupter::Get().Unlist(this)) {
-    // A signal sent just before the unlisting may still be pending: any
-    // system call's return hands it to the no-op handler here, while the
-    // signal is still unblocked, rather than to the caller's code.
-    sigset_t pending;
-    sigpending(&pending);
+  if (uses_thread_timer_) {
+    if (armed_ || woken_.load(std::memory_order_relaxed)) {
+      const struct itimerspec disarmed {};
+      timer_settime(timer_, 0, &disarmed, nullptr);
+    }
+    thread_timer.in_use = false;
+  } else if (timer_created_) {
+    timer_delete(timer_);
   }
   // Start() only unblocked our signal; nothing to undo unless it was blocked.
   if (sigismember(&saved_mask_, signal_)) {

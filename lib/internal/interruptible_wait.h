@@ -3,25 +3,17 @@
 //
 // Why a signal: flock(2) has no timeout and no way to be woken other than a
 // signal (closing the descriptor from another thread does not wake it). So a
-// timed or cancellable wait calls the plain blocking flock(2), and a signal
-// sent to exactly that thread (tgkill) interrupts it.
-//
-// Who sends it: one thread per process, the interrupter, started by the
-// first timed or cancellable wait and blocked in ppoll(2) on an eventfd
-// until the earliest deadline of the waits listed with it. A wait lists
-// itself in memory when it starts and unlists itself when it ends; neither
-// makes a system call unless its deadline is earlier than every other (the
-// interrupter is then woken to sleep less), and nothing is disarmed when
-// the lock comes. That matters for the hand-off: between the kernel's
-// wake-up and Acquire() returning there is only the lock's own path check.
-// Cancel() (Wake()) sets the wait's flag and writes the eventfd, so the
-// interrupter signals the thread at once. A per-thread POSIX timer did the
-// same until 2026-12-02, but had to be disarmed, one more system call on
-// every hand-off, and armed, one more before every wait.
-//
-// The thread burns no CPU while it waits; the interrupter sleeps until the
-// earliest deadline (or, with no deadline, until woken) and blocks every
-// signal, so the process's own signals never reach it.
+// timed or cancellable wait calls the plain blocking flock(2), and a POSIX
+// timer (timer_create with SIGEV_THREAD_ID) sends a signal to exactly that
+// thread when the deadline passes; Cancel() re-arms the same timer to fire
+// at once. The thread burns no CPU while it waits and, when the holder
+// releases, the kernel wakes it directly: the hand-off costs raw flock's
+// wake-up plus the few system calls that end the wait (a disarm of the
+// timer if it was armed, and restoring the signal mask if the thread had
+// the signal blocked). Each thread keeps one timer for all its waits,
+// created by its first timed or cancellable wait and deleted when the
+// thread ends; a fork child forgets the forking thread's (timers are not
+// inherited).
 //
 // How the application's signals are left alone:
 //  * The signal is a real-time signal that nobody has a handler for: the
@@ -29,32 +21,26 @@
 //    disposition is SIG_DFL, installing a handler that does nothing (without
 //    SA_RESTART, so flock returns EINTR). If every real-time signal is taken,
 //    timed and cancellable waits fail with ResourceExhausted.
-//  * The signal is only ever sent to a thread that is listed as waiting, and
-//    only while it is listed. A wait that was signalled makes one system call
-//    after unlisting itself, so that a signal still pending reaches the no-op
-//    handler there, never the code after the wait.
+//  * The signal is only ever sent by the waiting thread's own timer, to that
+//    thread, while it waits; the timer is disarmed before the wait returns
+//    (a signal it had already sent reaches the no-op handler as the disarm
+//    returns). Other threads never see it.
 //  * The waiting thread unblocks the signal only for the wait and restores
 //    its signal mask afterwards, so it works in programs that block all
 //    signals (for example to read them through signalfd).
 //
-// The check-then-block race (the deadline passes, or Cancel() comes, between
-// the last check and entering flock) is closed by signalling again every
-// 1 ms until the wait ends.
-//
-// fork(): the child has no interrupter (threads are not inherited) and
-// forgets the parent's waits; its first timed or cancellable wait starts
-// its own. The interrupter's mutex is a leaf (nothing else is taken while it
-// is held, and Wake() does not take it), so its fork handlers can lock it
-// without ordering against other locks.
+// The check-then-block race (the deadline passes between the last check and
+// entering flock) is closed by arming the timer with a 1 ms interval: after
+// the deadline it keeps firing until the wait ends.
 //
 // Thread safety: an InterruptibleWait belongs to the thread that made it and
-// must be destroyed on that thread; Wake() may be called from any thread.
+// must be destroyed on that thread.
 
 #ifndef ONLYONE_LIB_INTERNAL_INTERRUPTIBLE_WAIT_H_
 #define ONLYONE_LIB_INTERNAL_INTERRUPTIBLE_WAIT_H_
 
 #include <signal.h>
-#include <sys/types.h>
+#include <time.h>
 
 #include <atomic>
 #include <memory>
@@ -67,6 +53,24 @@
 
 namespace onlyone::internal {
 
+// Shared state behind CancellationToken: the flag and the timers of the waits
+// that use it, so Cancel() can fire them.
+//
+// fork(): a child may cancel, or destroy, a token it inherited. Every live
+// state is in a registry whose pthread_atfork handlers lock the states'
+// mutexes before the fork and unlock them after it in both processes, so
+// the child never inherits a mutex held by a thread that does not exist
+// there, nor a timer set caught half-updated. In the child the timers are
+// the parent's (POSIX timers are not inherited, and the child's own timers
+// may get the same ids): the child handler marks them, and the child's
+// first Cancel(), Register() or Unregister() forgets them unfired. The
+// parent's waits are not affected by anything the child does.
+//
+// Cost: constructing and destroying a state takes the registry's mutex;
+// Cancel(), IsCancelled(), Register() and Unregister() cost what they did.
+// A fork() locks every live state's mutex, so it waits only while one is
+// held (a few instructions, a few timer_settime calls in Cancel()), never
+// for a lock wait.
 // Returns CLOCK_MONOTONIC as an absl::Time; deadlines of waits are on this
 // clock so that setting the wall clock neither shortens nor stretches them.
 absl::Time MonotonicNow();
@@ -79,11 +83,9 @@ class InterruptibleWait final : public CancellationWaker {
  public:
   enum class Outcome { kKeepWaiting, kDeadlineExceeded, kCancelled };
 
-  // Lists the calling thread with the interrupter, to be signalled at
-  // `deadline` (on the MonotonicNow() clock; may be absl::InfiniteFuture())
-  // or when `cancellation` (may be null) is cancelled. Returns Cancelled if
-  // it already is, ResourceExhausted if no signal is free or the
-  // interrupter's thread cannot be started.
+  // Arms an interruption for the calling thread at `deadline` (on the
+  // MonotonicNow() clock; may be absl::InfiniteFuture()) or when `cancellation` is cancelled. Returns
+  // Cancelled if it already is.
   static absl::StatusOr<std::unique_ptr<InterruptibleWait>> Start(
       absl::Time deadline, CancellationState* cancellation);
 
@@ -96,12 +98,10 @@ class InterruptibleWait final : public CancellationWaker {
   // kKeepWaiting and the caller blocks again.
   Outcome Check() const;
 
-  // Cancel() has the interrupter signal the thread at once.
+  // Cancel() re-arms the timer to fire at once.
   void Wake() override;
 
  private:
-  friend class Interrupter;
-
   InterruptibleWait(absl::Time deadline, CancellationState* cancellation,
                     int signal, sigset_t saved_mask);
 
@@ -109,17 +109,16 @@ class InterruptibleWait final : public CancellationWaker {
   CancellationState* const cancellation_;  // may be null
   const int signal_;
   const sigset_t saved_mask_;
-  pid_t thread_id_ = 0;
-  // Set by Wake(); read by the interrupter.
+  timer_t timer_{};
+  // The thread's timer (kept between waits), or one of this wait's own
+  // (created and deleted by it).
+  bool uses_thread_timer_ = false;
+  bool timer_created_ = false;
+  bool armed_ = false;  // for the deadline
+  // Set by Wake(), under the cancellation state's mutex; read after
+  // Unregister().
   std::atomic<bool> woken_{false};
-  bool registered_ = false;  // with cancellation_
-  bool listed_ = false;      // with the interrupter
-  // The interrupter's, guarded by its mutex: the list of waits, when this
-  // one is to be signalled next, and whether it ever was.
-  InterruptibleWait* previous_ = nullptr;
-  InterruptibleWait* next_ = nullptr;
-  absl::Time next_signal_;
-  bool signalled_ = false;
+  bool registered_ = false;
 };
 
 // While one lives on a thread, a lock wait of that thread that is cancelled
