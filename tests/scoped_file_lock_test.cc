@@ -233,6 +233,29 @@ TEST_F(ScopedFileLockTest, AThreadsWaitTimerIsDeletedWhenTheThreadEnds) {
   EXPECT_EQ(holder.Wait(), 0);
 }
 
+// A fork child does not inherit the forking thread's wait timer (POSIX
+// timers are not inherited, and the child's own may get the same id): its
+// timed waits make their own, and time out.
+TEST_F(ScopedFileLockTest, ATimedWaitInAForkChildTimesOut) {
+  Pipe ready, release;
+  Child holder = HoldInChild(path_, ready, release);
+  ASSERT_EQ(ready.Receive(), '.');
+  LockOptions timed;
+  timed.timeout = absl::Milliseconds(20);
+  ASSERT_TRUE(absl::IsDeadlineExceeded(
+      ScopedFileLock::Acquire(path_, timed).status()));  // the parent's timer
+  Child child = Child::Fork([&] {
+    const absl::Time start = absl::Now();
+    const absl::Status status = ScopedFileLock::Acquire(path_, timed).status();
+    if (!absl::IsDeadlineExceeded(status)) return 1;
+    if (absl::Now() - start > absl::Seconds(5)) return 2;
+    return 0;
+  });
+  EXPECT_EQ(child.Wait(), 0);
+  release.Send();
+  EXPECT_EQ(holder.Wait(), 0);
+}
+
 TEST_F(ScopedFileLockTest, TimedWaitReturnsAsSoonAsTheHolderReleases) {
   Pipe ready, release;
   Child holder = HoldInChild(path_, ready, release);
