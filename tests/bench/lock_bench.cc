@@ -33,7 +33,9 @@
 //     /proc/PID/stat is 'S' (asleep), then reads CLOCK_MONOTONIC and
 //     releases. The waiter reads CLOCK_MONOTONIC as soon as its acquire
 //     returns; the difference goes through shared memory. No sleeps are used
-//     to synchronise. The variants run in interleaved blocks of 100. Holder
+//     to synchronise. A fourth variant, raw plus the lstat(2) that a
+//     correct Acquire() must make after a wait, is the floor for any
+//     implementation. The variants run in interleaved blocks of 100. Holder
 //     and waiter are pinned to two CPUs by default: left to the scheduler,
 //     a run lands on one CPU or on two at random, and the raw baseline then
 //     changes by 2x between runs (waking an idle virtual CPU costs ~5 us).
@@ -46,7 +48,8 @@
 //     The parent also collects each child's whole rusage with wait4(2).
 //  4. Throughput: --workers processes each run --sections critical sections
 //     that pread a counter from the lock file, increment it and pwrite it
-//     back; the counter must end at workers * sections.
+//     back; the counter must end at workers * sections. Raw plus that
+//     lstat inside the critical section is measured too, as the floor.
 
 #include <fcntl.h>
 #include <sched.h>
