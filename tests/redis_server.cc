@@ -56,11 +56,15 @@ absl::StatusOr<int> FreePort() {
 }
 
 // A directory short enough for a unix socket path (108 bytes): under
-// TEST_TMPDIR when that is short, else under /tmp (removed afterwards).
+// TEST_TMPDIR when that is short, else in the process's test root
+// (test_util.h), which is removed also when a sanitizer report ends the
+// test, so that no /tmp/redis-test.* is left behind then.
 std::pair<std::string, bool> ShortDirectory() {
   const char* base = getenv("TEST_TMPDIR");
   if (base != nullptr && strlen(base) < 70) return {MakeTempDir(), true};
-  std::string pattern = "/tmp/redis-test.XXXXXX";
+  const char* root = getenv("ONLYONE_TEST_ROOT");
+  std::string pattern = absl::StrCat(
+      root != nullptr && strlen(root) < 70 ? root : "/tmp", "/redis-test.XXXXXX");
   if (mkdtemp(pattern.data()) == nullptr) {
     perror("mkdtemp");
     abort();

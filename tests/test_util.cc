@@ -394,7 +394,9 @@ class ProcessTestRoot {
     if (!root_.empty() && getpid() == owner_) RemoveTree(root_);
   }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   static inline ProcessTestRoot* current_ = nullptr;
+#endif
   std::string root_;
   pid_t owner_ = 0;
 };
