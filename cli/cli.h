@@ -2,8 +2,8 @@
 //
 // main() is a few lines around Main(); everything else, including flag
 // parsing and help, is here and in the libraries it uses, so that tests can
-// call it. The flags are Abseil flags (ABSL_FLAG in cli.cc); Main() parses
-// them with cli/flag_parser.h, since each subcommand accepts its own set.
+// call it. The flags are Abseil flags (cli/flags.h); Main() parses them
+// with cli/flag_parser.h, since each subcommand accepts its own set.
 
 #ifndef ONLYONE_CLI_CLI_H_
 #define ONLYONE_CLI_CLI_H_

@@ -1,6 +1,6 @@
 // Fuzz target: the subcommand flag parser of the onlyone command
-// (cli/flag_parser.h), on flags of the types and names the command defines
-// (cli/cli.cc), each subcommand accepting its own set.
+// (cli/flag_parser.h), on the command's own flags and subcommand sets
+// (cli/flags.h).
 //
 // The input's first byte picks the subcommand; the rest, split at NUL
 // bytes, is the argument list. Properties: parsing any arguments is safe;
@@ -25,75 +25,22 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/time/time.h"
 #include "cli/flag_parser.h"
 #include "cli/flag_types.h"
+#include "cli/flags.h"
 #include "tests/fuzz/fuzz_support.h"
-
-using ::onlyone::cli::DurationFlag;
-using ::onlyone::cli::OnConflictFlag;
-using ::onlyone::cli::ScopeFlag;
-
-// The command's flags (cli/cli.cc), with the same names, types and
-// defaults; their help is not what is tested.
-ABSL_FLAG(std::string, name, "", "");
-ABSL_FLAG(std::string, lock, "", "");
-ABSL_FLAG(ScopeFlag, scope, ScopeFlag{}, "");
-ABSL_FLAG(DurationFlag, wait, DurationFlag{}, "");
-ABSL_FLAG(OnConflictFlag, on_conflict, OnConflictFlag{}, "");
-ABSL_FLAG(int, conflict_exit_code, 75, "");
-ABSL_FLAG(bool, shared, false, "");
-ABSL_FLAG(DurationFlag, grace, DurationFlag{absl::Seconds(5)}, "");
-ABSL_FLAG(DurationFlag, max_runtime, DurationFlag{absl::InfiniteDuration()},
-          "");
-ABSL_FLAG(bool, quiet, false, "");
-ABSL_FLAG(bool, verbose, false, "");
-ABSL_FLAG(bool, json, false, "");
-ABSL_FLAG(DurationFlag, timeout, DurationFlag{absl::InfiniteDuration()}, "");
 
 namespace onlyone::fuzz {
 namespace {
 
 using ::onlyone::cli::FlagSpec;
+using ::onlyone::cli::AllFlags;
+using ::onlyone::cli::kListFlags;
+using ::onlyone::cli::kRunFlags;
+using ::onlyone::cli::kStatusFlags;
+using ::onlyone::cli::kWaitFlags;
 using ::onlyone::cli::ParseArgs;
 using ::onlyone::cli::ParsedArgs;
-
-constexpr FlagSpec kName = {"name", "NAME"};
-constexpr FlagSpec kLock = {"lock", "PATH"};
-constexpr FlagSpec kScope = {"scope", "user|session|machine"};
-constexpr FlagSpec kJson = {"json", ""};
-constexpr FlagSpec kRunFlags[] = {
-    kName,
-    kLock,
-    kScope,
-    {"wait", "DURATION"},
-    {"on_conflict", "fail|wait|replace"},
-    {"conflict_exit_code", "N"},
-    {"shared", ""},
-    {"grace", "DURATION"},
-    {"max_runtime", "DURATION"},
-    {"quiet", ""},
-    {"verbose", ""},
-};
-constexpr FlagSpec kStatusFlags[] = {kName, kLock, kScope, kJson};
-constexpr FlagSpec kListFlags[] = {kScope, kJson};
-constexpr FlagSpec kWaitFlags[] = {
-    kName, kLock, kScope, {"timeout", "DURATION"}};
-constexpr FlagSpec kAllFlags[] = {
-    kName,
-    kLock,
-    kScope,
-    {"wait", "DURATION"},
-    {"on_conflict", "fail|wait|replace"},
-    {"conflict_exit_code", "N"},
-    {"shared", ""},
-    {"grace", "DURATION"},
-    {"max_runtime", "DURATION"},
-    {"quiet", ""},
-    {"verbose", ""},
-    kJson,
-    {"timeout", "DURATION"},
-};
 
 struct Subcommand {
   const char* name;
@@ -128,7 +75,7 @@ bool Accepts(const Subcommand& subcommand, absl::string_view name) {
 // depends on the inputs before it. (absl::FlagSaver would log a line per
 // flag and input.)
 void ResetFlags() {
-  for (const FlagSpec& spec : kAllFlags) {
+  for (const FlagSpec& spec : AllFlags()) {
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(spec.name);
     FUZZ_CHECK(flag != nullptr, std::string(spec.name));
     std::string error;
@@ -146,7 +93,7 @@ void Check(const uint8_t* data, size_t size) {
       absl::string_view(reinterpret_cast<const char*>(data) + 1, size - 1),
       '\0');
   const absl::StatusOr<ParsedArgs> parsed =
-      ParseArgs(args, subcommand.name, subcommand.flags, kAllFlags,
+      ParseArgs(args, subcommand.name, subcommand.flags, AllFlags(),
                 subcommand.takes_command);
   const std::string shown = absl::StrCat(subcommand.name, " ", Show(args));
   if (!parsed.ok()) {

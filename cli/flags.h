@@ -1,0 +1,91 @@
+// The onlyone command's flags: their definitions (cli/flags.cc: types,
+// defaults, help) and which subcommand accepts which, in one place for the
+// command (cli/cli.cc) and the flag parser's fuzz target, so that the
+// fuzzer parses exactly the command's flags.
+//
+// Each subcommand's list is in the order its help shows the flags.
+
+#ifndef ONLYONE_CLI_FLAGS_H_
+#define ONLYONE_CLI_FLAGS_H_
+
+#include <string>
+
+#include "absl/flags/declare.h"
+#include "absl/types/span.h"
+#include "cli/flag_parser.h"
+#include "cli/flag_types.h"
+
+ABSL_DECLARE_FLAG(std::string, name);
+ABSL_DECLARE_FLAG(std::string, lock);
+ABSL_DECLARE_FLAG(onlyone::cli::ScopeFlag, scope);
+ABSL_DECLARE_FLAG(int, slots);
+ABSL_DECLARE_FLAG(bool, soft);
+ABSL_DECLARE_FLAG(onlyone::cli::DurationFlag, stale_after);
+ABSL_DECLARE_FLAG(std::string, redis);
+ABSL_DECLARE_FLAG(std::string, redis_password_file);
+ABSL_DECLARE_FLAG(onlyone::cli::DurationFlag, lease);
+ABSL_DECLARE_FLAG(onlyone::cli::DurationFlag, wait);
+ABSL_DECLARE_FLAG(onlyone::cli::OnConflictFlag, on_conflict);
+ABSL_DECLARE_FLAG(int, conflict_exit_code);
+ABSL_DECLARE_FLAG(bool, shared);
+ABSL_DECLARE_FLAG(onlyone::cli::DurationFlag, grace);
+ABSL_DECLARE_FLAG(onlyone::cli::DurationFlag, max_runtime);
+ABSL_DECLARE_FLAG(bool, quiet);
+ABSL_DECLARE_FLAG(bool, verbose);
+ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(onlyone::cli::DurationFlag, timeout);
+
+namespace onlyone::cli {
+
+inline constexpr FlagSpec kName = {"name", "NAME"};
+inline constexpr FlagSpec kLock = {"lock", "PATH"};
+inline constexpr FlagSpec kScope = {"scope", "user|session|machine"};
+inline constexpr FlagSpec kJson = {"json", ""};
+inline constexpr FlagSpec kSlots = {"slots", "N"};
+inline constexpr FlagSpec kSoft = {"soft", ""};
+inline constexpr FlagSpec kStaleAfter = {"stale_after", "DURATION"};
+inline constexpr FlagSpec kRedis = {"redis", "URL"};
+inline constexpr FlagSpec kRedisPasswordFile = {"redis_password_file", "FILE"};
+inline constexpr FlagSpec kLease = {"lease", "DURATION"};
+
+inline constexpr FlagSpec kRunFlags[] = {
+    kName,
+    kLock,
+    kScope,
+    kSlots,
+    kSoft,
+    kStaleAfter,
+    kRedis,
+    kRedisPasswordFile,
+    kLease,
+    {"wait", "DURATION", "none, fail at once"},
+    {"on_conflict", "fail|wait|replace"},
+    {"conflict_exit_code", "N"},
+    {"shared", ""},
+    {"grace", "DURATION"},
+    {"max_runtime", "DURATION", "inf"},
+    {"quiet", ""},
+    {"verbose", ""},
+};
+inline constexpr FlagSpec kStatusFlags[] = {kName,  kLock,       kScope,
+                                     kSlots, kSoft,       kStaleAfter,
+                                     kRedis, kRedisPasswordFile,
+                                     kJson};
+inline constexpr FlagSpec kListFlags[] = {kScope, kRedis, kRedisPasswordFile, kJson};
+inline constexpr FlagSpec kWaitFlags[] = {
+    kName,
+    kLock,
+    kScope,
+    kSlots,
+    kSoft,
+    kStaleAfter,
+    kRedis,
+    kRedisPasswordFile,
+    {"timeout", "DURATION", "inf, wait until free"}};
+// Every flag of every subcommand, each once: what a parser must know to
+// say "not a flag of this subcommand" rather than "unknown flag".
+absl::Span<const FlagSpec> AllFlags();
+
+}  // namespace onlyone::cli
+
+#endif  // ONLYONE_CLI_FLAGS_H_
