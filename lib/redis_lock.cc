@@ -27,6 +27,7 @@
 #include "onlyone/internal/redis_connection.h"
 #include "onlyone/internal/redis_endpoint.h"
 #include "onlyone/internal/small_file.h"
+#include "onlyone/internal/thread_signals.h"
 
 namespace onlyone {
 namespace internal {
@@ -385,13 +386,10 @@ class Renewer {
     locks_[key] = Entry{std::move(state), next};
     if (!started_) {
       started_ = true;
-      // With every signal blocked, which it inherits: a process's signals
-      // (SIGCHLD for a supervisor's signalfd, SIGTERM) are not its to take.
-      sigset_t all, previous;
-      sigfillset(&all);
-      pthread_sigmask(SIG_SETMASK, &all, &previous);
+      // A process's signals (SIGCHLD for a supervisor's signalfd, SIGTERM)
+      // are not its to take.
+      internal::NewThreadsBlockSignals blocked;
       std::thread([this] { Run(); }).detach();
-      pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     }
     // Waking the thread only when it would sleep past the new lock's first
     // renewal keeps it (and a context switch) off the Acquire() path.

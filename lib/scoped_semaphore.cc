@@ -35,6 +35,7 @@
 #include "onlyone/internal/proc_locks.h"
 #include "onlyone/internal/retry.h"
 #include "onlyone/internal/small_file.h"
+#include "onlyone/internal/thread_signals.h"
 
 namespace onlyone {
 namespace {
@@ -303,6 +304,8 @@ class SlotRace : public std::enable_shared_from_this<SlotRace> {
                              internal::CancellationState* cancellation) {
     absl::Status started;
     try {
+      // A process's signals are the application's, not these threads'.
+      internal::NewThreadsBlockSignals blocked;
       for (int slot = 0; slot < slots_; ++slot) {
         std::thread([self = shared_from_this(), slot] {
           self->WaitForSlot(slot);

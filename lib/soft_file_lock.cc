@@ -808,9 +808,6 @@ struct SoftFileLock::State {
   }
 
   void Heartbeat() {
-    // A SIGTERM to the process is for the application (`onlyone run` reads
-    // it from a signalfd to forward it), never for this thread.
-    internal::BlockSignalsOnThisThread();
     const absl::Duration interval = options.stale_after / 3;
     std::unique_lock<std::mutex> lock(mu);
     for (;;) {
@@ -956,7 +953,12 @@ absl::StatusOr<SoftFileLock> SoftFileLock::Acquire(
   auto state = std::make_unique<State>(*std::move(parts), (*record)->TakeFd(),
                                        file, options);
   State* const beating = state.get();
-  state->heartbeat = std::thread([beating] { beating->Heartbeat(); });
+  {
+    // A SIGTERM or SIGCHLD to the process is for the application (`onlyone
+    // run` reads them from a signalfd), never for this thread.
+    internal::NewThreadsBlockSignals blocked;
+    state->heartbeat = std::thread([beating] { beating->Heartbeat(); });
+  }
   return SoftFileLock(std::move(state));
 }
 

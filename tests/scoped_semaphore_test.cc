@@ -36,10 +36,12 @@
 namespace onlyone {
 namespace {
 
+using ::onlyone::testing::BlocksProcessSignals;
 using ::onlyone::testing::Child;
 using ::onlyone::testing::ForgetTestRunnerFiles;
 using ::onlyone::testing::MakeTempDir;
 using ::onlyone::testing::MapSharedCounters;
+using ::onlyone::testing::OtherThreadsBlockedSignals;
 using ::onlyone::testing::SharedCounters;
 using ::onlyone::testing::Pipe;
 using ::onlyone::testing::ReadFileOrEmpty;
@@ -404,6 +406,42 @@ TEST_F(ScopedSemaphoreTest, CancelEndsAWaitOnTheSlotsAndOnTheGate) {
     EXPECT_TRUE(absl::IsCancelled(status)) << status;
     EXPECT_THAT(std::string(status.message()), HasSubstr(path_));
   }
+  release[0].Send();
+  release[1].Send();
+  EXPECT_EQ(first.Wait(), 0);
+  EXPECT_EQ(second.Wait(), 0);
+}
+
+// The threads that wait on the slots take no process signal: a SIGCHLD one
+// of them took would be discarded (`onlyone run --slots` would miss its
+// command's exit), a SIGTERM would end the process unforwarded.
+TEST_F(ScopedSemaphoreTest, TheSlotThreadsTakeNoProcessSignals) {
+  Pipe ready[2], release[2];
+  Child first = HoldInChild(path_, 2, ready[0], release[0]);
+  ASSERT_NE(ready[0].Receive(), '\0');
+  Child second = HoldInChild(path_, 2, ready[1], release[1]);
+  ASSERT_NE(ready[1].Receive(), '\0');
+  CancellationToken stop;
+  std::atomic<pid_t> caller{0};
+  std::thread waiter([&] {
+    caller = gettid();
+    SemaphoreOptions options;
+    options.cancellation = stop;
+    EXPECT_TRUE(
+        absl::IsCancelled(ScopedSemaphore::Acquire(path_, 2, options).status()));
+  });
+  ASSERT_TRUE(WaitForBlockedWaiters(path_ + ".00.lock"));
+  ASSERT_TRUE(WaitForBlockedWaiters(path_ + ".01.lock"));
+  int slot_threads = 0;
+  for (const auto& [tid, mask] : OtherThreadsBlockedSignals()) {
+    if (tid == caller) continue;  // the application's thread
+    ++slot_threads;
+    EXPECT_TRUE(BlocksProcessSignals(mask))
+        << "thread " << tid << " blocks " << absl::StrFormat("%016x", mask);
+  }
+  EXPECT_GE(slot_threads, 2);
+  stop.Cancel();
+  waiter.join();
   release[0].Send();
   release[1].Send();
   EXPECT_EQ(first.Wait(), 0);

@@ -25,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -143,6 +144,26 @@ class SoftFileLockTest : public ::testing::Test {
   const std::string dir_ = MakeTempDir();
   const std::string path_ = dir_ + "/job.lock";
 };
+
+// The heartbeat thread blocks the process's signals from its first
+// instruction: a SIGCHLD it took would be discarded, and `onlyone run
+// --soft` would never see its command end. It once blocked them as its
+// first statement, too late when it had not run yet; right after Acquire()
+// returns is when that showed.
+TEST_F(SoftFileLockTest, TheHeartbeatThreadIsBornWithSignalsBlocked) {
+  for (int i = 0; i < 200; ++i) {
+    absl::StatusOr<SoftFileLock> lock = SoftFileLock::Acquire(path_);
+    ASSERT_TRUE(lock.ok()) << lock.status();
+    const auto masks = OtherThreadsBlockedSignals();
+    ASSERT_FALSE(masks.empty());  // the heartbeat
+    for (const auto& [tid, mask] : masks) {
+      ASSERT_TRUE(BlocksProcessSignals(mask))
+          << "acquisition " << i << ": thread " << tid << " blocks "
+          << absl::StrFormat("%016x", mask);
+    }
+    ASSERT_TRUE(lock->Release().ok());
+  }
+}
 
 TEST_F(SoftFileLockTest, ARefusalNamesThePathAndTheHolder) {
   Pipe ready, release;

@@ -29,8 +29,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "onlyone/internal/holder_info.h"
@@ -250,6 +252,34 @@ std::string ReadFileOrEmpty(const std::string& path) {
   std::stringstream text;
   text << file.rdbuf();
   return text.str();
+}
+
+std::vector<std::pair<pid_t, uint64_t>> OtherThreadsBlockedSignals() {
+  std::vector<std::pair<pid_t, uint64_t>> masks;
+  const pid_t self = gettid();
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return masks;
+  while (const dirent* entry = readdir(tasks)) {
+    pid_t tid = 0;
+    if (!absl::SimpleAtoi(entry->d_name, &tid) || tid == self) continue;
+    for (absl::string_view line : absl::StrSplit(
+             ReadFileOrEmpty(absl::StrCat("/proc/self/task/", tid, "/status")),
+             '\n')) {
+      uint64_t mask = 0;
+      if (absl::ConsumePrefix(&line, "SigBlk:\t") &&
+          absl::SimpleHexAtoi(line, &mask)) {
+        masks.emplace_back(tid, mask);
+      }
+    }
+  }
+  closedir(tasks);
+  return masks;
+}
+
+bool BlocksProcessSignals(uint64_t mask) {
+  const uint64_t must =
+      (uint64_t{1} << (SIGCHLD - 1)) | (uint64_t{1} << (SIGTERM - 1));
+  return (mask & must) == must;
 }
 
 int RunShell(const std::string& command_line) {

@@ -25,6 +25,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -194,6 +195,14 @@ SharedCounters* MapSharedCounters();
 
 // Reads a whole file; "" if it cannot be read.
 std::string ReadFileOrEmpty(const std::string& path);
+
+// The signals each thread of this process other than the calling one blocks
+// (SigBlk of /proc/self/task/TID/status), by thread id.
+std::vector<std::pair<pid_t, uint64_t>> OtherThreadsBlockedSignals();
+
+// Whether `mask` (a SigBlk) blocks SIGCHLD and SIGTERM, the process-directed
+// signals the library's own threads must never take.
+bool BlocksProcessSignals(uint64_t mask);
 
 // Runs a shell command line with /bin/sh and returns its exit code.
 int RunShell(const std::string& command_line);

@@ -498,7 +498,11 @@ absl::StatusOr<std::unique_ptr<MessageListener>> MessageListener::Start(
   std::move(close_wake).Cancel();
   std::move(close_message).Cancel();
   MessageListener* raw = listener.get();
-  listener->thread_ = std::make_unique<std::thread>([raw] { raw->Run(); });
+  {
+    // The application's process-directed signals go to its own threads.
+    NewThreadsBlockSignals blocked;
+    listener->thread_ = std::make_unique<std::thread>([raw] { raw->Run(); });
+  }
   return listener;
 }
 
@@ -640,8 +644,6 @@ void MessageListener::HandleComplete(Connection& connection) {
 }
 
 void MessageListener::Run() {
-  // The application's process-directed signals go to its own threads.
-  BlockSignalsOnThisThread();
   pthread_setname_np(pthread_self(), "onlyone-listen");  // for ps -L, gdb
   std::vector<std::unique_ptr<Connection>> connections;
   // Among the connections that wait for their peer, the one whose peer has
