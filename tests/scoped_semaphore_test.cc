@@ -72,6 +72,41 @@ Child HoldInChild(const std::string& path, int slots, Pipe& ready,
   });
 }
 
+// Two children that hold both permits of the 2-slot semaphore at `path`
+// until the test lets them go.
+class BothSlotsHeld {
+ public:
+  explicit BothSlotsHeld(const std::string& path)
+      : first_(HoldInChild(path, 2, ready_[0], release_[0])),
+        first_ready_(ready_[0].Receive() != '\0'),
+        second_(HoldInChild(path, 2, ready_[1], release_[1])),
+        second_ready_(ready_[1].Receive() != '\0') {}
+
+  // Whether both hold their permit.
+  bool ready() const { return first_ready_ && second_ready_; }
+  pid_t first_pid() const { return first_.pid(); }
+  // Lets the first one release its permit and exit.
+  void ReleaseFirst() {
+    if (!first_released_) release_[0].Send();
+    first_released_ = true;
+  }
+  // Lets both go; whether both released their permit and exited 0.
+  bool ReleaseBoth() {
+    ReleaseFirst();
+    release_[1].Send();
+    const bool first_ok = first_.Wait() == 0;
+    return second_.Wait() == 0 && first_ok;
+  }
+
+ private:
+  Pipe ready_[2], release_[2];
+  Child first_;
+  bool first_ready_;
+  Child second_;
+  bool second_ready_;
+  bool first_released_ = false;
+};
+
 // 0 acquired, 1 Unavailable, 2 anything else; from another process.
 int TryFromAnotherProcess(const std::string& path, int slots) {
   Child child = Child::Fork([&] {
@@ -260,11 +295,8 @@ TEST_F(ScopedSemaphoreTest, AKilledHolderWakesABlockedWaiterAtOnce) {
 // The waiter runs in its own process so that its CPU time and context
 // switches are its own; it reports how long after the release it returned.
 TEST_F(ScopedSemaphoreTest, ABlockedWaiterUsesNoCpuAndWakesPromptly) {
-  Pipe ready[2], release[2];
-  Child first = HoldInChild(path_, 2, ready[0], release[0]);
-  ASSERT_NE(ready[0].Receive(), '\0');
-  Child second = HoldInChild(path_, 2, ready[1], release[1]);
-  ASSERT_NE(ready[1].Receive(), '\0');
+  BothSlotsHeld held(path_);
+  ASSERT_TRUE(held.ready());
   Pipe woken;
   Child waiter = Child::Fork([&] {
     SemaphoreOptions options;
@@ -293,24 +325,19 @@ TEST_F(ScopedSemaphoreTest, ABlockedWaiterUsesNoCpuAndWakesPromptly) {
 #endif
 
   const int64_t released = absl::ToUnixMicros(absl::Now());
-  release[0].Send();
+  held.ReleaseFirst();
   int64_t returned = 0;
   ASSERT_EQ(read(woken.read_fd(), &returned, sizeof returned),
             static_cast<ssize_t>(sizeof returned));
   EXPECT_EQ(waiter.Wait(), 0);
   // portalocker's poll interval is 250 ms; a woken waiter takes far less.
   EXPECT_LT(returned - released, 100000) << "microseconds to wake";
-  EXPECT_EQ(first.Wait(), 0);
-  release[1].Send();
-  EXPECT_EQ(second.Wait(), 0);
+  EXPECT_TRUE(held.ReleaseBoth());
 }
 
 TEST_F(ScopedSemaphoreTest, TimedWaitsEndInDeadlineExceededNeverSooner) {
-  Pipe ready[2], release[2];
-  Child first = HoldInChild(path_, 2, ready[0], release[0]);
-  ASSERT_NE(ready[0].Receive(), '\0');
-  Child second = HoldInChild(path_, 2, ready[1], release[1]);
-  ASSERT_NE(ready[1].Receive(), '\0');
+  BothSlotsHeld held(path_);
+  ASSERT_TRUE(held.ready());
   // Two waiters: one races for the slots, the other queues on the gate.
   const absl::Duration timeouts[] = {absl::Milliseconds(300),
                                      absl::Milliseconds(500)};
@@ -331,25 +358,19 @@ TEST_F(ScopedSemaphoreTest, TimedWaitsEndInDeadlineExceededNeverSooner) {
     ASSERT_TRUE(absl::IsDeadlineExceeded(statuses[i])) << statuses[i];
     EXPECT_THAT(std::string(statuses[i].message()), HasSubstr(path_));
     EXPECT_THAT(std::string(statuses[i].message()),
-                HasSubstr(absl::StrCat("pid ", first.pid())));
+                HasSubstr(absl::StrCat("pid ", held.first_pid())));
     EXPECT_GE(waited[i], timeouts[i]);
     EXPECT_LT(waited[i], timeouts[i] + kPrompt);
   }
-  release[0].Send();
-  release[1].Send();
-  EXPECT_EQ(first.Wait(), 0);
-  EXPECT_EQ(second.Wait(), 0);
+  EXPECT_TRUE(held.ReleaseBoth());
 }
 
 // A timeout spent before the wait on the gate (or, with one slot, on the
 // slot) began turns that wait into a try; its refusal is the timeout's
 // DeadlineExceeded, not a try's Unavailable.
 TEST_F(ScopedSemaphoreTest, ATimeoutSpentBeforeTheGateIsDeadlineExceeded) {
-  Pipe ready[2], release[2];
-  Child first = HoldInChild(path_, 2, ready[0], release[0]);
-  ASSERT_NE(ready[0].Receive(), '\0');
-  Child second = HoldInChild(path_, 2, ready[1], release[1]);
-  ASSERT_NE(ready[1].Receive(), '\0');
+  BothSlotsHeld held(path_);
+  ASSERT_TRUE(held.ready());
   const std::string one_slot = dir_ + "/single";
   Pipe single_ready, single_release;
   Child single = HoldInChild(one_slot, 1, single_ready, single_release);
@@ -371,20 +392,14 @@ TEST_F(ScopedSemaphoreTest, ATimeoutSpentBeforeTheGateIsDeadlineExceeded) {
   }
   EXPECT_THAT(std::string(statuses[0].message()), HasSubstr(path_));
   EXPECT_THAT(std::string(statuses[1].message()), HasSubstr(one_slot));
-  release[0].Send();
-  release[1].Send();
+  EXPECT_TRUE(held.ReleaseBoth());
   single_release.Send();
-  EXPECT_EQ(first.Wait(), 0);
-  EXPECT_EQ(second.Wait(), 0);
   EXPECT_EQ(single.Wait(), 0);
 }
 
 TEST_F(ScopedSemaphoreTest, CancelEndsAWaitOnTheSlotsAndOnTheGate) {
-  Pipe ready[2], release[2];
-  Child first = HoldInChild(path_, 2, ready[0], release[0]);
-  ASSERT_NE(ready[0].Receive(), '\0');
-  Child second = HoldInChild(path_, 2, ready[1], release[1]);
-  ASSERT_NE(ready[1].Receive(), '\0');
+  BothSlotsHeld held(path_);
+  ASSERT_TRUE(held.ready());
   CancellationToken stop;
   absl::Status statuses[2];
   std::vector<std::thread> waiters;
@@ -406,21 +421,15 @@ TEST_F(ScopedSemaphoreTest, CancelEndsAWaitOnTheSlotsAndOnTheGate) {
     EXPECT_TRUE(absl::IsCancelled(status)) << status;
     EXPECT_THAT(std::string(status.message()), HasSubstr(path_));
   }
-  release[0].Send();
-  release[1].Send();
-  EXPECT_EQ(first.Wait(), 0);
-  EXPECT_EQ(second.Wait(), 0);
+  EXPECT_TRUE(held.ReleaseBoth());
 }
 
 // The threads that wait on the slots take no process signal: a SIGCHLD one
 // of them took would be discarded (`onlyone run --slots` would miss its
 // command's exit), a SIGTERM would end the process unforwarded.
 TEST_F(ScopedSemaphoreTest, TheSlotThreadsTakeNoProcessSignals) {
-  Pipe ready[2], release[2];
-  Child first = HoldInChild(path_, 2, ready[0], release[0]);
-  ASSERT_NE(ready[0].Receive(), '\0');
-  Child second = HoldInChild(path_, 2, ready[1], release[1]);
-  ASSERT_NE(ready[1].Receive(), '\0');
+  BothSlotsHeld held(path_);
+  ASSERT_TRUE(held.ready());
   CancellationToken stop;
   std::atomic<pid_t> caller{0};
   std::thread waiter([&] {
@@ -442,10 +451,7 @@ TEST_F(ScopedSemaphoreTest, TheSlotThreadsTakeNoProcessSignals) {
   EXPECT_GE(slot_threads, 2);
   stop.Cancel();
   waiter.join();
-  release[0].Send();
-  release[1].Send();
-  EXPECT_EQ(first.Wait(), 0);
-  EXPECT_EQ(second.Wait(), 0);
+  EXPECT_TRUE(held.ReleaseBoth());
 }
 
 TEST_F(ScopedSemaphoreTest, AForkChildsCopyIsNotHeldAndFreesNothing) {
