@@ -84,7 +84,6 @@ std::string ExitCodesHelp() {
   return help;
 }
 
-
 // flock(1)'s spellings, typed out of habit, where they mean what one of
 // ours means.
 constexpr ShortFlag kRunShortFlags[] = {

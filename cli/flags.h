@@ -8,6 +8,8 @@
 #ifndef ONLYONE_CLI_FLAGS_H_
 #define ONLYONE_CLI_FLAGS_H_
 
+#include <array>
+#include <cstddef>
 #include <string>
 
 #include "absl/flags/declare.h"
@@ -48,15 +50,27 @@ inline constexpr FlagSpec kRedis = {"redis", "URL"};
 inline constexpr FlagSpec kRedisPasswordFile = {"redis_password_file", "FILE"};
 inline constexpr FlagSpec kLease = {"lease", "DURATION"};
 
-inline constexpr FlagSpec kRunFlags[] = {
-    kName,
-    kLock,
-    kScope,
-    kSlots,
-    kSoft,
-    kStaleAfter,
-    kRedis,
-    kRedisPasswordFile,
+// Joins lists of flags into one, in order: each subcommand's list is built
+// from the shared ones below rather than repeating them.
+template <size_t... N>
+constexpr std::array<FlagSpec, (N + ...)> JoinFlags(
+    const FlagSpec (&... lists)[N]) {
+  std::array<FlagSpec, (N + ...)> joined{};
+  size_t at = 0;
+  auto append = [&](const auto& list) {
+    for (const FlagSpec& spec : list) joined[at++] = spec;
+  };
+  (append(lists), ...);
+  return joined;
+}
+
+// Which lock: what run, status and wait all take.
+inline constexpr FlagSpec kLockChoiceFlags[] = {
+    kName,  kLock,       kScope,
+    kSlots, kSoft,       kStaleAfter,
+    kRedis, kRedisPasswordFile,
+};
+inline constexpr FlagSpec kRunOwnFlags[] = {
     kLease,
     {"wait", "DURATION", "none, fail at once"},
     {"on_conflict", "fail|wait|replace"},
@@ -67,21 +81,17 @@ inline constexpr FlagSpec kRunFlags[] = {
     {"quiet", ""},
     {"verbose", ""},
 };
-inline constexpr FlagSpec kStatusFlags[] = {kName,  kLock,       kScope,
-                                     kSlots, kSoft,       kStaleAfter,
-                                     kRedis, kRedisPasswordFile,
-                                     kJson};
-inline constexpr FlagSpec kListFlags[] = {kScope, kRedis, kRedisPasswordFile, kJson};
-inline constexpr FlagSpec kWaitFlags[] = {
-    kName,
-    kLock,
-    kScope,
-    kSlots,
-    kSoft,
-    kStaleAfter,
-    kRedis,
-    kRedisPasswordFile,
+inline constexpr FlagSpec kStatusOwnFlags[] = {kJson};
+inline constexpr FlagSpec kWaitOwnFlags[] = {
     {"timeout", "DURATION", "inf, wait until free"}};
+
+inline constexpr auto kRunFlags = JoinFlags(kLockChoiceFlags, kRunOwnFlags);
+inline constexpr auto kStatusFlags =
+    JoinFlags(kLockChoiceFlags, kStatusOwnFlags);
+inline constexpr FlagSpec kListFlags[] = {kScope, kRedis, kRedisPasswordFile,
+                                          kJson};
+inline constexpr auto kWaitFlags = JoinFlags(kLockChoiceFlags, kWaitOwnFlags);
+
 // Every flag of every subcommand, each once: what a parser must know to
 // say "not a flag of this subcommand" rather than "unknown flag".
 absl::Span<const FlagSpec> AllFlags();
