@@ -408,12 +408,7 @@ class SlotRace : public std::enable_shared_from_this<SlotRace> {
 std::string ScopedSemaphore::SlotPath(absl::string_view path, int slot) {
   // Every Acquire() builds one; StrFormat cost a tenth of an uncontended
   // acquisition.
-  if (slot >= 0 && slot < 100) {
-    const char digits[2] = {static_cast<char>('0' + slot / 10),
-                            static_cast<char>('0' + slot % 10)};
-    return absl::StrCat(path, ".", absl::string_view(digits, 2), ".lock");
-  }
-  return absl::StrFormat("%s.%02d.lock", path, slot);
+  return absl::StrCat(path, ".", absl::Dec(slot, absl::kZeroPad2), ".lock");
 }
 
 std::vector<SemaphoreSlotHolder> ScopedSemaphore::Holders(

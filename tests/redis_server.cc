@@ -63,8 +63,9 @@ std::pair<std::string, bool> ShortDirectory() {
   const char* base = getenv("TEST_TMPDIR");
   if (base != nullptr && strlen(base) < 70) return {MakeTempDir(), true};
   const char* root = getenv("ONLYONE_TEST_ROOT");
-  std::string pattern = absl::StrCat(
-      root != nullptr && strlen(root) < 70 ? root : "/tmp", "/redis-test.XXXXXX");
+  std::string pattern =
+      absl::StrCat(root != nullptr && strlen(root) < 70 ? root : "/tmp",
+                   "/redis-test.XXXXXX");
   if (mkdtemp(pattern.data()) == nullptr) {
     perror("mkdtemp");
     abort();

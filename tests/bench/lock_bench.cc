@@ -614,9 +614,9 @@ struct CounterShared {
   std::atomic<int64_t> end_ns[64];
 };
 
-// Runs one contended round; returns sections per second and the final count.
 enum class CounterKind { kOnlyone, kRaw, kRawChecked };
 
+// Runs one contended round; returns sections per second and the final count.
 std::pair<double, uint64_t> CounterRound(const Config& cfg,
                                          const std::string& path,
                                          CounterKind kind) {
